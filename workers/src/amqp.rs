@@ -1,0 +1,89 @@
+//! The broker: connecting with a clear error, declaring the topology's queues, publishing with confirms.
+
+use crate::message::Envelope;
+use crate::topology::Topology;
+use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use std::time::Duration;
+
+/// The broker used when `AMQP_URL` is not set.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "cannot reach RabbitMQ at {url}: {reason}. Start it with `rabbitmq-server -detached` \
+         (install it with `apt-get install -y rabbitmq-server`), or set AMQP_URL to a running broker"
+    )]
+    Unreachable { url: String, reason: String },
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused (nacked) a published message")]
+    Nacked,
+}
+
+/// Connects to the broker, naming the URL and how to start RabbitMQ if it cannot.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let attempt = tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, properties)).await;
+    match attempt {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(BrokerError::Unreachable { url: url.to_owned(), reason: e.to_string() }),
+        Err(_) => Err(BrokerError::Unreachable { url: url.to_owned(), reason: "no answer in 10 s".into() }),
+    }
+}
+
+/// Declares every queue of the topology (idempotent: every node does it at start, so start order is free).
+pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
+    for queue in topology.all_queues() {
+        channel.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every queue of the topology (a cluster that stops cleanly leaves nothing on the broker).
+pub async fn delete_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
+    for queue in topology.all_queues() {
+        channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    }
+    Ok(())
+}
+
+/// A consumer channel with `prefetch` unacked deliveries in flight.
+pub async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel, BrokerError> {
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    Ok(channel)
+}
+
+/// Publishes envelopes as persistent messages with publisher confirms. Confirms are returned, not awaited, so
+/// callers keep many in flight and await them only before acking the input that caused them.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    pub async fn new(connection: &Connection) -> Result<Self, BrokerError> {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { channel })
+    }
+
+    pub async fn publish(&self, queue: &str, envelope: &Envelope) -> Result<PublisherConfirm, BrokerError> {
+        let payload = envelope.encode();
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        Ok(self.channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties).await?)
+    }
+}
+
+/// Waits for every confirm; a nack is an error (the caller must not ack its input then).
+pub async fn await_confirms(confirms: Vec<PublisherConfirm>) -> Result<(), BrokerError> {
+    for confirm in confirms {
+        if confirm.await?.is_nack() {
+            return Err(BrokerError::Nacked);
+        }
+    }
+    Ok(())
+}

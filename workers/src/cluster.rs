@@ -1,0 +1,209 @@
+//! The local orchestrator: runs the gateway and every stage replica as child processes of the one `coffee`
+//! binary, restarts any that exits, and stops them all on request. Each node's log goes to its own file in the
+//! cluster's run folder.
+
+use crate::amqp;
+use crate::message::Role;
+use crate::topology::Topology;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+/// What the cluster runs and where.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub topology: Topology,
+    pub gateway_addr: String,
+    pub amqp_url: String,
+    /// The `coffee` binary the nodes run (normally this very executable).
+    pub exe: PathBuf,
+}
+
+impl ClusterSpec {
+    /// The folder of this cluster's pid file and node logs.
+    pub fn run_dir(&self) -> PathBuf {
+        run_dir(&self.topology.namespace)
+    }
+
+    /// Every node: its name and the arguments that start it.
+    pub fn nodes(&self) -> Vec<(String, Vec<String>)> {
+        let common = vec!["--replicas".to_owned(), self.topology.replicas_spec(), "--namespace".to_owned(), self.topology.namespace.clone()];
+        let mut nodes = vec![(
+            "gateway".to_owned(),
+            [vec!["gateway".to_owned(), "--listen".to_owned(), self.gateway_addr.clone()], common.clone()].concat(),
+        )];
+        for node in self.topology.nodes() {
+            let Role::Stage(stage) = node.role else { continue };
+            let args = [
+                vec!["worker".to_owned(), "--stage".to_owned(), stage.name().to_owned(), "--replica".to_owned(), node.replica.to_string()],
+                common.clone(),
+            ]
+            .concat();
+            nodes.push((node.to_string(), args));
+        }
+        nodes
+    }
+}
+
+/// The run folder of a namespace's cluster.
+pub fn run_dir(namespace: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("coffee-{namespace}"))
+}
+
+/// The pid file `coffee cluster down` reads.
+pub fn pid_file(namespace: &str) -> PathBuf {
+    run_dir(namespace).join("cluster.pid")
+}
+
+struct Node {
+    args: Vec<String>,
+    child: Child,
+    restarts: u32,
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    spec: ClusterSpec,
+    nodes: BTreeMap<String, Node>,
+}
+
+impl LocalCluster {
+    /// Checks the broker, declares the queues, starts every node and waits until the gateway accepts clients.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let connection = amqp::connect(&spec.amqp_url, "cluster").await?;
+        let channel = connection.create_channel().await?;
+        amqp::declare_queues(&channel, &spec.topology).await?;
+        connection.close(200, "queues declared".into()).await?;
+        std::fs::create_dir_all(spec.run_dir().join("logs"))?;
+        let mut cluster = LocalCluster { nodes: BTreeMap::new(), spec };
+        for (name, args) in cluster.spec.nodes() {
+            let child = cluster.spawn(&name, &args)?;
+            cluster.nodes.insert(name, Node { args, child, restarts: 0 });
+        }
+        cluster.wait_for_gateway(Duration::from_secs(30)).await?;
+        info!(topology = %cluster.spec.topology, gateway = %cluster.spec.gateway_addr, nodes = cluster.nodes.len(), "cluster up");
+        Ok(cluster)
+    }
+
+    fn spawn(&self, name: &str, args: &[String]) -> anyhow::Result<Child> {
+        let log_path = self.spec.run_dir().join("logs").join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(&self.spec.exe)
+            .args(args)
+            .env("AMQP_URL", &self.spec.amqp_url)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start node {name} ({}): {e}", self.spec.exe.display()))?;
+        Ok(child)
+    }
+
+    async fn wait_for_gateway(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(&self.spec.gateway_addr).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.nodes.get_mut("gateway").and_then(|n| n.child.try_wait().ok().flatten()) {
+                anyhow::bail!(
+                    "the gateway exited ({status}) before accepting clients; see {}",
+                    self.spec.run_dir().join("logs/gateway.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the gateway did not accept clients at {} within {limit:?}", self.spec.gateway_addr)
+    }
+
+    /// Node names with their pid (None while restarting) and restart count.
+    pub fn status(&self) -> Vec<(String, Option<u32>, u32)> {
+        self.nodes.iter().map(|(name, n)| (name.clone(), n.child.id(), n.restarts)).collect()
+    }
+
+    /// SIGKILLs one node (the supervisor restarts it).
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let node = self.nodes.get_mut(name).ok_or_else(|| anyhow::anyhow!("no node named {name}"))?;
+        node.child.start_kill()?;
+        Ok(())
+    }
+
+    /// Restarts every node that has exited. Returns the names restarted.
+    pub fn restart_exited(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut restarted = Vec::new();
+        let exited: Vec<String> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|(name, node)| match node.child.try_wait() {
+                Ok(Some(status)) => {
+                    warn!(node = %name, %status, "node exited; restarting it");
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for name in exited {
+            let args = self.nodes[&name].args.clone();
+            let child = self.spawn(&name, &args)?;
+            let node = self.nodes.get_mut(&name).expect("present");
+            node.child = child;
+            node.restarts += 1;
+            restarted.push(name);
+        }
+        Ok(restarted)
+    }
+
+    /// Supervises the nodes until `stop` resolves.
+    pub async fn supervise_until(&mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tick.tick() => { self.restart_exited()?; }
+            }
+        }
+    }
+
+    /// Stops every node and removes the cluster's queues from the broker.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for node in self.nodes.values_mut() {
+            let _ = node.child.start_kill();
+        }
+        for node in self.nodes.values_mut() {
+            let _ = node.child.wait().await;
+        }
+        let connection = amqp::connect(&self.spec.amqp_url, "cluster").await?;
+        let channel = connection.create_channel().await?;
+        amqp::delete_queues(&channel, &self.spec.topology).await?;
+        connection.close(200, "cluster down".into()).await?;
+        let _ = std::fs::remove_file(pid_file(&self.spec.topology.namespace));
+        info!("cluster down");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Asks the `cluster up` of a namespace to stop (SIGTERM to the pid in its pid file).
+pub fn signal_down(namespace: &str) -> anyhow::Result<u32> {
+    let path = pid_file(namespace);
+    let pid: i32 = std::fs::read_to_string(&path)
+        .map_err(|_| anyhow::anyhow!("no cluster of namespace `{namespace}` is up here ({} is missing)", path.display()))?
+        .trim()
+        .parse()?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| anyhow::anyhow!("cannot signal cluster pid {pid}: {e}"))?;
+    Ok(pid as u32)
+}

@@ -1,0 +1,23 @@
+//! Coffee Shop Analysis: a fault-tolerant distributed pipeline for four queries over a coffee-shop chain's CSV files.
+//!
+//! Layout (one crate, one binary `coffee`, a module per role):
+//! - [`model`], [`dataset`]: typed rows and reading the CSV layout (shared by the client and the reference).
+//! - [`reference`]: the plain single-process oracle of Q1-Q4, sharing no query code with the pipeline.
+//! - [`gen`]: the deterministic synthetic dataset generator.
+//! - [`compare`]: comparing two result files as multisets, per query.
+
+pub mod compare;
+pub mod dataset;
+pub mod gen;
+pub mod model;
+pub mod reference;
+pub mod message;
+pub mod operators;
+pub mod results;
+pub mod topology;
+pub mod amqp;
+pub mod client;
+pub mod gateway;
+pub mod protocol;
+pub mod runtime;
+pub mod cluster;

@@ -1,0 +1,315 @@
+//! The messages stages exchange over the broker: an envelope naming (session, sender, stream, seq) around either a
+//! batch of typed rows or a counted end of stream.
+//!
+//! Encoding is `postcard` (compact, varint) behind one version byte, so a message of an unknown version is refused
+//! rather than misread.
+
+use crate::model::{Date, MenuItem, Store, Transaction, TransactionItem, User};
+use crate::results::ResultRow;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The version byte every encoded envelope starts with.
+pub const WIRE_VERSION: u8 = 1;
+
+/// A client session, as the gateway assigned it (a random UUID).
+pub type SessionId = uuid::Uuid;
+
+/// Who sent a message: the gateway or one replica of a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId {
+    pub role: Role,
+    pub replica: u16,
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.role {
+            Role::Gateway => f.write_str("gateway"),
+            Role::Stage(stage) => write!(f, "{}-{}", stage.name(), self.replica),
+        }
+    }
+}
+
+/// The role of a node in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Gateway,
+    Stage(StageKind),
+}
+
+/// The stages of the pipeline (see [`crate::topology`] for how they connect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StageKind {
+    /// Transactions of 2024-2025: Q1 rows, and partial aggregates for Q3 and Q4.
+    TxFilter,
+    /// Transaction items of 2024-2025: partial aggregates for Q2.
+    ItemFilter,
+    /// Q2 per month, partitioned by month, joined with menu items.
+    Q2Agg,
+    /// Q3 per (semester, store), partitioned by store, joined with stores.
+    Q3Agg,
+    /// Q4 purchase counts per (store, user), partitioned by user, joined with users; local top 3 per store.
+    Q4Count,
+    /// Q4 final top 3 per store, partitioned by store, joined with stores.
+    Q4Top,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 6] = [
+        StageKind::TxFilter,
+        StageKind::ItemFilter,
+        StageKind::Q2Agg,
+        StageKind::Q3Agg,
+        StageKind::Q4Count,
+        StageKind::Q4Top,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::TxFilter => "tx_filter",
+            StageKind::ItemFilter => "item_filter",
+            StageKind::Q2Agg => "q2_agg",
+            StageKind::Q3Agg => "q3_agg",
+            StageKind::Q4Count => "q4_count",
+            StageKind::Q4Top => "q4_top",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A logical stream of one session. A receiver counts data messages and EOFs per (stream, sender).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Stream {
+    Transactions,
+    TransactionItems,
+    Users,
+    Stores,
+    MenuItems,
+    Q2Partial,
+    Q3Partial,
+    Q4Partial,
+    Q4Candidates,
+    Results(Query),
+}
+
+/// The result streams the gateway collects, one per query (Q2 carries both of its result kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Query {
+    Q1,
+    Q2,
+    Q3,
+    Q4,
+}
+
+impl Query {
+    pub const ALL: [Query; 4] = [Query::Q1, Query::Q2, Query::Q3, Query::Q4];
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// `YYYY-MM` as a number of months since year 0, so it orders and hashes cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct YearMonth(pub u32);
+
+impl YearMonth {
+    pub fn new(year: u16, month: u8) -> Self {
+        YearMonth(u32::from(year) * 12 + u32::from(month) - 1)
+    }
+    pub fn year(self) -> u32 {
+        self.0 / 12
+    }
+    pub fn month(self) -> u32 {
+        self.0 % 12 + 1
+    }
+}
+
+impl fmt::Display for YearMonth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year(), self.month())
+    }
+}
+
+/// `YYYY-H1` / `YYYY-H2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct YearHalf {
+    pub year: u16,
+    pub half: u8,
+}
+
+impl YearHalf {
+    pub fn of(year: u16, month: u8) -> Self {
+        YearHalf { year, half: if month <= 6 { 1 } else { 2 } }
+    }
+}
+
+impl fmt::Display for YearHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-H{}", self.year, self.half)
+    }
+}
+
+/// Partial Q2 sums of one (month, item).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemSales {
+    pub month: YearMonth,
+    pub item_id: u32,
+    pub quantity: i64,
+    pub subtotal: i64,
+}
+
+/// Partial Q3 sum of one (semester, store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreTpv {
+    pub half: YearHalf,
+    pub store_id: u32,
+    pub cents: i64,
+}
+
+/// Partial Q4 count of one (store, user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchases {
+    pub store_id: u32,
+    pub user_id: u32,
+    pub count: u64,
+}
+
+/// A Q4 candidate: one of the top users of a store among one partition's users, with the user's birthdate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub store_id: u32,
+    pub user_id: u32,
+    pub count: u64,
+    pub birthdate: Option<Date>,
+}
+
+/// The rows a data message carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Batch {
+    Transactions(Vec<Transaction>),
+    TransactionItems(Vec<TransactionItem>),
+    Users(Vec<User>),
+    Stores(Vec<Store>),
+    MenuItems(Vec<MenuItem>),
+    ItemSales(Vec<ItemSales>),
+    StoreTpv(Vec<StoreTpv>),
+    Purchases(Vec<Purchases>),
+    Candidates(Vec<Candidate>),
+    Results(Vec<ResultRow>),
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Transactions(v) => v.len(),
+            Batch::TransactionItems(v) => v.len(),
+            Batch::Users(v) => v.len(),
+            Batch::Stores(v) => v.len(),
+            Batch::MenuItems(v) => v.len(),
+            Batch::ItemSales(v) => v.len(),
+            Batch::StoreTpv(v) => v.len(),
+            Batch::Purchases(v) => v.len(),
+            Batch::Candidates(v) => v.len(),
+            Batch::Results(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What an envelope carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    Data(Batch),
+    /// The sender sent exactly `count` data messages (seqs `0..count`) on this stream to this receiver.
+    Eof { count: u64 },
+}
+
+/// One message between nodes. `(session, sender, stream, seq)` identifies it: a duplicate has the same four.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub session: SessionId,
+    pub sender: NodeId,
+    pub stream: Stream,
+    pub seq: u64,
+    pub body: Body,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty message")]
+    Empty,
+    #[error("unknown wire version {0} (this node speaks {WIRE_VERSION})")]
+    Version(u8),
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![WIRE_VERSION];
+        // Serializing our own types into a Vec cannot fail.
+        postcard::to_io(self, &mut out).expect("envelope serializes");
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes.split_first() {
+            None => Err(DecodeError::Empty),
+            Some((&WIRE_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&v, _)) => Err(DecodeError::Version(v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+
+    #[test]
+    fn envelope_round_trip_and_bad_input() {
+        let env = Envelope {
+            session: uuid::Uuid::from_u128(7),
+            sender: NodeId { role: Role::Stage(StageKind::TxFilter), replica: 1 },
+            stream: Stream::Transactions,
+            seq: 42,
+            body: Body::Data(Batch::Transactions(vec![Transaction {
+                transaction_id: "ac6f851c-649f-42fb-a606-72be0fdcf8d2".into(),
+                store_id: 5,
+                user_id: None,
+                final_amount: 7550,
+                created_at: Timestamp { year: 2024, month: 1, day: 1, secs_of_day: 3600 },
+            }])),
+        };
+        let bytes = env.encode();
+        assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        assert!(matches!(Envelope::decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(Envelope::decode(&[9, 1, 2]), Err(DecodeError::Version(9))));
+        assert!(matches!(Envelope::decode(&bytes[..bytes.len() / 2]), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn calendar_keys_print_as_the_contract_says() {
+        assert_eq!(YearMonth::new(2024, 1).to_string(), "2024-01");
+        assert_eq!(YearMonth::new(2025, 12).to_string(), "2025-12");
+        assert!(YearMonth::new(2024, 12) < YearMonth::new(2025, 1));
+        assert_eq!(YearHalf::of(2024, 6).to_string(), "2024-H1");
+        assert_eq!(YearHalf::of(2024, 7).to_string(), "2024-H2");
+    }
+}

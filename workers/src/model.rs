@@ -1,0 +1,396 @@
+//! Typed rows of the five input files and their parsing from CSV records.
+//!
+//! Parsing is the one piece of code the pipeline and the reference share (the contract allows it): both see the
+//! same typed rows, so a disagreement between them is always a disagreement about query logic.
+//!
+//! Money is exact: amounts are parsed straight from their decimal text into integer cents, never through `f64`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An amount of money in integer cents.
+pub type Cents = i64;
+
+/// Why one CSV row was rejected. The row is skipped and counted; the rest of the file goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("expected {expected} fields, found {found}")]
+    FieldCount { expected: usize, found: usize },
+    #[error("field `{field}`: {problem}")]
+    Field { field: &'static str, problem: String },
+}
+
+fn field_error(field: &'static str, problem: impl Into<String>) -> RowError {
+    RowError::Field { field, problem: problem.into() }
+}
+
+/// A `created_at` timestamp reduced to what the queries look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    /// Seconds since midnight.
+    pub secs_of_day: u32,
+}
+
+/// A calendar date (`birthdate`), kept so it prints back exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// One row of `transactions/*.csv`, projected to the columns the queries use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub transaction_id: String,
+    pub store_id: u32,
+    pub user_id: Option<u32>,
+    pub final_amount: Cents,
+    pub created_at: Timestamp,
+}
+
+/// One row of `transaction_items/*.csv`, projected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionItem {
+    pub item_id: u32,
+    pub quantity: i64,
+    pub subtotal: Cents,
+    pub created_at: Timestamp,
+}
+
+/// One row of `users/*.csv`, projected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: u32,
+    pub birthdate: Date,
+}
+
+/// One row of `stores/stores.csv`, projected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    pub store_id: u32,
+    pub store_name: String,
+}
+
+/// One row of `menu_items/menu_items.csv`, projected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MenuItem {
+    pub item_id: u32,
+    pub item_name: String,
+}
+
+/// The five kinds of input file, in the order a client sends them (dimension tables first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FileKind {
+    Stores,
+    MenuItems,
+    Users,
+    Transactions,
+    TransactionItems,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 5] = [
+        FileKind::Stores,
+        FileKind::MenuItems,
+        FileKind::Users,
+        FileKind::Transactions,
+        FileKind::TransactionItems,
+    ];
+
+    /// The folder of the dataset that holds files of this kind.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            FileKind::Stores => "stores",
+            FileKind::MenuItems => "menu_items",
+            FileKind::Users => "users",
+            FileKind::Transactions => "transactions",
+            FileKind::TransactionItems => "transaction_items",
+        }
+    }
+
+    /// The exact header a file of this kind starts with.
+    pub fn header(self) -> &'static [&'static str] {
+        match self {
+            FileKind::Stores => &[
+                "store_id",
+                "store_name",
+                "street",
+                "postal_code",
+                "city",
+                "state",
+                "latitude",
+                "longitude",
+            ],
+            FileKind::MenuItems => &[
+                "item_id",
+                "item_name",
+                "category",
+                "price",
+                "is_seasonal",
+                "available_from",
+                "available_to",
+            ],
+            FileKind::Users => &["user_id", "gender", "birthdate", "registered_at"],
+            FileKind::Transactions => &[
+                "transaction_id",
+                "store_id",
+                "payment_method_id",
+                "voucher_id",
+                "user_id",
+                "original_amount",
+                "discount_applied",
+                "final_amount",
+                "created_at",
+            ],
+            FileKind::TransactionItems => &[
+                "transaction_id",
+                "item_id",
+                "quantity",
+                "unit_price",
+                "subtotal",
+                "created_at",
+            ],
+        }
+    }
+
+    pub fn from_dir_name(name: &str) -> Option<FileKind> {
+        FileKind::ALL.into_iter().find(|k| k.dir_name() == name)
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
+fn check_len(record: &csv::ByteRecord, expected: usize) -> Result<(), RowError> {
+    if record.len() == expected {
+        Ok(())
+    } else {
+        Err(RowError::FieldCount { expected, found: record.len() })
+    }
+}
+
+fn text<'r>(record: &'r csv::ByteRecord, index: usize, field: &'static str) -> Result<&'r str, RowError> {
+    std::str::from_utf8(&record[index]).map_err(|_| field_error(field, "not UTF-8"))
+}
+
+fn digits<T: std::str::FromStr>(s: &str, field: &'static str) -> Result<T, RowError> {
+    s.trim().parse().map_err(|_| field_error(field, format!("`{s}` is not a whole number")))
+}
+
+/// Parses an id written as integer text (`17272`) or float text with a zero fraction (`17272.0`).
+pub fn parse_id(s: &str, field: &'static str) -> Result<u32, RowError> {
+    let s = s.trim();
+    let whole = match s.split_once('.') {
+        Some((whole, frac)) if frac.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return Err(field_error(field, format!("`{s}` is not a whole id"))),
+        None => s,
+    };
+    digits(whole, field)
+}
+
+/// Parses a decimal amount with at most two decimals (`63.5`, `-0.05`, `12`) into exact cents.
+pub fn parse_cents(s: &str, field: &'static str) -> Result<Cents, RowError> {
+    let bad = || field_error(field, format!("`{s}` is not an amount with at most two decimals"));
+    let t = s.trim();
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    // Extra decimals are accepted only when they are zeros ("75.500" is still exact).
+    let (cents_digits, rest) = frac.split_at(frac.len().min(2));
+    if !rest.bytes().all(|b| b == b'0') {
+        return Err(bad());
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let mut cents: i64 = cents_digits.parse().unwrap_or(0);
+    if cents_digits.len() == 1 {
+        cents *= 10;
+    }
+    let value = whole.checked_mul(100).and_then(|w| w.checked_add(cents)).ok_or_else(bad)?;
+    Ok(if negative { -value } else { value })
+}
+
+fn fixed_digits(s: &[u8], field: &'static str, raw: &str) -> Result<u32, RowError> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return Err(field_error(field, format!("`{raw}` is not a date")));
+    }
+    Ok(s.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_date(s: &str, field: &'static str) -> Result<Date, RowError> {
+    let b = s.trim().as_bytes();
+    let bad = || field_error(field, format!("`{s}` is not a YYYY-MM-DD date"));
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let year = fixed_digits(&b[0..4], field, s)?;
+    let month = fixed_digits(&b[5..7], field, s)?;
+    let day = fixed_digits(&b[8..10], field, s)?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    Ok(Date { year: year as u16, month: month as u8, day: day as u8 })
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS`.
+pub fn parse_timestamp(s: &str, field: &'static str) -> Result<Timestamp, RowError> {
+    let t = s.trim();
+    let bad = || field_error(field, format!("`{s}` is not a YYYY-MM-DD HH:MM:SS timestamp"));
+    if t.len() != 19 || !t.is_char_boundary(10) || !t.is_char_boundary(11) {
+        return Err(bad());
+    }
+    let date = parse_date(&t[..10], field)?;
+    let b = t.as_bytes();
+    if b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return Err(bad());
+    }
+    let h = fixed_digits(&b[11..13], field, s)?;
+    let m = fixed_digits(&b[14..16], field, s)?;
+    let sec = fixed_digits(&b[17..19], field, s)?;
+    if h > 23 || m > 59 || sec > 60 {
+        return Err(bad());
+    }
+    Ok(Timestamp { year: date.year, month: date.month, day: date.day, secs_of_day: h * 3600 + m * 60 + sec })
+}
+
+impl Transaction {
+    pub fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
+        check_len(record, 9)?;
+        let transaction_id = text(record, 0, "transaction_id")?.trim();
+        if transaction_id.is_empty() {
+            return Err(field_error("transaction_id", "empty"));
+        }
+        let user_id = text(record, 4, "user_id")?;
+        Ok(Transaction {
+            transaction_id: transaction_id.to_owned(),
+            store_id: parse_id(text(record, 1, "store_id")?, "store_id")?,
+            user_id: if user_id.trim().is_empty() { None } else { Some(parse_id(user_id, "user_id")?) },
+            final_amount: parse_cents(text(record, 7, "final_amount")?, "final_amount")?,
+            created_at: parse_timestamp(text(record, 8, "created_at")?, "created_at")?,
+        })
+    }
+}
+
+impl TransactionItem {
+    pub fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
+        check_len(record, 6)?;
+        Ok(TransactionItem {
+            item_id: parse_id(text(record, 1, "item_id")?, "item_id")?,
+            quantity: digits(text(record, 2, "quantity")?, "quantity")?,
+            subtotal: parse_cents(text(record, 4, "subtotal")?, "subtotal")?,
+            created_at: parse_timestamp(text(record, 5, "created_at")?, "created_at")?,
+        })
+    }
+}
+
+impl User {
+    pub fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
+        check_len(record, 4)?;
+        Ok(User {
+            user_id: parse_id(text(record, 0, "user_id")?, "user_id")?,
+            birthdate: parse_date(text(record, 2, "birthdate")?, "birthdate")?,
+        })
+    }
+}
+
+impl Store {
+    pub fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
+        check_len(record, 8)?;
+        Ok(Store {
+            store_id: parse_id(text(record, 0, "store_id")?, "store_id")?,
+            store_name: text(record, 1, "store_name")?.to_owned(),
+        })
+    }
+}
+
+impl MenuItem {
+    pub fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
+        check_len(record, 7)?;
+        Ok(MenuItem {
+            item_id: parse_id(text(record, 0, "item_id")?, "item_id")?,
+            item_name: text(record, 1, "item_name")?.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fields: &[&str]) -> csv::ByteRecord {
+        csv::ByteRecord::from(fields.to_vec())
+    }
+
+    #[test]
+    fn cents_are_exact() {
+        assert_eq!(parse_cents("63.5", "x"), Ok(6350));
+        assert_eq!(parse_cents("75", "x"), Ok(7500));
+        assert_eq!(parse_cents("0.05", "x"), Ok(5));
+        assert_eq!(parse_cents("-1.25", "x"), Ok(-125));
+        assert_eq!(parse_cents("12.500", "x"), Ok(1250));
+        assert!(parse_cents("12.345", "x").is_err());
+        assert!(parse_cents("", "x").is_err());
+        assert!(parse_cents("1e3", "x").is_err());
+        assert!(parse_cents(".5", "x").is_err());
+    }
+
+    #[test]
+    fn ids_accept_float_text() {
+        assert_eq!(parse_id("17272.0", "u"), Ok(17272));
+        assert_eq!(parse_id("17272", "u"), Ok(17272));
+        assert!(parse_id("17272.5", "u").is_err());
+        assert!(parse_id("abc", "u").is_err());
+    }
+
+    #[test]
+    fn timestamps_and_dates() {
+        let t = parse_timestamp("2024-01-01 10:06:50", "t").unwrap();
+        assert_eq!((t.year, t.month, t.day, t.secs_of_day), (2024, 1, 1, 10 * 3600 + 6 * 60 + 50));
+        assert!(parse_timestamp("2024-13-01 10:06:50", "t").is_err());
+        assert!(parse_timestamp("2024-01-01T10:06:50", "t").is_err());
+        assert!(parse_timestamp("2024-01-01 24:00:00", "t").is_err());
+        assert_eq!(parse_date("2003-01-06", "d").unwrap().to_string(), "2003-01-06");
+        assert!(parse_date("2003/01/06", "d").is_err());
+    }
+
+    #[test]
+    fn transaction_rows() {
+        let ok = record(&["ac6f", "5", "1", "", "17272.0", "63.5", "0.0", "63.5", "2024-01-01 10:06:50"]);
+        let t = Transaction::parse(&ok).unwrap();
+        assert_eq!((t.store_id, t.user_id, t.final_amount), (5, Some(17272), 6350));
+        let anonymous = record(&["ac6f", "5", "1", "", "", "63.5", "0.0", "63.5", "2024-01-01 10:06:50"]);
+        assert_eq!(Transaction::parse(&anonymous).unwrap().user_id, None);
+        let short = record(&["ac6f", "5"]);
+        assert_eq!(Transaction::parse(&short), Err(RowError::FieldCount { expected: 9, found: 2 }));
+    }
+
+    #[test]
+    fn dimension_rows() {
+        let s = Store::parse(&record(&["1", "G Coffee @ USJ 89q", "a, b", "1", "c", "d", "3.1", "101.6"])).unwrap();
+        assert_eq!(s.store_name, "G Coffee @ USJ 89q");
+        let m = MenuItem::parse(&record(&["2", "Americano", "coffee", "7.0", "False", "", ""])).unwrap();
+        assert_eq!(m.item_id, 2);
+        let u = User::parse(&record(&["5775", "male", "1988-09-25", "2023-11-01 07:03:11"])).unwrap();
+        assert_eq!(u.birthdate.to_string(), "1988-09-25");
+        let i = TransactionItem::parse(&record(&["x", "8", "2", "9.0", "18.0", "2024-01-01 15:15:53"])).unwrap();
+        assert_eq!((i.item_id, i.quantity, i.subtotal), (8, 2, 1800));
+    }
+}

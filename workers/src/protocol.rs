@@ -1,0 +1,147 @@
+//! The client-gateway protocol over TCP: length-prefixed frames (`tokio_util`'s `LengthDelimitedCodec`, a 4-byte
+//! big-endian length), each a version byte and a `postcard` body.
+//!
+//! A session: the client says `Hello`, the gateway answers `Welcome` with the session id; the client streams
+//! `Rows` per file kind with increasing seqs and one `EndOfFile` per kind counting its batches; the gateway
+//! streams `Results` as they come, a `QueryDone` per query, and `Done` at the end. A frame that does not decode
+//! ends that connection with an `Error` frame, never the gateway.
+
+use crate::message::{Batch, Query, SessionId};
+use crate::model::FileKind;
+use crate::results::ResultRow;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// The version byte of every frame.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    Hello,
+    /// One batch of parsed rows of `kind`; `seq` counts this kind's batches from 0.
+    Rows { kind: FileKind, seq: u64, batch: Batch },
+    /// The client sent `batches` batches of `kind` (seqs `0..batches`).
+    EndOfFile { kind: FileKind, batches: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GatewayFrame {
+    Welcome { session: SessionId },
+    Results { rows: Vec<ResultRow> },
+    QueryDone { query: Query },
+    Done,
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    Version(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("the peer closed the connection")]
+    Closed,
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+pub fn encode<T: Serialize>(frame: &T) -> Bytes {
+    let mut out = vec![PROTOCOL_VERSION];
+    postcard::to_io(frame, &mut out).expect("frames serialize");
+    Bytes::from(out)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    match bytes.split_first() {
+        None => Err(FrameError::Empty),
+        Some((&PROTOCOL_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+        Some((&v, _)) => Err(FrameError::Version(v)),
+    }
+}
+
+/// Reads frames of type `T`.
+pub struct FrameReader<R, T> {
+    inner: FramedRead<R, LengthDelimitedCodec>,
+    _frames: std::marker::PhantomData<T>,
+}
+
+impl<R: AsyncRead + Unpin, T: DeserializeOwned> FrameReader<R, T> {
+    pub fn new(reader: R) -> Self {
+        FrameReader { inner: FramedRead::new(reader, codec()), _frames: std::marker::PhantomData }
+    }
+
+    /// The next frame; `Err(Closed)` at a clean end of the connection.
+    pub async fn next(&mut self) -> Result<T, FrameError> {
+        match self.inner.next().await {
+            None => Err(FrameError::Closed),
+            Some(bytes) => decode(&bytes?),
+        }
+    }
+}
+
+/// Writes frames of type `T`.
+pub struct FrameWriter<W, T> {
+    inner: FramedWrite<W, LengthDelimitedCodec>,
+    _frames: std::marker::PhantomData<T>,
+}
+
+impl<W: AsyncWrite + Unpin, T: Serialize> FrameWriter<W, T> {
+    pub fn new(writer: W) -> Self {
+        FrameWriter { inner: FramedWrite::new(writer, codec()), _frames: std::marker::PhantomData }
+    }
+
+    pub async fn send(&mut self, frame: &T) -> Result<(), FrameError> {
+        Ok(self.inner.send(encode(frame)).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Store;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn frames_round_trip_over_a_stream() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut writer = FrameWriter::<_, ClientFrame>::new(client);
+        let mut reader = FrameReader::<_, ClientFrame>::new(server);
+        let rows = ClientFrame::Rows {
+            kind: FileKind::Stores,
+            seq: 3,
+            batch: Batch::Stores(vec![Store { store_id: 1, store_name: "G, Coffee".into() }]),
+        };
+        writer.send(&ClientFrame::Hello).await.unwrap();
+        writer.send(&rows).await.unwrap();
+        writer.send(&ClientFrame::EndOfFile { kind: FileKind::Stores, batches: 4 }).await.unwrap();
+        drop(writer);
+        assert_eq!(reader.next().await.unwrap(), ClientFrame::Hello);
+        assert_eq!(reader.next().await.unwrap(), rows);
+        assert!(matches!(reader.next().await.unwrap(), ClientFrame::EndOfFile { batches: 4, .. }));
+        assert!(matches!(reader.next().await, Err(FrameError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_errors_not_panics() {
+        assert!(matches!(decode::<ClientFrame>(&[]), Err(FrameError::Empty)));
+        assert!(matches!(decode::<ClientFrame>(&[7, 0]), Err(FrameError::Version(7))));
+        assert!(matches!(decode::<ClientFrame>(&[PROTOCOL_VERSION, 200, 1]), Err(FrameError::Malformed(_))));
+        // A length prefix past the limit is refused before anything is buffered.
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
+        let mut reader = FrameReader::<_, ClientFrame>::new(server);
+        assert!(matches!(reader.next().await, Err(FrameError::Io(_))));
+    }
+}
