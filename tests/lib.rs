@@ -1,5 +1,7 @@
 //! Shared helpers of the integration tests (see `tests/`).
 
+pub mod harness;
+
 /// The real-data sample published by another team and its expected results (`shared/peer-data/`, read in place,
 /// never copied into the project), as fixtures for the reference and the pipeline.
 ///
@@ -17,7 +19,7 @@ pub mod peer {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peer-data")
     }
 
-    /// The sample of the real dataset: 2,575 transactions of 2024-01 with their items, users, stores, menu items.
+    /// The sample of the real dataset: 2,576 transactions of 2024-01 with their items, users, stores, menu items.
     pub fn peer_sample_dir() -> PathBuf {
         peer_data_root().join(TEAM_DATA).join("data-test.zip.extracted/.data-test")
     }
@@ -44,13 +46,19 @@ pub mod peer {
         lines.extend(published("results_query_1.csv", &["transaction_id", "final_amount"], &[1], q1)?);
         let q2_qty = |r: &[String]| {
             let (month, name) = (text(&r[0]), text(&r[1]));
-            format!(r#"{{"query":"Q2_QTY","year_month_created_at":{month},"item_name":{name},"sellings_qty":{}}}"#, r[2])
+            format!(
+                r#"{{"query":"Q2_QTY","year_month_created_at":{month},"item_name":{name},"sellings_qty":{}}}"#,
+                r[2]
+            )
         };
         let header = ["year_month_created_at", "item_name", "sellings_qty"];
         lines.extend(published("results_query_2_1.csv", &header, &[2], q2_qty)?);
         let q2_profit = |r: &[String]| {
             let (month, name) = (text(&r[0]), text(&r[1]));
-            format!(r#"{{"query":"Q2_PROFIT","year_month_created_at":{month},"item_name":{name},"profit_sum":{}}}"#, r[2])
+            format!(
+                r#"{{"query":"Q2_PROFIT","year_month_created_at":{month},"item_name":{name},"profit_sum":{}}}"#,
+                r[2]
+            )
         };
         let header = ["year_month_created_at", "item_name", "profit_sum"];
         lines.extend(published("results_query_2_2.csv", &header, &[2], q2_profit)?);
@@ -197,7 +205,8 @@ pub mod peer {
                 let mut counts: Vec<u64> = Vec::new();
                 for (_, birthdate) in published.iter().filter(|(s, _)| s == name) {
                     // The best count among this store's buyers born that day (usually exactly one user).
-                    let count = candidates.iter().filter(|(_, u)| self.birthdates.get(u) == Some(birthdate)).map(|c| c.0).max();
+                    let count =
+                        candidates.iter().filter(|(_, u)| self.birthdates.get(u) == Some(birthdate)).map(|c| c.0).max();
                     counts.push(count.with_context(|| format!("published Q4 {name} {birthdate}: no such buyer"))?);
                 }
                 counts.sort_by(|a, b| b.cmp(a));
@@ -235,7 +244,8 @@ pub mod peer {
             let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
             for record in reader.records() {
                 let record = record.with_context(|| path.display().to_string())?;
-                let row: HashMap<String, String> = header.iter().cloned().zip(record.iter().map(str::to_owned)).collect();
+                let row: HashMap<String, String> =
+                    header.iter().cloned().zip(record.iter().map(str::to_owned)).collect();
                 f(&row).with_context(|| path.display().to_string())?;
             }
         }

@@ -2,7 +2,9 @@
 
 use crate::message::Envelope;
 use crate::topology::Topology;
-use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use std::time::Duration;
@@ -37,7 +39,13 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
 /// Declares every queue of the topology (idempotent: every node does it at start, so start order is free).
 pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
     for queue in topology.all_queues() {
-        channel.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -74,7 +82,10 @@ impl Publisher {
     pub async fn publish(&self, queue: &str, envelope: &Envelope) -> Result<PublisherConfirm, BrokerError> {
         let payload = envelope.encode();
         let properties = BasicProperties::default().with_delivery_mode(2);
-        Ok(self.channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties).await?)
+        Ok(self
+            .channel
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties)
+            .await?)
     }
 }
 

@@ -65,12 +65,26 @@ impl ClientSummary {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ClientEvent {
-    Started { session: SessionId },
-    FileDone { session: SessionId, report: FileReport },
+    Started {
+        session: SessionId,
+    },
+    FileDone {
+        session: SessionId,
+        report: FileReport,
+    },
     /// Input rows sent so far.
-    Sent { session: SessionId, rows: u64 },
-    Results { session: SessionId, lines: Vec<String> },
-    QueryDone { session: SessionId, query: Query },
+    Sent {
+        session: SessionId,
+        rows: u64,
+    },
+    Results {
+        session: SessionId,
+        lines: Vec<String>,
+    },
+    QueryDone {
+        session: SessionId,
+        query: Query,
+    },
 }
 
 pub type Observer = Arc<dyn Fn(ClientEvent) + Send + Sync>;
@@ -84,8 +98,14 @@ enum Input {
 
 fn read_kind<R: Row>(data_dir: &Path, wrap: fn(Vec<R>) -> Batch, tx: &mpsc::Sender<Input>) -> Result<(), DatasetError> {
     for path in dataset::files_of(data_dir, R::KIND)? {
-        let mut report =
-            FileReport { path: path.clone(), kind: R::KIND, rows_sent: 0, malformed: 0, samples: Vec::new(), refused: None };
+        let mut report = FileReport {
+            path: path.clone(),
+            kind: R::KIND,
+            rows_sent: 0,
+            malformed: 0,
+            samples: Vec::new(),
+            refused: None,
+        };
         let mut rows = Vec::with_capacity(BATCH_ROWS);
         let outcome = dataset::read_file::<R>(
             &path,
@@ -130,9 +150,9 @@ fn read_dataset(data_dir: &Path, tx: mpsc::Sender<Input>) -> Result<(), DatasetE
 pub async fn run_session(options: &ClientOptions, observer: Observer) -> anyhow::Result<ClientSummary> {
     let started = Instant::now();
     anyhow::ensure!(options.data_dir.is_dir(), "{} is not a dataset folder", options.data_dir.display());
-    let socket = TcpStream::connect(&options.gateway)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the gateway at {}: {e}. Is a cluster up (`coffee cluster up`)?", options.gateway))?;
+    let socket = TcpStream::connect(&options.gateway).await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the gateway at {}: {e}. Is a cluster up (`coffee cluster up`)?", options.gateway)
+    })?;
     socket.set_nodelay(true)?;
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, GatewayFrame>::new(read);

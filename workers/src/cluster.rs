@@ -30,7 +30,12 @@ impl ClusterSpec {
 
     /// Every node: its name and the arguments that start it.
     pub fn nodes(&self) -> Vec<(String, Vec<String>)> {
-        let common = vec!["--replicas".to_owned(), self.topology.replicas_spec(), "--namespace".to_owned(), self.topology.namespace.clone()];
+        let common = vec![
+            "--replicas".to_owned(),
+            self.topology.replicas_spec(),
+            "--namespace".to_owned(),
+            self.topology.namespace.clone(),
+        ];
         let mut nodes = vec![(
             "gateway".to_owned(),
             [vec!["gateway".to_owned(), "--listen".to_owned(), self.gateway_addr.clone()], common.clone()].concat(),
@@ -38,7 +43,13 @@ impl ClusterSpec {
         for node in self.topology.nodes() {
             let Role::Stage(stage) = node.role else { continue };
             let args = [
-                vec!["worker".to_owned(), "--stage".to_owned(), stage.name().to_owned(), "--replica".to_owned(), node.replica.to_string()],
+                vec![
+                    "worker".to_owned(),
+                    "--stage".to_owned(),
+                    stage.name().to_owned(),
+                    "--replica".to_owned(),
+                    node.replica.to_string(),
+                ],
                 common.clone(),
             ]
             .concat();
@@ -200,7 +211,9 @@ pub async fn shutdown_signal() {
 pub fn signal_down(namespace: &str) -> anyhow::Result<u32> {
     let path = pid_file(namespace);
     let pid: i32 = std::fs::read_to_string(&path)
-        .map_err(|_| anyhow::anyhow!("no cluster of namespace `{namespace}` is up here ({} is missing)", path.display()))?
+        .map_err(|_| {
+            anyhow::anyhow!("no cluster of namespace `{namespace}` is up here ({} is missing)", path.display())
+        })?
         .trim()
         .parse()?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)

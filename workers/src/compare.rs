@@ -168,14 +168,18 @@ impl fmt::Display for Comparison {
             let verdict = if q.equal {
                 "equal".to_owned()
             } else {
-                format!("DIFFERENT: {} missing from right, {} extra in right", q.missing_from_right_total, q.extra_in_right_total)
+                format!(
+                    "DIFFERENT: {} missing from right, {} extra in right",
+                    q.missing_from_right_total, q.extra_in_right_total
+                )
             };
             writeln!(f, "{:<10} left {:>8}  right {:>8}  {verdict}", q.name, q.left, q.right)?;
         }
         for q in self.queries.iter().filter(|q| !q.equal) {
-            for (sign, lines, total) in
-                [("-", &q.missing_from_right, q.missing_from_right_total), ("+", &q.extra_in_right, q.extra_in_right_total)]
-            {
+            for (sign, lines, total) in [
+                ("-", &q.missing_from_right, q.missing_from_right_total),
+                ("+", &q.extra_in_right, q.extra_in_right_total),
+            ] {
                 for line in lines {
                     writeln!(f, "{sign} {line}")?;
                 }
@@ -357,7 +361,7 @@ mod number {
     fn place_point(digits: &str, exponent: i64) -> String {
         let len = digits.len() as i64;
         let point = len + exponent; // digits before the decimal point
-        if exponent >= 0 && exponent <= MAX_ZEROS {
+        if (0..=MAX_ZEROS).contains(&exponent) {
             format!("{digits}{}", "0".repeat(exponent as usize))
         } else if exponent < 0 && point > 0 {
             let (int, frac) = digits.split_at(point as usize);

@@ -65,10 +65,8 @@ pub fn open_csv(path: &Path, kind: FileKind) -> Result<csv::Reader<std::fs::File
     let file = std::fs::File::open(path).map_err(|source| DatasetError::Io { path: path.to_owned(), source })?;
     let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(file);
     let header = reader.byte_headers().map_err(|source| DatasetError::Csv { path: path.to_owned(), source })?;
-    let found: Vec<String> = header
-        .iter()
-        .map(|f| String::from_utf8_lossy(f).trim_start_matches('\u{feff}').trim().to_owned())
-        .collect();
+    let found: Vec<String> =
+        header.iter().map(|f| String::from_utf8_lossy(f).trim_start_matches('\u{feff}').trim().to_owned()).collect();
     if found != kind.header() {
         return Err(DatasetError::Header {
             path: path.to_owned(),

@@ -6,18 +6,19 @@
 //! - [`gen`]: the deterministic synthetic dataset generator.
 //! - [`compare`]: comparing two result files as multisets, per query.
 
+pub mod amqp;
+pub mod cli;
+pub mod client;
+pub mod cluster;
 pub mod compare;
 pub mod dataset;
-pub mod gen;
-pub mod model;
-pub mod reference;
-pub mod message;
-pub mod operators;
-pub mod results;
-pub mod topology;
-pub mod amqp;
-pub mod client;
 pub mod gateway;
+pub mod gen;
+pub mod message;
+pub mod model;
+pub mod operators;
 pub mod protocol;
+pub mod reference;
+pub mod results;
 pub mod runtime;
-pub mod cluster;
+pub mod topology;

@@ -237,7 +237,9 @@ impl Batch {
 pub enum Body {
     Data(Batch),
     /// The sender sent exactly `count` data messages (seqs `0..count`) on this stream to this receiver.
-    Eof { count: u64 },
+    Eof {
+        count: u64,
+    },
 }
 
 /// One message between nodes. `(session, sender, stream, seq)` identifies it: a duplicate has the same four.

@@ -99,13 +99,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 5] = [
-        FileKind::Stores,
-        FileKind::MenuItems,
-        FileKind::Users,
-        FileKind::Transactions,
-        FileKind::TransactionItems,
-    ];
+    pub const ALL: [FileKind; 5] =
+        [FileKind::Stores, FileKind::MenuItems, FileKind::Users, FileKind::Transactions, FileKind::TransactionItems];
 
     /// The folder of the dataset that holds files of this kind.
     pub fn dir_name(self) -> &'static str {
@@ -121,25 +116,12 @@ impl FileKind {
     /// The exact header a file of this kind starts with.
     pub fn header(self) -> &'static [&'static str] {
         match self {
-            FileKind::Stores => &[
-                "store_id",
-                "store_name",
-                "street",
-                "postal_code",
-                "city",
-                "state",
-                "latitude",
-                "longitude",
-            ],
-            FileKind::MenuItems => &[
-                "item_id",
-                "item_name",
-                "category",
-                "price",
-                "is_seasonal",
-                "available_from",
-                "available_to",
-            ],
+            FileKind::Stores => {
+                &["store_id", "store_name", "street", "postal_code", "city", "state", "latitude", "longitude"]
+            }
+            FileKind::MenuItems => {
+                &["item_id", "item_name", "category", "price", "is_seasonal", "available_from", "available_to"]
+            }
             FileKind::Users => &["user_id", "gender", "birthdate", "registered_at"],
             FileKind::Transactions => &[
                 "transaction_id",
@@ -152,14 +134,9 @@ impl FileKind {
                 "final_amount",
                 "created_at",
             ],
-            FileKind::TransactionItems => &[
-                "transaction_id",
-                "item_id",
-                "quantity",
-                "unit_price",
-                "subtotal",
-                "created_at",
-            ],
+            FileKind::TransactionItems => {
+                &["transaction_id", "item_id", "quantity", "unit_price", "subtotal", "created_at"]
+            }
         }
     }
 

@@ -25,9 +25,16 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 pub enum ClientFrame {
     Hello,
     /// One batch of parsed rows of `kind`; `seq` counts this kind's batches from 0.
-    Rows { kind: FileKind, seq: u64, batch: Batch },
+    Rows {
+        kind: FileKind,
+        seq: u64,
+        batch: Batch,
+    },
     /// The client sent `batches` batches of `kind` (seqs `0..batches`).
-    EndOfFile { kind: FileKind, batches: u64 },
+    EndOfFile {
+        kind: FileKind,
+        batches: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

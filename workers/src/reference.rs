@@ -73,7 +73,11 @@ struct RowCounts {
 }
 
 /// Reads every row of `R`'s files, counting good and malformed rows.
-fn read_counted<R: dataset::Row>(data_dir: &Path, rows: &mut RowCounts, mut on_row: impl FnMut(R)) -> anyhow::Result<()> {
+fn read_counted<R: dataset::Row>(
+    data_dir: &Path,
+    rows: &mut RowCounts,
+    mut on_row: impl FnMut(R),
+) -> anyhow::Result<()> {
     let RowCounts { good, bad } = rows;
     dataset::read_all::<R>(
         data_dir,
@@ -168,8 +172,11 @@ fn q1_line(transaction_id: &str, final_amount: Cents) -> String {
     format!(r#"{{"query":"Q1","transaction_id":{},"final_amount":{}}}"#, json(transaction_id), money(final_amount))
 }
 
-/// The best `(value, item_id)` so far: a higher value wins, an equal value goes to the lower item id.
-fn better(candidate: (i64, u32), best: Option<(i64, u32)>) -> bool {
+/// The best `(value, item_id)` of a month so far, if any.
+type Best = Option<(i64, u32)>;
+
+/// Whether `candidate` beats `best`: a higher value wins, an equal value goes to the lower item id.
+fn better(candidate: (i64, u32), best: Best) -> bool {
     match best {
         None => true,
         Some((value, item)) => candidate.0 > value || (candidate.0 == value && candidate.1 < item),
@@ -178,7 +185,8 @@ fn better(candidate: (i64, u32), best: Option<(i64, u32)>) -> bool {
 
 /// Q2: per month, the item with the most units sold and the item with the highest subtotal sum.
 fn q2_lines(months: &ItemSums, names: &HashMap<u32, String>) -> Vec<String> {
-    let mut best: BTreeMap<(u16, u8), (Option<(i64, u32)>, Option<(i64, u32)>)> = BTreeMap::new();
+    // Per (year, month): the best (quantity, item) and the best (profit, item).
+    let mut best: BTreeMap<(u16, u8), (Best, Best)> = BTreeMap::new();
     for (&(year, month, item), &(qty, profit)) in &months.sums {
         let (top_qty, top_profit) = best.entry((year, month)).or_default();
         if better((qty, item), *top_qty) {
@@ -283,8 +291,16 @@ mod tests {
     impl Fixture {
         fn new() -> Fixture {
             let f = Fixture { dir: tempfile::tempdir().unwrap() };
-            f.file(FileKind::Stores, "stores.csv", &["1,Store One,s,1,c,st,1.0,2.0", "2,\"Two, \"\"Quoted\"\"\",s,1,c,st,1,2"]);
-            f.file(FileKind::MenuItems, "menu_items.csv", &["1,Espresso,coffee,6.0,False,,", "2,Latte,coffee,8.0,False,,", "3,Mocha,coffee,9.5,False,,"]);
+            f.file(
+                FileKind::Stores,
+                "stores.csv",
+                &["1,Store One,s,1,c,st,1.0,2.0", "2,\"Two, \"\"Quoted\"\"\",s,1,c,st,1,2"],
+            );
+            f.file(
+                FileKind::MenuItems,
+                "menu_items.csv",
+                &["1,Espresso,coffee,6.0,False,,", "2,Latte,coffee,8.0,False,,", "3,Mocha,coffee,9.5,False,,"],
+            );
             f
         }
 
@@ -409,11 +425,22 @@ mod tests {
     #[test]
     fn q4_top_three_per_store_ties_to_the_lowest_user() {
         let f = Fixture::new();
-        f.users(&["9,male,1990-01-09,2023-01-01 00:00:00", "10,female,1990-01-10,2023-01-01 00:00:00", "12,male,1990-01-12,2023-01-01 00:00:00", "20,male,1990-01-20,2023-01-01 00:00:00"]);
+        f.users(&[
+            "9,male,1990-01-09,2023-01-01 00:00:00",
+            "10,female,1990-01-10,2023-01-01 00:00:00",
+            "12,male,1990-01-12,2023-01-01 00:00:00",
+            "20,male,1990-01-20,2023-01-01 00:00:00",
+        ]);
         let mut rows = Vec::new();
         // Store 1: user 20 buys 3 times (any hour), users 12, 10 and 9 twice (9 wins the tie, not "10"), user 4
         // five times in 2023 only; anonymous purchases never count.
-        for (user, n, at) in [(20, 3, "2024-05-01 02:00:00"), (12, 2, "2025-01-01 23:59:59"), (10, 2, "2024-01-01 12:00:00"), (9, 2, "2024-01-01 12:00:00"), (4, 5, "2023-12-31 12:00:00")] {
+        for (user, n, at) in [
+            (20, 3, "2024-05-01 02:00:00"),
+            (12, 2, "2025-01-01 23:59:59"),
+            (10, 2, "2024-01-01 12:00:00"),
+            (9, 2, "2024-01-01 12:00:00"),
+            (4, 5, "2023-12-31 12:00:00"),
+        ] {
             rows.extend((0..n).map(|i| tx(&format!("s1-{user}-{i}"), 1, &format!("{user}.0"), "1.0", at)));
         }
         rows.extend((0..9).map(|i| tx(&format!("anon-{i}"), 1, "", "1.0", "2024-01-01 12:00:00")));

@@ -72,7 +72,9 @@ impl Topology {
 
     /// Every stage node, in a stable order.
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.replicas.iter().flat_map(|(&stage, &n)| (0..n).map(move |replica| NodeId { role: Role::Stage(stage), replica }))
+        self.replicas
+            .iter()
+            .flat_map(|(&stage, &n)| (0..n).map(move |replica| NodeId { role: Role::Stage(stage), replica }))
     }
 
     pub fn queue(&self, stage: StageKind, replica: u16) -> String {

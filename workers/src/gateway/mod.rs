@@ -65,7 +65,12 @@ impl Gateway {
 }
 
 /// One client connection: a session from `Hello` to the end of its results.
-async fn serve_client(socket: TcpStream, topology: &Topology, publisher: &Publisher, registry: &Registry) -> anyhow::Result<()> {
+async fn serve_client(
+    socket: TcpStream,
+    topology: &Topology,
+    publisher: &Publisher,
+    registry: &Registry,
+) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, ClientFrame>::new(read);
@@ -147,8 +152,13 @@ async fn receive_input(
                 // Everything of this kind is confirmed before its EOF can overtake it on a restart.
                 amqp::await_confirms(in_flight.drain(..).collect()).await?;
                 for eof in input_eofs(topology, kind, batches) {
-                    let envelope =
-                        Envelope { session, sender: GATEWAY, stream: eof.stream, seq: eof.seq, body: Body::Eof { count: eof.payload } };
+                    let envelope = Envelope {
+                        session,
+                        sender: GATEWAY,
+                        stream: eof.stream,
+                        seq: eof.seq,
+                        body: Body::Eof { count: eof.payload },
+                    };
                     in_flight.push_back(publisher.publish(&queue_of(topology, eof.to), &envelope).await?);
                 }
                 info!(%session, %kind, batches, "input file kind ended");
@@ -172,10 +182,15 @@ fn result_tracker(topology: &Topology) -> InputTracker {
 }
 
 /// Consumes the results queue and routes each session's rows, query ends and final `Done` to its client.
-async fn dispatch_results(channel: lapin::Channel, topology: Arc<Topology>, registry: Registry) -> Result<(), BrokerError> {
+async fn dispatch_results(
+    channel: lapin::Channel,
+    topology: Arc<Topology>,
+    registry: Registry,
+) -> Result<(), BrokerError> {
     let queue = topology.results_queue();
-    let mut consumer =
-        channel.basic_consume(queue.as_str().into(), "gateway".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer = channel
+        .basic_consume(queue.as_str().into(), "gateway".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
     let mut progress: HashMap<SessionId, ResultProgress> = HashMap::new();
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
@@ -188,13 +203,20 @@ async fn dispatch_results(channel: lapin::Channel, topology: Arc<Topology>, regi
     Ok(())
 }
 
-fn route_result(envelope: Envelope, topology: &Topology, registry: &Registry, progress: &mut HashMap<SessionId, ResultProgress>) {
+fn route_result(
+    envelope: Envelope,
+    topology: &Topology,
+    registry: &Registry,
+    progress: &mut HashMap<SessionId, ResultProgress>,
+) {
     let Envelope { session, sender, stream, seq, body } = envelope;
     let Some(client) = registry.lock().expect("registry lock").get(&session).cloned() else {
         debug!(%session, %sender, seq, "result for a session that is not connected");
         return;
     };
-    let entry = progress.entry(session).or_insert_with(|| ResultProgress { inputs: result_tracker(topology), done: BTreeSet::new() });
+    let entry = progress
+        .entry(session)
+        .or_insert_with(|| ResultProgress { inputs: result_tracker(topology), done: BTreeSet::new() });
     let admission = match body {
         Body::Data(batch) => {
             let admission = entry.inputs.admit_data(stream, sender, seq);

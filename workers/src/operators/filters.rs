@@ -45,10 +45,7 @@ pub struct TxFilter {
 
 impl TxFilter {
     pub fn new(topology: &Topology) -> Self {
-        TxFilter {
-            q3_replicas: width(topology, StageKind::Q3Agg),
-            q4_replicas: width(topology, StageKind::Q4Count),
-        }
+        TxFilter { q3_replicas: width(topology, StageKind::Q3Agg), q4_replicas: width(topology, StageKind::Q4Count) }
     }
 
     fn process(&self, rows: Vec<Transaction>, out: &mut Emit) {
@@ -68,16 +65,25 @@ impl TxFilter {
             }
         }
         let (n3, n4) = (self.q3_replicas, self.q4_replicas);
-        let tpv = spread(tpv, n3, |&(_, store)| usize::from(partition(store.into(), n3 as u16)), |(half, store_id), cents| {
-            StoreTpv { half, store_id, cents }
-        });
-        let purchases =
-            spread(purchases, n4, |&(_, user)| usize::from(partition(user.into(), n4 as u16)), |(store_id, user_id), count| {
-                Purchases { store_id, user_id, count }
-            });
+        let tpv = spread(
+            tpv,
+            n3,
+            |&(_, store)| usize::from(partition(store.into(), n3 as u16)),
+            |(half, store_id), cents| StoreTpv { half, store_id, cents },
+        );
+        let purchases = spread(
+            purchases,
+            n4,
+            |&(_, user)| usize::from(partition(user.into(), n4 as u16)),
+            |(store_id, user_id), count| Purchases { store_id, user_id, count },
+        );
         out.to_gateway(Stream::Results(Query::Q1), Batch::Results(q1));
         out.to_each_replica(Stream::Q3Partial, StageKind::Q3Agg, tpv.into_iter().map(Batch::StoreTpv).collect());
-        out.to_each_replica(Stream::Q4Partial, StageKind::Q4Count, purchases.into_iter().map(Batch::Purchases).collect());
+        out.to_each_replica(
+            Stream::Q4Partial,
+            StageKind::Q4Count,
+            purchases.into_iter().map(Batch::Purchases).collect(),
+        );
     }
 }
 
@@ -114,14 +120,18 @@ impl ItemFilter {
     fn process(&self, rows: Vec<TransactionItem>, out: &mut Emit) {
         let mut sales: HashMap<(YearMonth, u32), (i64, i64)> = HashMap::new();
         for item in rows.into_iter().filter(|i| in_query_years(&i.created_at)) {
-            let sum = sales.entry((YearMonth::new(item.created_at.year, item.created_at.month), item.item_id)).or_default();
+            let sum =
+                sales.entry((YearMonth::new(item.created_at.year, item.created_at.month), item.item_id)).or_default();
             sum.0 += item.quantity;
             sum.1 += item.subtotal;
         }
         let n = self.q2_replicas;
-        let batches = spread(sales, n, |&(month, _)| usize::from(partition(month.0.into(), n as u16)), |(month, item_id), (quantity, subtotal)| {
-            ItemSales { month, item_id, quantity, subtotal }
-        });
+        let batches = spread(
+            sales,
+            n,
+            |&(month, _)| usize::from(partition(month.0.into(), n as u16)),
+            |(month, item_id), (quantity, subtotal)| ItemSales { month, item_id, quantity, subtotal },
+        );
         out.to_each_replica(Stream::Q2Partial, StageKind::Q2Agg, batches.into_iter().map(Batch::ItemSales).collect());
     }
 }
@@ -229,7 +239,9 @@ mod tests {
             item(2, 9, 9000, "2023-01-01 10:00:00"),
         ];
         let mut out = Emit::default();
-        ItemFilter::new(&topology).apply(&mut (), Stream::TransactionItems, Batch::TransactionItems(rows), &mut out).unwrap();
+        ItemFilter::new(&topology)
+            .apply(&mut (), Stream::TransactionItems, Batch::TransactionItems(rows), &mut out)
+            .unwrap();
         let Batch::ItemSales(sales) = &out.batches[0].1 else { panic!() };
         assert_eq!(
             sales,

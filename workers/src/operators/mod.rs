@@ -62,7 +62,13 @@ pub trait Operator: Send + Sync + 'static {
     fn stage(&self) -> StageKind;
 
     /// Applies one data message of the session.
-    fn apply(&self, state: &mut Self::State, stream: Stream, batch: Batch, out: &mut Emit) -> Result<(), UnexpectedInput>;
+    fn apply(
+        &self,
+        state: &mut Self::State,
+        stream: Stream,
+        batch: Batch,
+        out: &mut Emit,
+    ) -> Result<(), UnexpectedInput>;
 
     /// Every input of the session has arrived: emit the final batches.
     fn finish(&self, state: Self::State, out: &mut Emit);

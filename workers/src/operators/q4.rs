@@ -37,7 +37,13 @@ impl Operator for Q4Count {
         StageKind::Q4Count
     }
 
-    fn apply(&self, state: &mut Q4CountState, stream: Stream, batch: Batch, _: &mut Emit) -> Result<(), UnexpectedInput> {
+    fn apply(
+        &self,
+        state: &mut Q4CountState,
+        stream: Stream,
+        batch: Batch,
+        _: &mut Emit,
+    ) -> Result<(), UnexpectedInput> {
         match (stream, batch) {
             (Stream::Q4Partial, Batch::Purchases(rows)) => {
                 for p in rows {
@@ -70,7 +76,11 @@ impl Operator for Q4Count {
                 });
             }
         }
-        out.to_each_replica(Stream::Q4Candidates, StageKind::Q4Top, batches.into_iter().map(Batch::Candidates).collect());
+        out.to_each_replica(
+            Stream::Q4Candidates,
+            StageKind::Q4Top,
+            batches.into_iter().map(Batch::Candidates).collect(),
+        );
     }
 }
 

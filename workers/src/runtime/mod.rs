@@ -14,8 +14,8 @@ use lapin::types::FieldTable;
 use lapin::{Acker, PublisherConfirm};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use tokio::sync::mpsc;
-use tracker::{Admission, InputTracker};
 use tracing::{debug, info, warn};
+use tracker::{Admission, InputTracker};
 
 /// Unacked deliveries a replica holds at once.
 pub const PREFETCH: u16 = 256;
@@ -101,7 +101,12 @@ impl<O: Operator> StageNode<O> {
         let publisher = Publisher::new(&connection).await?;
         let queue = self.topology.queue(self.operator.stage(), self.replica);
         let mut consumer = channel
-            .basic_consume(queue.as_str().into(), me.to_string().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                me.to_string().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         info!(node = %me, %queue, "stage replica consuming");
 
@@ -153,7 +158,9 @@ impl<O: Operator> StageNode<O> {
                 if admission == Admission::Apply {
                     let mut emit = Emit::default();
                     match self.operator.apply(&mut session.state, stream, batch, &mut emit) {
-                        Ok(()) => self.publish(publisher, id, Some(seq), emit, &mut session.sent, &mut confirms).await?,
+                        Ok(()) => {
+                            self.publish(publisher, id, Some(seq), emit, &mut session.sent, &mut confirms).await?
+                        }
                         Err(e) => warn!(session = %id, %sender, seq, error = %e, "dropping a batch"),
                     }
                 }
@@ -162,7 +169,9 @@ impl<O: Operator> StageNode<O> {
             Body::Eof { count } => session.inputs.admit_eof(stream, sender, count),
         };
         match admission {
-            Admission::Apply | Admission::Duplicate => debug!(session = %id, %sender, ?stream, seq, ?admission, "input"),
+            Admission::Apply | Admission::Duplicate => {
+                debug!(session = %id, %sender, ?stream, seq, ?admission, "input")
+            }
             Admission::Unexpected | Admission::BeyondEof => {
                 warn!(session = %id, %sender, ?stream, seq, ?admission, "dropping an input this replica does not expect")
             }
@@ -208,7 +217,13 @@ impl<O: Operator> StageNode<O> {
         self.publish(publisher, id, None, emit, &mut session.sent, confirms).await?;
         for target in self.all_targets() {
             let count = session.sent.get(&target).copied().unwrap_or(0);
-            let envelope = Envelope { session: id, sender: self.me(), stream: target.stream, seq: count, body: Body::Eof { count } };
+            let envelope = Envelope {
+                session: id,
+                sender: self.me(),
+                stream: target.stream,
+                seq: count,
+                body: Body::Eof { count },
+            };
             confirms.push(publisher.publish(&queue_of(&self.topology, target.to), &envelope).await?);
         }
         info!(session = %id, node = %self.me(), "session finished here");

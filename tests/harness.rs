@@ -1,0 +1,91 @@
+//! Running a real cluster from a test: the `coffee-node` binary of this crate as every node, a unique queue
+//! namespace and gateway port per test (so tests share the one broker in parallel), and result checks against
+//! the reference.
+
+use coffee::client::{self, ClientOptions, ClientSummary};
+use coffee::cluster::{ClusterSpec, LocalCluster};
+use coffee::topology::Topology;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The broker the tests use (`AMQP_URL` overrides it).
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| coffee::amqp::DEFAULT_AMQP_URL.to_owned())
+}
+
+/// A namespace no other test (or earlier run) uses.
+pub fn unique_namespace(test: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    format!("test-{test}-{}-{nanos}", std::process::id())
+}
+
+/// A loopback address with a port free right now.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// The `coffee-node` binary cargo builds for this crate's integration tests: it sits beside the `deps/` folder
+/// that holds the test executable (`CARGO_BIN_EXE_*` is only set when compiling the test files themselves).
+pub fn node_binary() -> PathBuf {
+    let test_exe = std::env::current_exe().expect("current exe");
+    let profile_dir = test_exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let exe = profile_dir.join("coffee-node");
+    assert!(exe.is_file(), "{} is missing: run the tests with cargo", exe.display());
+    exe
+}
+
+/// The spec of a test cluster with `replicas` (`STAGE=N,...`).
+pub fn cluster_spec(test: &str, replicas: &str) -> ClusterSpec {
+    ClusterSpec {
+        topology: Topology::with_replicas(&unique_namespace(test), replicas).expect("valid replicas"),
+        gateway_addr: free_addr(),
+        amqp_url: amqp_url(),
+        exe: node_binary(),
+    }
+}
+
+/// Starts a local cluster of real processes on the real broker.
+pub async fn start_cluster(test: &str, replicas: &str) -> (ClusterSpec, LocalCluster) {
+    let spec = cluster_spec(test, replicas);
+    let cluster = LocalCluster::start(spec.clone()).await.unwrap_or_else(|e| panic!("cluster start: {e:#}"));
+    (spec, cluster)
+}
+
+/// Generates a dataset into `dir`.
+pub fn generate(scale: coffee::gen::Scale, seed: u64, dir: &Path) -> PathBuf {
+    coffee::gen::generate(&coffee::gen::GenOptions { scale, seed, out: dir.to_owned() }).expect("generate");
+    dir.to_owned()
+}
+
+/// Runs one session against the cluster's gateway.
+pub async fn run_session(spec: &ClusterSpec, data: &Path, out: &Path) -> ClientSummary {
+    let options =
+        ClientOptions { gateway: spec.gateway_addr.clone(), data_dir: data.to_owned(), out_dir: out.to_owned() };
+    client::run_session(&options, Arc::new(|_| {}))
+        .await
+        .unwrap_or_else(|e| panic!("session on {}: {e:#}", data.display()))
+}
+
+/// The lines of an NDJSON file.
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts a session's NDJSON equals the reference's output for its data, as multisets.
+pub fn assert_matches_reference(summary: &ClientSummary, data: &Path) {
+    let expected = coffee::reference::run(data).expect("reference").lines;
+    let actual = read_lines(&summary.output);
+    let comparison = coffee::compare::compare_lines(&expected, &actual);
+    assert!(
+        comparison.all_equal(),
+        "session {} on {} differs from the reference (left: reference, right: pipeline):\n{comparison}",
+        summary.session,
+        data.display()
+    );
+}

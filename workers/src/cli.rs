@@ -1,0 +1,275 @@
+//! The `coffee` command line: one binary, one subcommand per role (nodes, client, tools), so local processes and
+//! containers run the same code. It lives in the library so test crates can build the same binary.
+
+use crate::client::{ClientEvent, ClientOptions, ClientSummary, Observer};
+use crate::cluster::{self, ClusterSpec, LocalCluster};
+use crate::message::StageKind;
+use crate::operators::filters::{ItemFilter, TxFilter};
+use crate::operators::q2::Q2Agg;
+use crate::operators::q3::Q3Agg;
+use crate::operators::q4::{Q4Count, Q4Top};
+use crate::runtime::StageNode;
+use crate::topology::Topology;
+use crate::{amqp, client, compare, gateway, gen, reference};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "coffee", version, about = "Coffee Shop Analysis: a fault-tolerant distributed pipeline for Q1-Q4")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the cluster is: shared by every command that talks to it.
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// Replicas per stage, `STAGE=N,...` (`all=N` for every stage); 2 of each by default.
+    #[arg(long, env = "COFFEE_REPLICAS", default_value = "")]
+    replicas: String,
+    /// Prefix of the cluster's queue names, so several clusters can share a broker.
+    #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
+    namespace: String,
+    /// The gateway's address.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:7070")]
+    gateway: String,
+    /// The RabbitMQ broker.
+    #[arg(long, env = "AMQP_URL", default_value = amqp::DEFAULT_AMQP_URL)]
+    amqp_url: String,
+}
+
+impl ClusterArgs {
+    fn topology(&self) -> anyhow::Result<Topology> {
+        Ok(Topology::with_replicas(&self.namespace, &self.replicas)?)
+    }
+
+    fn spec(&self) -> anyhow::Result<ClusterSpec> {
+        Ok(ClusterSpec {
+            topology: self.topology()?,
+            gateway_addr: self.gateway.clone(),
+            amqp_url: self.amqp_url.clone(),
+            exe: std::env::current_exe()?,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a synthetic dataset in the real layout.
+    Gen {
+        #[arg(long, default_value = "tiny")]
+        scale: gen::Scale,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compute Q1-Q4 in one plain process (the oracle of every test).
+    Reference {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compare two result files as multisets, per query.
+    Compare { left: PathBuf, right: PathBuf },
+    /// Run the gateway node.
+    Gateway {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Address to accept clients on (defaults to --gateway).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run one replica of a stage.
+    Worker {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long)]
+        stage: String,
+        #[arg(long, default_value_t = 0)]
+        replica: u16,
+    },
+    /// Start or stop a local cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Send one dataset as one session to a running cluster.
+    Client {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+    /// One shot: start a cluster if none runs, send one session, write the NDJSON, stop what it started.
+    Run {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Start the gateway and every stage as local processes; supervise them until Ctrl-C or SIGTERM.
+    Up {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Stop the cluster that `cluster up` runs.
+    Down {
+        #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
+        namespace: String,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// The entry point of every binary that is `coffee`.
+pub fn main() {
+    init_logs();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if let Err(e) = runtime.block_on(run(Cli::parse().command)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Gen { scale, seed, out } => {
+            let summary = gen::generate(&gen::GenOptions { scale, seed, out: out.clone() })?;
+            println!("wrote {} rows in {} files to {}", summary.total_rows(), summary.files.len(), out.display());
+        }
+        Command::Reference { data, out } => {
+            let report = reference::write(&data, &out)?;
+            println!(
+                "reference: {} result lines, {} rows read ({} malformed) in {:.2?} -> {}",
+                report.lines.len(),
+                report.rows_read,
+                report.malformed,
+                report.elapsed,
+                out.display()
+            );
+        }
+        Command::Compare { left, right } => {
+            let comparison = compare::compare_files(&left, &right)?;
+            print!("{comparison}");
+            anyhow::ensure!(comparison.all_equal(), "the results differ");
+        }
+        Command::Gateway { cluster, listen } => {
+            let listen = listen.unwrap_or_else(|| cluster.gateway.clone());
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            gateway::Gateway { topology: cluster.topology()?, amqp_url: cluster.amqp_url }.run(listener).await?;
+        }
+        Command::Worker { cluster, stage, replica } => run_worker(&cluster, &stage, replica).await?,
+        Command::Cluster { action: ClusterAction::Up { cluster } } => {
+            let spec = cluster.spec()?;
+            let mut local = LocalCluster::start(spec.clone()).await?;
+            std::fs::write(cluster::pid_file(&spec.topology.namespace), std::process::id().to_string())?;
+            println!(
+                "cluster up: gateway on {}, logs in {}; Ctrl-C stops it",
+                spec.gateway_addr,
+                spec.run_dir().join("logs").display()
+            );
+            local.supervise_until(cluster::shutdown_signal()).await?;
+            local.stop().await?;
+        }
+        Command::Cluster { action: ClusterAction::Down { namespace } } => {
+            let pid = cluster::signal_down(&namespace)?;
+            println!("asked the cluster (pid {pid}) to stop");
+        }
+        Command::Client { cluster, data, out } => {
+            let summary = run_client(&cluster.gateway, data, out).await?;
+            print_summary(&summary);
+        }
+        Command::Run { cluster, data, out } => {
+            let running = tokio::net::TcpStream::connect(&cluster.gateway).await.is_ok();
+            let local = if running { None } else { Some(LocalCluster::start(cluster.spec()?).await?) };
+            let outcome = run_client(&cluster.gateway, data, out).await;
+            if let Some(local) = local {
+                local.stop().await?;
+            }
+            print_summary(&outcome?);
+        }
+    }
+    Ok(())
+}
+
+async fn run_worker(cluster: &ClusterArgs, stage: &str, replica: u16) -> anyhow::Result<()> {
+    let topology = cluster.topology()?;
+    let stage = StageKind::from_name(stage).ok_or_else(|| anyhow::anyhow!("unknown stage `{stage}`"))?;
+    anyhow::ensure!(
+        replica < topology.replicas(stage),
+        "{stage} has {} replicas; {replica} is out of range",
+        topology.replicas(stage)
+    );
+    let url = cluster.amqp_url.clone();
+    match stage {
+        StageKind::TxFilter => StageNode { operator: TxFilter::new(&topology), topology, replica }.run(&url).await?,
+        StageKind::ItemFilter => {
+            StageNode { operator: ItemFilter::new(&topology), topology, replica }.run(&url).await?
+        }
+        StageKind::Q2Agg => StageNode { operator: Q2Agg, topology, replica }.run(&url).await?,
+        StageKind::Q3Agg => StageNode { operator: Q3Agg, topology, replica }.run(&url).await?,
+        StageKind::Q4Count => StageNode { operator: Q4Count::new(&topology), topology, replica }.run(&url).await?,
+        StageKind::Q4Top => StageNode { operator: Q4Top, topology, replica }.run(&url).await?,
+    }
+    Ok(())
+}
+
+/// Runs one session with a progress bar on a terminal.
+async fn run_client(gateway: &str, data: PathBuf, out: PathBuf) -> anyhow::Result<ClientSummary> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let progress = bar.clone();
+    let results = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let observer: Observer = Arc::new(move |event| match event {
+        ClientEvent::Started { session } => progress.set_message(format!("session {session}")),
+        ClientEvent::Sent { rows, .. } => {
+            let got = results.load(std::sync::atomic::Ordering::Relaxed);
+            progress.set_message(format!("{rows} rows sent, {got} result lines"));
+        }
+        ClientEvent::Results { lines, .. } => {
+            results.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        ClientEvent::QueryDone { query, .. } => progress.println(format!("{query} complete")),
+        ClientEvent::FileDone { report, .. } => {
+            if let Some(why) = &report.refused {
+                progress.println(format!("refused {}: {why}", report.path.display()));
+            }
+        }
+    });
+    let summary =
+        client::run_session(&ClientOptions { gateway: gateway.to_owned(), data_dir: data, out_dir: out }, observer)
+            .await;
+    bar.finish_and_clear();
+    summary
+}
+
+fn print_summary(summary: &ClientSummary) {
+    println!("session {} done in {:.2?}", summary.session, summary.elapsed);
+    for f in &summary.files {
+        let refused = f.refused.as_deref().map(|why| format!(" REFUSED: {why}")).unwrap_or_default();
+        println!("  {:<60} {:>10} rows sent {:>6} malformed{refused}", f.path.display(), f.rows_sent, f.malformed);
+        for sample in &f.samples {
+            println!("      {sample}");
+        }
+    }
+    println!("  total: {} rows sent, {} malformed", summary.rows_sent(), summary.malformed());
+    let counts: Vec<String> = summary.results.iter().map(|(q, n)| format!("{q}={n}")).collect();
+    println!("  results: {} -> {}", counts.join(" "), summary.output.display());
+}
