@@ -73,7 +73,8 @@ impl ResultRow {
             ResultRow::Q4 { store_name, birthdate, user_id, purchases_qty } => format!(
                 r#"{{"query":"Q4","store_name":{},"birthdate":{},"user_id":{user_id},"purchases_qty":{purchases_qty}}}"#,
                 json_string(store_name),
-                birthdate.map_or_else(|| "null".to_owned(), |d| format!("\"{d}\""))
+                // A user missing from the users files keeps their rank with an empty birthdate.
+                json_string(&birthdate.map(|d| d.to_string()).unwrap_or_default())
             ),
         }
     }

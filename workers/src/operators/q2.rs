@@ -16,9 +16,10 @@ pub struct Q2State {
 
 pub struct Q2Agg;
 
-/// The name of an item, or its id when the menu does not list it (so a row is never silently dropped).
+/// The name of an item, or an empty name when the menu does not list it: a join never drops a ranked row (the
+/// reference's rule too).
 fn item_name(menu: &HashMap<u32, String>, item_id: u32) -> String {
-    menu.get(&item_id).cloned().unwrap_or_else(|| format!("item {item_id}"))
+    menu.get(&item_id).cloned().unwrap_or_default()
 }
 
 impl Operator for Q2Agg {
