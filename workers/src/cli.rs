@@ -8,6 +8,7 @@ use crate::operators::filters::{ItemFilter, TxFilter};
 use crate::operators::q2::Q2Agg;
 use crate::operators::q3::Q3Agg;
 use crate::operators::q4::{Q4Count, Q4Top};
+use crate::operators::Operator;
 use crate::runtime::StageNode;
 use crate::topology::Topology;
 use crate::{amqp, client, compare, gateway, gen, reference};
@@ -54,6 +55,17 @@ impl ClusterArgs {
     }
 }
 
+/// Where and how often a stage replica persists its sessions.
+#[derive(Args, Clone)]
+struct Durability {
+    /// Folder of the replicas' session state (default: the cluster's run folder, `/tmp/coffee-<namespace>/state`).
+    #[arg(long, env = "STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Inputs logged per session between two snapshots.
+    #[arg(long, env = "SNAPSHOT_INTERVAL", default_value_t = crate::runtime::DEFAULT_SNAPSHOT_INTERVAL)]
+    snapshot_interval: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write a synthetic dataset in the real layout.
@@ -90,6 +102,8 @@ enum Command {
         stage: String,
         #[arg(long, default_value_t = 0)]
         replica: u16,
+        #[command(flatten)]
+        durability: Durability,
     },
     /// Start or stop a local cluster.
     Cluster {
@@ -138,6 +152,8 @@ fn init_logs() {
 /// The entry point of every binary that is `coffee`.
 pub fn main() {
     init_logs();
+    // Failpoints named in FAILPOINTS (tests only) are armed for the life of the process.
+    let _failpoints = fail::FailScenario::setup();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     if let Err(e) = runtime.block_on(run(Cli::parse().command)) {
         eprintln!("error: {e:#}");
@@ -174,7 +190,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
             gateway::Gateway { topology: cluster.topology()?, amqp_url: cluster.amqp_url }.run(listener).await?;
         }
-        Command::Worker { cluster, stage, replica } => run_worker(&cluster, &stage, replica).await?,
+        Command::Worker { cluster, stage, replica, durability } => {
+            run_worker(&cluster, &stage, replica, durability).await?
+        }
         Command::Cluster { action: ClusterAction::Up { cluster } } => {
             let spec = cluster.spec()?;
             let mut local = LocalCluster::start(spec.clone()).await?;
@@ -208,7 +226,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_worker(cluster: &ClusterArgs, stage: &str, replica: u16) -> anyhow::Result<()> {
+async fn run_worker(cluster: &ClusterArgs, stage: &str, replica: u16, durability: Durability) -> anyhow::Result<()> {
     let topology = cluster.topology()?;
     let stage = StageKind::from_name(stage).ok_or_else(|| anyhow::anyhow!("unknown stage `{stage}`"))?;
     anyhow::ensure!(
@@ -218,16 +236,25 @@ async fn run_worker(cluster: &ClusterArgs, stage: &str, replica: u16) -> anyhow:
     );
     let url = cluster.amqp_url.clone();
     match stage {
-        StageKind::TxFilter => StageNode { operator: TxFilter::new(&topology), topology, replica }.run(&url).await?,
-        StageKind::ItemFilter => {
-            StageNode { operator: ItemFilter::new(&topology), topology, replica }.run(&url).await?
-        }
-        StageKind::Q2Agg => StageNode { operator: Q2Agg, topology, replica }.run(&url).await?,
-        StageKind::Q3Agg => StageNode { operator: Q3Agg, topology, replica }.run(&url).await?,
-        StageKind::Q4Count => StageNode { operator: Q4Count::new(&topology), topology, replica }.run(&url).await?,
-        StageKind::Q4Top => StageNode { operator: Q4Top, topology, replica }.run(&url).await?,
+        StageKind::TxFilter => serve(TxFilter::new(&topology), topology, replica, durability, &url).await,
+        StageKind::ItemFilter => serve(ItemFilter::new(&topology), topology, replica, durability, &url).await,
+        StageKind::Q2Agg => serve(Q2Agg, topology, replica, durability, &url).await,
+        StageKind::Q3Agg => serve(Q3Agg, topology, replica, durability, &url).await,
+        StageKind::Q4Count => serve(Q4Count::new(&topology), topology, replica, durability, &url).await,
+        StageKind::Q4Top => serve(Q4Top, topology, replica, durability, &url).await,
     }
-    Ok(())
+}
+
+async fn serve<O: Operator>(
+    operator: O,
+    topology: Topology,
+    replica: u16,
+    durability: Durability,
+    url: &str,
+) -> anyhow::Result<()> {
+    let state_dir = durability.state_dir.unwrap_or_else(|| cluster::run_dir(&topology.namespace).join("state"));
+    let node = StageNode { operator, topology, replica, state_dir, snapshot_interval: durability.snapshot_interval };
+    Ok(node.run(url).await?)
 }
 
 /// Runs one session with a progress bar on a terminal.

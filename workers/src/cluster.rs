@@ -192,6 +192,8 @@ impl LocalCluster {
         let channel = connection.create_channel().await?;
         amqp::delete_queues(&channel, &self.spec.topology).await?;
         connection.close(200, "cluster down".into()).await?;
+        // The cluster is gone with its queues: its nodes' session state has nothing left to resume.
+        let _ = std::fs::remove_dir_all(self.spec.run_dir().join("state"));
         let _ = std::fs::remove_file(pid_file(&self.spec.topology.namespace));
         info!("cluster down");
         Ok(())

@@ -21,4 +21,18 @@ pub mod protocol;
 pub mod reference;
 pub mod results;
 pub mod runtime;
+pub mod state;
 pub mod topology;
+
+/// A failpoint for the tests that kill a node at a chosen instruction. Inert unless the `FAILPOINTS`
+/// environment variable names it (`fail` crate syntax, e.g. `FAILPOINTS=after-log-before-ack=2*off->return`):
+/// then the process aborts there, as abruptly as a SIGKILL (no destructor runs, no buffer is flushed).
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            tracing::error!(failpoint = $name, "failpoint reached: aborting");
+            std::process::abort()
+        })
+    };
+}

@@ -13,15 +13,16 @@ pub mod topk;
 
 use crate::message::{Batch, StageKind, Stream};
 use crate::topology::{Endpoint, Topology};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Where one emitted batch goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Target {
     pub stream: Stream,
     pub to: Destination,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Destination {
     Gateway,
     Stage(StageKind, u16),
@@ -57,7 +58,8 @@ pub struct UnexpectedInput {
 
 /// The state of one session at one stage replica, and the step functions over it.
 pub trait Operator: Send + Sync + 'static {
-    type State: Default + Send + 'static;
+    /// Serializable, because it is snapshotted to disk.
+    type State: Default + Send + Serialize + DeserializeOwned + 'static;
 
     fn stage(&self) -> StageKind;
 

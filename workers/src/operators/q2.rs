@@ -5,9 +5,10 @@ use super::topk::best;
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use crate::message::{Batch, Query, StageKind, Stream, YearMonth};
 use crate::results::ResultRow;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q2State {
     /// (quantity, subtotal) per (month, item).
     sales: HashMap<(YearMonth, u32), (i64, i64)>,

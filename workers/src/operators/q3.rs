@@ -3,9 +3,10 @@
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use crate::message::{Batch, Query, StageKind, Stream, YearHalf};
 use crate::results::ResultRow;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q3State {
     tpv: BTreeMap<(YearHalf, u32), i64>,
     stores: HashMap<u32, String>,

@@ -9,12 +9,13 @@ use crate::message::{Batch, Candidate, Query, StageKind, Stream};
 use crate::model::Date;
 use crate::results::ResultRow;
 use crate::topology::{partition, Topology};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// How many customers per store Q4 reports.
 pub const TOP_CUSTOMERS: usize = 3;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q4CountState {
     purchases: HashMap<(u32, u32), u64>,
     birthdates: HashMap<u32, Date>,
@@ -84,7 +85,7 @@ impl Operator for Q4Count {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q4TopState {
     candidates: BTreeMap<u32, Vec<Candidate>>,
     stores: HashMap<u32, String>,

@@ -1,27 +1,56 @@
 //! The generic runtime around an [`Operator`]: consume the replica's queue, drop duplicates, apply, publish what
-//! the operator emits with confirms, count ends of stream, and ack an input only once everything it caused is
-//! confirmed by the broker.
+//! the operator emits, count ends of stream, persist, and ack.
+//!
+//! Deliveries are handled in groups (group commit). For each group, in this order:
+//! 1. each input is admitted (duplicates dropped), applied in memory, and its outputs published;
+//! 2. every publish of the group is confirmed by the broker;
+//! 3. every applied input is appended to its session's log, and the logs are fsynced (one fsync per session);
+//! 4. sessions that completed are marked finished and their files deleted;
+//! 5. the group is acked with one `multiple` ack.
+//!
+//! Dying anywhere is safe. Before 3, the inputs are redelivered, re-applied and re-published with the same ids
+//! (outputs reuse the input's seq, and finals are deterministic), and receivers drop the copies. After 3, a
+//! redelivered input is found in the log and dropped, and its outputs were confirmed in 2. A session that
+//! completed before 4 is found complete again at recovery and finished again, under the same ids.
 
 pub mod tracker;
 
 use crate::amqp::{self, BrokerError, Publisher};
 use crate::message::{Body, Envelope, NodeId, Role, SessionId, StageKind};
 use crate::operators::{Destination, Emit, Operator, Target};
+use crate::state::{NodeStore, RecoveredSession};
 use crate::topology::{inputs, outputs, Endpoint, Topology};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
-use lapin::{Acker, PublisherConfirm};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use tokio::sync::mpsc;
+use lapin::PublisherConfirm;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use tracing::{debug, info, warn};
 use tracker::{Admission, InputTracker};
 
-/// Unacked deliveries a replica holds at once.
+/// Unacked deliveries a replica holds at once (and so the largest group it commits together).
 pub const PREFETCH: u16 = 256;
 
-/// Finished sessions remembered, so a late duplicate does not open a session that would never end.
-const FINISHED_MEMORY: usize = 4096;
+/// Inputs logged per session between two snapshots, unless `SNAPSHOT_INTERVAL` says otherwise.
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("state folder: {0}")]
+    State(#[from] std::io::Error),
+    #[error("a snapshot of session {0} does not decode: {1}")]
+    Snapshot(SessionId, postcard::Error),
+}
+
+impl From<lapin::Error> for RuntimeError {
+    fn from(e: lapin::Error) -> Self {
+        RuntimeError::Broker(e.into())
+    }
+}
 
 /// The (session, stream, sender) keys a stage replica waits for, from the topology.
 pub fn expected_inputs(topology: &Topology, stage: StageKind) -> InputTracker {
@@ -38,37 +67,31 @@ pub fn queue_of(topology: &Topology, to: Destination) -> String {
     }
 }
 
+/// One session at this replica: what is snapshotted.
+#[derive(Serialize, Deserialize)]
 struct Session<S> {
     inputs: InputTracker,
     state: S,
-    /// Data messages published per target, which each EOF announces.
+    /// Data messages sent per target, which each EOF announces.
     sent: BTreeMap<Target, u64>,
 }
 
-/// Sessions that ended here, remembered in a bounded window.
+/// What one group of deliveries did, to be made durable before it is acked.
 #[derive(Default)]
-struct FinishedSessions {
-    order: VecDeque<SessionId>,
-    set: HashSet<SessionId>,
+struct Group {
+    confirms: Vec<PublisherConfirm>,
+    /// Applied inputs, as their raw bytes, per session.
+    applied: Vec<(SessionId, Vec<u8>)>,
+    completed: Vec<SessionId>,
 }
 
-impl FinishedSessions {
-    fn insert(&mut self, session: SessionId) {
-        if self.set.insert(session) {
-            self.order.push_back(session);
-            if self.order.len() > FINISHED_MEMORY {
-                let old = self.order.pop_front().expect("non-empty");
-                self.set.remove(&old);
-            }
-        }
-    }
-}
-
-/// One replica of a stage: its identity, topology and operator.
+/// One replica of a stage: its identity, topology, operator and state folder.
 pub struct StageNode<O: Operator> {
     pub operator: O,
     pub topology: Topology,
     pub replica: u16,
+    pub state_dir: PathBuf,
+    pub snapshot_interval: u64,
 }
 
 impl<O: Operator> StageNode<O> {
@@ -92,13 +115,133 @@ impl<O: Operator> StageNode<O> {
             .collect()
     }
 
+    fn new_session(&self) -> Session<O::State> {
+        Session {
+            inputs: expected_inputs(&self.topology, self.operator.stage()),
+            state: O::State::default(),
+            sent: BTreeMap::new(),
+        }
+    }
+
+    /// Rebuilds a session from its snapshot and the inputs logged after it. Outputs are not published again:
+    /// the log holds only inputs whose outputs were confirmed.
+    fn recover(&self, id: SessionId, saved: RecoveredSession) -> Result<Session<O::State>, RuntimeError> {
+        let mut session = match saved.snapshot {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| RuntimeError::Snapshot(id, e))?,
+            None => self.new_session(),
+        };
+        for record in saved.records {
+            match Envelope::decode(&record) {
+                Ok(envelope) => {
+                    self.apply(&mut session, envelope);
+                }
+                Err(e) => warn!(session = %id, error = %e, "skipping a logged input that does not decode"),
+            }
+        }
+        Ok(session)
+    }
+
+    /// Admits and applies one input; returns the admission and the numbered messages to publish.
+    fn apply(&self, session: &mut Session<O::State>, envelope: Envelope) -> (Admission, Vec<(Destination, Envelope)>) {
+        let Envelope { session: id, sender, stream, seq, body } = envelope;
+        match body {
+            Body::Data(batch) => {
+                let admission = session.inputs.admit_data(stream, sender, seq);
+                let mut emit = Emit::default();
+                if admission == Admission::Apply {
+                    if let Err(e) = self.operator.apply(&mut session.state, stream, batch, &mut emit) {
+                        warn!(session = %id, %sender, seq, error = %e, "dropping a batch");
+                    }
+                }
+                (admission, self.number(id, Some(seq), emit, &mut session.sent))
+            }
+            Body::Eof { count } => (session.inputs.admit_eof(stream, sender, count), Vec::new()),
+        }
+    }
+
+    /// Gives emitted batches their ids. Per-input outputs reuse the input's seq (so a re-run re-sends the same
+    /// ids); final outputs are numbered from 0 on each target.
+    fn number(
+        &self,
+        session: SessionId,
+        input_seq: Option<u64>,
+        emit: Emit,
+        sent: &mut BTreeMap<Target, u64>,
+    ) -> Vec<(Destination, Envelope)> {
+        emit.batches
+            .into_iter()
+            .map(|(target, batch)| {
+                let count = sent.entry(target).or_default();
+                let seq = input_seq.unwrap_or(*count);
+                *count += 1;
+                let envelope =
+                    Envelope { session, sender: self.me(), stream: target.stream, seq, body: Body::Data(batch) };
+                (target.to, envelope)
+            })
+            .collect()
+    }
+
+    /// The final outputs of a complete session, then an EOF on every target counting what it was sent.
+    fn finish(&self, id: SessionId, mut session: Session<O::State>) -> Vec<(Destination, Envelope)> {
+        let mut emit = Emit::default();
+        self.operator.finish(session.state, &mut emit);
+        let mut messages = self.number(id, None, emit, &mut session.sent);
+        for target in self.all_targets() {
+            let count = session.sent.get(&target).copied().unwrap_or(0);
+            let envelope = Envelope {
+                session: id,
+                sender: self.me(),
+                stream: target.stream,
+                seq: count,
+                body: Body::Eof { count },
+            };
+            messages.push((target.to, envelope));
+        }
+        messages
+    }
+
+    async fn publish_all(
+        &self,
+        publisher: &Publisher,
+        messages: Vec<(Destination, Envelope)>,
+        confirms: &mut Vec<PublisherConfirm>,
+    ) -> Result<(), BrokerError> {
+        for (to, envelope) in messages {
+            confirms.push(publisher.publish(&queue_of(&self.topology, to), &envelope).await?);
+        }
+        Ok(())
+    }
+
     /// Runs until the broker connection fails (the supervisor restarts the process then).
-    pub async fn run(self, amqp_url: &str) -> Result<(), BrokerError> {
+    pub async fn run(self, amqp_url: &str) -> Result<(), RuntimeError> {
         let me = self.me();
+        let node_dir = self.state_dir.join(me.to_string());
+        let (mut store, recovered) = NodeStore::open(&node_dir)?;
+        let mut finished: HashSet<SessionId> = recovered.finished;
+        let mut sessions: HashMap<SessionId, Session<O::State>> = HashMap::new();
+        for (id, saved) in recovered.sessions {
+            sessions.insert(id, self.recover(id, saved)?);
+        }
+        info!(node = %me, sessions = sessions.len(), finished = finished.len(), dir = %node_dir.display(), "state recovered");
+
         let connection = amqp::connect(amqp_url, &me.to_string()).await?;
         let channel = amqp::consumer_channel(&connection, PREFETCH).await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         let publisher = Publisher::new(&connection).await?;
+
+        // Sessions that were complete when we died: finish them again (receivers drop what they already have).
+        let complete: Vec<SessionId> =
+            sessions.iter().filter(|(_, s)| s.inputs.is_complete()).map(|(id, _)| *id).collect();
+        for id in complete {
+            let mut confirms = Vec::new();
+            let session = sessions.remove(&id).expect("present");
+            self.publish_all(&publisher, self.finish(id, session), &mut confirms).await?;
+            amqp::await_confirms(confirms).await?;
+            store.finish(id)?;
+            finished.insert(id);
+            info!(session = %id, node = %me, "session finished again after recovery");
+        }
+
         let queue = self.topology.queue(self.operator.stage(), self.replica);
         let mut consumer = channel
             .basic_consume(
@@ -110,132 +253,97 @@ impl<O: Operator> StageNode<O> {
             .await?;
         info!(node = %me, %queue, "stage replica consuming");
 
-        let (ack_tx, ack_rx) = mpsc::channel(usize::from(PREFETCH));
-        let acker = tokio::spawn(ack_when_confirmed(ack_rx));
-        let mut sessions: HashMap<SessionId, Session<O::State>> = HashMap::new();
-        let mut finished = FinishedSessions::default();
-
-        while let Some(delivery) = consumer.next().await {
-            let delivery = delivery?;
-            let confirms = self.handle(&delivery.data, &publisher, &mut sessions, &mut finished).await?;
-            if ack_tx.send((confirms, delivery.acker)).await.is_err() {
-                break; // the acker failed: its error is returned below
+        while let Some(first) = consumer.next().await {
+            // Take what is already here, up to the prefetch, as one group.
+            let mut deliveries = vec![first?];
+            while deliveries.len() < usize::from(PREFETCH) {
+                match consumer.next().now_or_never() {
+                    Some(Some(delivery)) => deliveries.push(delivery?),
+                    _ => break,
+                }
             }
+            let mut group = Group::default();
+            for delivery in &deliveries {
+                self.handle(&delivery.data, &publisher, &mut sessions, &mut finished, &mut group).await?;
+            }
+            amqp::await_confirms(std::mem::take(&mut group.confirms)).await?;
+            crate::failpoint!("after-publish-before-log");
+            self.commit(&mut store, &sessions, group)?;
+            crate::failpoint!("after-log-before-ack");
+            let last = deliveries.last().expect("a group is never empty");
+            last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
-        drop(ack_tx);
-        acker.await.expect("acker task does not panic")
+        Ok(())
     }
 
-    /// Handles one delivery and returns the confirms its ack must wait for.
+    /// Steps 3 and 4: log the applied inputs, fsync, snapshot what is due, and retire completed sessions.
+    fn commit(
+        &self,
+        store: &mut NodeStore,
+        sessions: &HashMap<SessionId, Session<O::State>>,
+        group: Group,
+    ) -> Result<(), RuntimeError> {
+        let mut due = Vec::new();
+        for (id, bytes) in &group.applied {
+            if store.append(*id, bytes)? >= self.snapshot_interval && sessions.contains_key(id) {
+                due.push(*id);
+            }
+        }
+        store.sync()?;
+        due.sort();
+        due.dedup();
+        for id in due {
+            let bytes = postcard::to_allocvec(&sessions[&id]).expect("session state serializes");
+            crate::failpoint!("during-snapshot");
+            store.snapshot(id, &bytes)?;
+        }
+        for id in group.completed {
+            store.finish(id)?;
+        }
+        Ok(())
+    }
+
+    /// Step 1 for one delivery.
     async fn handle(
         &self,
         bytes: &[u8],
         publisher: &Publisher,
         sessions: &mut HashMap<SessionId, Session<O::State>>,
-        finished: &mut FinishedSessions,
-    ) -> Result<Vec<PublisherConfirm>, BrokerError> {
+        finished: &mut HashSet<SessionId>,
+        group: &mut Group,
+    ) -> Result<(), BrokerError> {
         let envelope = match Envelope::decode(bytes) {
             Ok(envelope) => envelope,
             Err(e) => {
                 warn!(node = %self.me(), error = %e, "dropping a message that does not decode");
-                return Ok(Vec::new());
+                return Ok(());
             }
         };
-        let Envelope { session: id, sender, stream, seq, body } = envelope;
-        if finished.set.contains(&id) {
-            debug!(%id, %sender, seq, "late message of a finished session");
-            return Ok(Vec::new());
+        let (id, sender, stream, seq) = (envelope.session, envelope.sender, envelope.stream, envelope.seq);
+        if finished.contains(&id) {
+            debug!(session = %id, %sender, seq, "late message of a finished session");
+            return Ok(());
         }
-        let session = sessions.entry(id).or_insert_with(|| Session {
-            inputs: expected_inputs(&self.topology, self.operator.stage()),
-            state: O::State::default(),
-            sent: BTreeMap::new(),
-        });
-        let mut confirms = Vec::new();
-        let admission = match body {
-            Body::Data(batch) => {
-                let admission = session.inputs.admit_data(stream, sender, seq);
-                if admission == Admission::Apply {
-                    let mut emit = Emit::default();
-                    match self.operator.apply(&mut session.state, stream, batch, &mut emit) {
-                        Ok(()) => {
-                            self.publish(publisher, id, Some(seq), emit, &mut session.sent, &mut confirms).await?
-                        }
-                        Err(e) => warn!(session = %id, %sender, seq, error = %e, "dropping a batch"),
-                    }
-                }
-                admission
-            }
-            Body::Eof { count } => session.inputs.admit_eof(stream, sender, count),
-        };
+        let session = sessions.entry(id).or_insert_with(|| self.new_session());
+        let (admission, messages) = self.apply(session, envelope);
         match admission {
-            Admission::Apply | Admission::Duplicate => {
-                debug!(session = %id, %sender, ?stream, seq, ?admission, "input")
+            Admission::Apply => {
+                debug!(session = %id, %sender, ?stream, seq, "applied");
+                group.applied.push((id, bytes.to_vec()));
             }
+            Admission::Duplicate => debug!(session = %id, %sender, ?stream, seq, "duplicate dropped"),
             Admission::Unexpected | Admission::BeyondEof => {
                 warn!(session = %id, %sender, ?stream, seq, ?admission, "dropping an input this replica does not expect")
             }
         }
+        self.publish_all(publisher, messages, &mut group.confirms).await?;
         if session.inputs.is_complete() {
             let session = sessions.remove(&id).expect("present");
-            self.finish(publisher, id, session, &mut confirms).await?;
+            self.publish_all(publisher, self.finish(id, session), &mut group.confirms).await?;
             finished.insert(id);
-        }
-        Ok(confirms)
-    }
-
-    /// Publishes emitted batches. Per-input outputs reuse the input's seq (so a re-run re-sends the same ids);
-    /// final outputs are numbered from 0 on each target.
-    async fn publish(
-        &self,
-        publisher: &Publisher,
-        session: SessionId,
-        input_seq: Option<u64>,
-        emit: Emit,
-        sent: &mut BTreeMap<Target, u64>,
-        confirms: &mut Vec<PublisherConfirm>,
-    ) -> Result<(), BrokerError> {
-        for (target, batch) in emit.batches {
-            let count = sent.entry(target).or_default();
-            let seq = input_seq.unwrap_or(*count);
-            *count += 1;
-            let envelope = Envelope { session, sender: self.me(), stream: target.stream, seq, body: Body::Data(batch) };
-            confirms.push(publisher.publish(&queue_of(&self.topology, target.to), &envelope).await?);
+            group.completed.push(id);
+            info!(session = %id, node = %self.me(), "session finished here");
         }
         Ok(())
     }
-
-    async fn finish(
-        &self,
-        publisher: &Publisher,
-        id: SessionId,
-        mut session: Session<O::State>,
-        confirms: &mut Vec<PublisherConfirm>,
-    ) -> Result<(), BrokerError> {
-        let mut emit = Emit::default();
-        self.operator.finish(session.state, &mut emit);
-        self.publish(publisher, id, None, emit, &mut session.sent, confirms).await?;
-        for target in self.all_targets() {
-            let count = session.sent.get(&target).copied().unwrap_or(0);
-            let envelope = Envelope {
-                session: id,
-                sender: self.me(),
-                stream: target.stream,
-                seq: count,
-                body: Body::Eof { count },
-            };
-            confirms.push(publisher.publish(&queue_of(&self.topology, target.to), &envelope).await?);
-        }
-        info!(session = %id, node = %self.me(), "session finished here");
-        Ok(())
-    }
-}
-
-/// Acks each delivery, in order, once the broker confirmed everything it caused to be published.
-async fn ack_when_confirmed(mut queue: mpsc::Receiver<(Vec<PublisherConfirm>, Acker)>) -> Result<(), BrokerError> {
-    while let Some((confirms, acker)) = queue.recv().await {
-        amqp::await_confirms(confirms).await?;
-        acker.ack(BasicAckOptions::default()).await?;
-    }
-    Ok(())
 }

@@ -3,11 +3,12 @@
 //! whatever order data and EOF arrived in.
 
 use crate::message::{NodeId, Stream};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A set of sequence numbers, kept small for the common case of seqs arriving nearly in order: everything below
 /// `floor` has been seen, plus the sparse set above it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeqSet {
     floor: u64,
     above: BTreeSet<u64>,
@@ -39,7 +40,7 @@ impl SeqSet {
     }
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Progress {
     applied: SeqSet,
     eof: Option<u64>,
@@ -64,7 +65,7 @@ pub enum Admission {
     BeyondEof,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputTracker {
     inputs: BTreeMap<(Stream, NodeId), Progress>,
 }

@@ -1,0 +1,203 @@
+//! An append-only log of checksummed records: `[len: u32 LE][crc32: u32 LE][payload]` each.
+//!
+//! A node can die in the middle of an append, so recovery reads records until the first one that is torn (the
+//! file ends inside it) or corrupt (its checksum does not match), and cuts the file there: everything before was
+//! written whole, and what follows was never acknowledged to anyone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const HEADER: usize = 8;
+
+/// The largest record a log accepts; a length past it is corruption, not a record.
+pub const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+pub struct RecordLog {
+    path: PathBuf,
+    writer: BufWriter<File>,
+    dirty: bool,
+}
+
+/// What recovery found in a log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub records: Vec<Vec<u8>>,
+    /// Bytes cut from the end (a torn or corrupt tail).
+    pub dropped_bytes: u64,
+}
+
+impl RecordLog {
+    /// Opens (creating if needed) the log at `path`, returns its intact records, and truncates a bad tail.
+    pub fn open(path: &Path) -> io::Result<(RecordLog, Recovery)> {
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (records, good_len) = parse(&bytes);
+        let dropped_bytes = (bytes.len() - good_len) as u64;
+        if dropped_bytes > 0 {
+            file.set_len(good_len as u64)?;
+            file.sync_data()?;
+        }
+        file.seek(SeekFrom::Start(good_len as u64))?;
+        let log = RecordLog { path: path.to_owned(), writer: BufWriter::with_capacity(1 << 16, file), dirty: false };
+        Ok((log, Recovery { records, dropped_bytes }))
+    }
+
+    /// Appends one record (buffered: durable only after [`RecordLog::sync`]).
+    pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
+        assert!(payload.len() <= MAX_RECORD, "record of {} bytes", payload.len());
+        self.writer.write_all(&(payload.len() as u32).to_le_bytes())?;
+        self.writer.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+        self.writer.write_all(payload)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.writer.flush()?;
+            self.writer.get_ref().sync_data()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The intact records of `bytes` and the length they span.
+fn parse(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len).filter(|_| len <= MAX_RECORD) else {
+            break; // torn: the file ends inside this record
+        };
+        if crc32fast::hash(payload) != crc {
+            break; // corrupt: nothing after it can be trusted
+        }
+        records.push(payload.to_vec());
+        at += HEADER + len;
+    }
+    (records, at)
+}
+
+/// One record in the log's framing, for files that hold a single record (snapshots).
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The record of a single-record file, if it is whole and its checksum matches.
+pub fn parse_single(bytes: &[u8]) -> Option<Vec<u8>> {
+    let (mut records, len) = parse(bytes);
+    (records.len() == 1 && len == bytes.len()).then(|| records.remove(0))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsynced, renamed over the target, directory fsynced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(dir: &Path, records: &[&[u8]]) -> PathBuf {
+        let path = dir.join("x.log");
+        let (mut log, recovery) = RecordLog::open(&path).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        for r in records {
+            log.append(r).unwrap();
+        }
+        log.sync().unwrap();
+        path
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(dir.path(), &[b"one", b"", b"three"]);
+        let (mut log, recovery) = RecordLog::open(&path).unwrap();
+        assert_eq!(recovery.records, vec![b"one".to_vec(), vec![], b"three".to_vec()]);
+        log.append(b"four").unwrap();
+        log.sync().unwrap();
+        assert_eq!(RecordLog::open(&path).unwrap().1.records.len(), 4);
+    }
+
+    #[test]
+    fn an_empty_file_is_an_empty_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.log");
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(RecordLog::open(&path).unwrap().1, Recovery::default());
+    }
+
+    #[test]
+    fn a_truncated_record_is_dropped_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(dir.path(), &[b"whole", b"torn record"]);
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        let (mut log, recovery) = RecordLog::open(&path).unwrap();
+        assert_eq!(recovery.records, vec![b"whole".to_vec()]);
+        assert_eq!(recovery.dropped_bytes, (HEADER + 11 - 3) as u64);
+        // Appending after recovery continues from the cut, so the log stays readable.
+        log.append(b"next").unwrap();
+        log.sync().unwrap();
+        assert_eq!(RecordLog::open(&path).unwrap().1.records, vec![b"whole".to_vec(), b"next".to_vec()]);
+    }
+
+    #[test]
+    fn a_corrupt_checksum_ends_the_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(dir.path(), &[b"good", b"flipped", b"after"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second_payload = HEADER + 4 + HEADER;
+        bytes[second_payload] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, recovery) = RecordLog::open(&path).unwrap();
+        assert_eq!(recovery.records, vec![b"good".to_vec()]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), (HEADER + 4) as u64);
+    }
+
+    #[test]
+    fn a_header_only_tail_and_a_huge_length_are_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_with(dir.path(), &[b"ok"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(RecordLog::open(&path).unwrap().1.records, vec![b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snap");
+        write_atomically(&path, b"first").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert!(!path.with_extension("tmp").exists());
+    }
+}
