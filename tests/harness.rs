@@ -89,3 +89,45 @@ pub fn assert_matches_reference(summary: &ClientSummary, data: &Path) {
         data.display()
     );
 }
+
+/// Starts a cluster with extra node environment (failpoints, snapshot interval).
+pub async fn start_cluster_with(
+    test: &str,
+    replicas: &str,
+    options: coffee::cluster::StartOptions,
+) -> (ClusterSpec, LocalCluster) {
+    let spec = cluster_spec(test, replicas);
+    let cluster =
+        LocalCluster::start_with(spec.clone(), options).await.unwrap_or_else(|e| panic!("cluster start: {e:#}"));
+    (spec, cluster)
+}
+
+/// Session files left in the cluster's state folder (every node's `finished.log` aside).
+pub fn session_files(spec: &ClusterSpec) -> Vec<PathBuf> {
+    coffee::state::NodeStore::session_files(&spec.run_dir().join("state")).expect("read the state folder")
+}
+
+/// Waits until no node holds session files any more (a node deletes them right after its last ack).
+pub async fn wait_for_no_session_files(spec: &ClusterSpec) {
+    for _ in 0..100 {
+        if session_files(spec).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("session files remain: {:?}", session_files(spec));
+}
+
+/// Messages waiting in each of the cluster's queues.
+pub async fn queue_depths(spec: &ClusterSpec) -> Vec<(String, u32)> {
+    use lapin::options::QueueDeclareOptions;
+    let connection = coffee::amqp::connect(&spec.amqp_url, "test").await.expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut depths = Vec::new();
+    for queue in spec.topology.all_queues() {
+        let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+        let declared = channel.queue_declare(queue.as_str().into(), options, Default::default()).await.expect("queue");
+        depths.push((queue, declared.message_count()));
+    }
+    depths
+}

@@ -1,6 +1,7 @@
 //! The `coffee` command line: one binary, one subcommand per role (nodes, client, tools), so local processes and
 //! containers run the same code. It lives in the library so test crates can build the same binary.
 
+use crate::chaos::{self, ChaosMonkey, Targets};
 use crate::client::{ClientEvent, ClientOptions, ClientSummary, Observer};
 use crate::cluster::{self, ClusterSpec, LocalCluster};
 use crate::message::StageKind;
@@ -15,6 +16,7 @@ use crate::{amqp, client, compare, gateway, gen, reference};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "coffee", version, about = "Coffee Shop Analysis: a fault-tolerant distributed pipeline for Q1-Q4")]
@@ -105,6 +107,21 @@ enum Command {
         #[command(flatten)]
         durability: Durability,
     },
+    /// Kill nodes of a running `cluster up` with SIGKILL at random intervals (one JSON event line per kill).
+    Chaos {
+        #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
+        namespace: String,
+        /// Time between kills: `2s`, or a range `1s..3s`.
+        #[arg(long, default_value = "2s", value_parser = parse_interval)]
+        interval: (Duration, Duration),
+        /// `random` (any node), or node names or roles, comma separated (`q4_count,gateway`).
+        #[arg(long, default_value = "random")]
+        target: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// Start or stop a local cluster.
     Cluster {
         #[command(subcommand)]
@@ -130,12 +147,26 @@ enum Command {
     },
 }
 
+/// `2s` (fixed) or `1s..3s` (uniform in the range).
+fn parse_interval(text: &str) -> Result<(Duration, Duration), String> {
+    let one = |t: &str| humantime::parse_duration(t.trim()).map_err(|e| format!("`{t}`: {e}"));
+    match text.split_once("..") {
+        Some((a, b)) => Ok((one(a)?, one(b)?)),
+        None => one(text).map(|d| (d, d)),
+    }
+}
+
 #[derive(Subcommand)]
 enum ClusterAction {
     /// Start the gateway and every stage as local processes; supervise them until Ctrl-C or SIGTERM.
     Up {
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// List the nodes of the cluster that `cluster up` runs: pid and restarts.
+    Status {
+        #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
+        namespace: String,
     },
     /// Stop the cluster that `cluster up` runs.
     Down {
@@ -204,6 +235,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             local.supervise_until(cluster::shutdown_signal()).await?;
             local.stop().await?;
+        }
+        Command::Cluster { action: ClusterAction::Status { namespace } } => {
+            println!("{:<16} {:>8} {:>9}", "node", "pid", "restarts");
+            for node in cluster::read_status(&namespace)? {
+                let pid = node.pid.map_or_else(|| "down".to_owned(), |p| p.to_string());
+                println!("{:<16} {pid:>8} {:>9}", node.name, node.restarts);
+            }
+        }
+        Command::Chaos { namespace, interval, target, seed, duration } => {
+            let mut monkey = ChaosMonkey::new(seed, interval.0, interval.1, Targets::parse(&target));
+            let kills = chaos::run_against_namespace(&namespace, &mut monkey, duration).await?;
+            eprintln!("chaos: {kills} kills in {duration:?}");
         }
         Command::Cluster { action: ClusterAction::Down { namespace } } => {
             let pid = cluster::signal_down(&namespace)?;

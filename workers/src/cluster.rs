@@ -5,6 +5,7 @@
 use crate::amqp;
 use crate::message::Role;
 use crate::topology::Topology;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -75,23 +76,61 @@ struct Node {
     restarts: u32,
 }
 
+/// Extra environment for the nodes a cluster starts.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Set on every node, at every start (e.g. `SNAPSHOT_INTERVAL`).
+    pub env: Vec<(String, String)>,
+    /// Set on one node at its first start only, so a restarted node is not armed again (e.g. `FAILPOINTS`).
+    pub first_start_env: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// One node as `nodes.json` lists it (what `coffee cluster status` and `coffee chaos` read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+}
+
+/// The status file of a namespace's cluster.
+pub fn status_file(namespace: &str) -> PathBuf {
+    run_dir(namespace).join("nodes.json")
+}
+
+/// Reads the status file a running `cluster up` keeps.
+pub fn read_status(namespace: &str) -> anyhow::Result<Vec<NodeStatus>> {
+    let path = status_file(namespace);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow::anyhow!("no cluster of namespace `{namespace}` is up here ({} is missing)", path.display())
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     spec: ClusterSpec,
+    options: StartOptions,
     nodes: BTreeMap<String, Node>,
 }
 
 impl LocalCluster {
     /// Checks the broker, declares the queues, starts every node and waits until the gateway accepts clients.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        Self::start_with(spec, StartOptions::default()).await
+    }
+
+    /// [`LocalCluster::start`] with extra environment for the nodes.
+    pub async fn start_with(spec: ClusterSpec, options: StartOptions) -> anyhow::Result<Self> {
         let connection = amqp::connect(&spec.amqp_url, "cluster").await?;
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &spec.topology).await?;
         connection.close(200, "queues declared".into()).await?;
         std::fs::create_dir_all(spec.run_dir().join("logs"))?;
-        let mut cluster = LocalCluster { nodes: BTreeMap::new(), spec };
+        let mut cluster = LocalCluster { nodes: BTreeMap::new(), spec, options };
         for (name, args) in cluster.spec.nodes() {
-            let child = cluster.spawn(&name, &args)?;
+            let first = cluster.options.first_start_env.get(&name).cloned().unwrap_or_default();
+            let child = cluster.spawn(&name, &args, &first)?;
             cluster.nodes.insert(name, Node { args, child, restarts: 0 });
         }
         cluster.wait_for_gateway(Duration::from_secs(30)).await?;
@@ -99,12 +138,13 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    fn spawn(&self, name: &str, args: &[String]) -> anyhow::Result<Child> {
+    fn spawn(&self, name: &str, args: &[String], extra_env: &[(String, String)]) -> anyhow::Result<Child> {
         let log_path = self.spec.run_dir().join("logs").join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let child = Command::new(&self.spec.exe)
             .args(args)
             .env("AMQP_URL", &self.spec.amqp_url)
+            .envs(self.options.env.iter().chain(extra_env).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -131,9 +171,22 @@ impl LocalCluster {
         anyhow::bail!("the gateway did not accept clients at {} within {limit:?}", self.spec.gateway_addr)
     }
 
-    /// Node names with their pid (None while restarting) and restart count.
-    pub fn status(&self) -> Vec<(String, Option<u32>, u32)> {
-        self.nodes.iter().map(|(name, n)| (name.clone(), n.child.id(), n.restarts)).collect()
+    /// Every node with its pid (None while restarting) and restart count.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.nodes
+            .iter()
+            .map(|(name, n)| NodeStatus { name: name.clone(), pid: n.child.id(), restarts: n.restarts })
+            .collect()
+    }
+
+    /// Writes `nodes.json` for `coffee cluster status` and `coffee chaos` in other shells.
+    pub fn write_status(&self) -> anyhow::Result<()> {
+        let path = status_file(&self.spec.topology.namespace);
+        // Renamed into place so readers never see half a file; no fsync: it is rewritten every tick.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&self.status())?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
     }
 
     /// SIGKILLs one node (the supervisor restarts it).
@@ -159,7 +212,7 @@ impl LocalCluster {
             .collect();
         for name in exited {
             let args = self.nodes[&name].args.clone();
-            let child = self.spawn(&name, &args)?;
+            let child = self.spawn(&name, &args, &[])?;
             let node = self.nodes.get_mut(&name).expect("present");
             node.child = child;
             node.restarts += 1;
@@ -175,7 +228,10 @@ impl LocalCluster {
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = tick.tick() => { self.restart_exited()?; }
+                _ = tick.tick() => {
+                    self.restart_exited()?;
+                    self.write_status()?;
+                }
             }
         }
     }
@@ -195,6 +251,7 @@ impl LocalCluster {
         // The cluster is gone with its queues: its nodes' session state has nothing left to resume.
         let _ = std::fs::remove_dir_all(self.spec.run_dir().join("state"));
         let _ = std::fs::remove_file(pid_file(&self.spec.topology.namespace));
+        let _ = std::fs::remove_file(status_file(&self.spec.topology.namespace));
         info!("cluster down");
         Ok(())
     }

@@ -36,3 +36,4 @@ macro_rules! failpoint {
         })
     };
 }
+pub mod chaos;

@@ -1,0 +1,133 @@
+//! Nodes killed at chosen points and at random: every session still ends exactly equal to the reference.
+//!
+//! Kills here target the stage workers. Surviving a gateway kill (client resume) and the health monitors are
+//! not built yet (see docs/status.md).
+
+use coffee::chaos::{self, ChaosMonkey, Targets};
+use coffee::cluster::StartOptions;
+use coffee::gen::Scale;
+use coffee_tests::harness::{
+    assert_matches_reference, generate, queue_depths, run_session, start_cluster_with, wait_for_no_session_files,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs one session on a cluster whose `node` aborts at `failpoint` (at its first start only), with the cluster
+/// supervised (the dead node restarted) meanwhile; asserts the node died and the results are exact.
+async fn killed_at(test: &str, node: &str, failpoint: &str, env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 3, &dir.path().join("data"));
+    let options = StartOptions {
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        first_start_env: [(node.to_owned(), vec![("FAILPOINTS".to_owned(), failpoint.to_owned())])].into(),
+    };
+    let (spec, mut cluster) = start_cluster_with(test, "all=2", options).await;
+    let out = dir.path().join("out");
+    let session = tokio::spawn({
+        let (spec, data) = (spec.clone(), data.clone());
+        async move { run_session(&spec, &data, &out).await }
+    });
+    let mut monkey = ChaosMonkey::new(0, Duration::from_secs(3600), Duration::from_secs(3600), Targets::Random);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(async move {
+        let summary = session.await;
+        let _ = done_tx.send(());
+        summary
+    });
+    let events = tokio::time::timeout(
+        Duration::from_secs(120),
+        chaos::run_on_cluster(&mut cluster, &mut monkey, async { done_rx.await.unwrap_or(()) }, |_| {}),
+    )
+    .await
+    .expect("the session ends")
+    .unwrap();
+    let summary = watcher.await.unwrap().unwrap();
+    assert!(
+        events.iter().any(|e| e.node == node && e.action == "restart"),
+        "{node} was expected to die at {failpoint} and be restarted; events: {events:?}"
+    );
+    assert_matches_reference(&summary, &data);
+    wait_for_no_session_files(&spec).await;
+    cluster.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_killed_after_publishing_before_logging_and_acking() {
+    killed_at("kill-filter", "tx_filter-0", "after-publish-before-log=return", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregator_killed_after_logging_before_acking() {
+    killed_at("kill-agg", "q4_count-1", "after-log-before-ack=return", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregator_killed_during_a_snapshot() {
+    killed_at("kill-snapshot", "q3_agg-0", "during-snapshot=return", &[("SNAPSHOT_INTERVAL", "2")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_stage_killed_after_publishing_its_results() {
+    killed_at("kill-final", "q4_top-0", "after-publish-before-log=1*off->return", &[]).await;
+}
+
+/// The chaos run: three clients run sessions back to back while the monkey kills a random worker every
+/// 0.3-1 s (sessions on tiny data last about a second); every session must equal the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_under_a_chaos_monkey_stay_exact() {
+    let rounds: usize = std::env::var("CHAOS_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(4);
+    let dir = tempfile::tempdir().unwrap();
+    let datasets: Vec<_> = [41, 42, 43]
+        .iter()
+        .map(|&seed| generate(Scale::Tiny, seed, &dir.path().join(format!("data-{seed}"))))
+        .collect();
+    let options = StartOptions { env: vec![("SNAPSHOT_INTERVAL".into(), "4".into())], ..Default::default() };
+    let (spec, mut cluster) = start_cluster_with("chaos", "all=2", options).await;
+    let exact = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = datasets
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let (spec, data, exact) = (spec.clone(), data.clone(), exact.clone());
+            let out = dir.path().join(format!("out-{i}"));
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    let summary = run_session(&spec, &data, &out).await;
+                    assert_matches_reference(&summary, &data);
+                    exact.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let all_done = futures::future::join_all(clients);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let waiter = tokio::spawn(async move {
+        let results = all_done.await;
+        let _ = done_tx.send(());
+        results
+    });
+    let stages = ["tx_filter", "item_filter", "q2_agg", "q3_agg", "q4_count", "q4_top"].map(String::from).to_vec();
+    let mut monkey =
+        ChaosMonkey::new(7, Duration::from_millis(300), Duration::from_millis(1000), Targets::Only(stages));
+    let events = tokio::time::timeout(
+        Duration::from_secs(600),
+        chaos::run_on_cluster(&mut cluster, &mut monkey, async { done_rx.await.unwrap_or(()) }, |e| {
+            eprintln!("{}", e.to_json_line())
+        }),
+    )
+    .await
+    .expect("every session ends")
+    .unwrap();
+    for result in waiter.await.unwrap() {
+        result.expect("a client failed");
+    }
+    let kills = events.iter().filter(|e| e.action == "kill").count();
+    eprintln!("chaos: {kills} kills, {} exact sessions", exact.load(Ordering::Relaxed));
+    assert_eq!(exact.load(Ordering::Relaxed), 3 * rounds);
+    assert!(kills >= 2, "the monkey killed too little to prove anything: {events:?}");
+    wait_for_no_session_files(&spec).await;
+    let busy: Vec<_> = queue_depths(&spec).await.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert!(busy.is_empty(), "messages left in queues: {busy:?}");
+    cluster.stop().await.unwrap();
+}
