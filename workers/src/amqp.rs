@@ -1,5 +1,6 @@
 //! The broker: connecting with a clear error, declaring the topology's queues, publishing with confirms.
 
+use crate::heartbeat::Counters;
 use crate::message::Envelope;
 use crate::topology::Topology;
 use lapin::options::{
@@ -7,6 +8,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The broker used when `AMQP_URL` is not set.
@@ -70,17 +72,20 @@ pub async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    counters: Arc<Counters>,
 }
 
 impl Publisher {
-    pub async fn new(connection: &Connection) -> Result<Self, BrokerError> {
+    /// A publisher that counts what it sends in `counters` (reported by the node's heartbeat).
+    pub async fn new(connection: &Connection, counters: Arc<Counters>) -> Result<Self, BrokerError> {
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { channel })
+        Ok(Publisher { channel, counters })
     }
 
     pub async fn publish(&self, queue: &str, envelope: &Envelope) -> Result<PublisherConfirm, BrokerError> {
         let payload = envelope.encode();
+        self.counters.published(payload.len());
         let properties = BasicProperties::default().with_delivery_mode(2);
         Ok(self
             .channel

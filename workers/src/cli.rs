@@ -12,7 +12,7 @@ use crate::operators::q4::{Q4Count, Q4Top};
 use crate::operators::Operator;
 use crate::runtime::StageNode;
 use crate::topology::Topology;
-use crate::{amqp, client, compare, gateway, gen, reference};
+use crate::{amqp, bench, client, compare, gateway, gen, reference};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -121,6 +121,23 @@ enum Command {
         seed: u64,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
+    },
+    /// Benchmark the pipeline against the reference on the same generated files, in one run.
+    Bench {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long, default_value = "reduced")]
+        scale: gen::Scale,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Where generated datasets are kept between runs.
+        #[arg(long, default_value = "data/generated")]
+        cache: PathBuf,
+        /// Where the figures are written as JSON (default: target/bench/<scale>-<clients>c.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Start or stop a local cluster.
     Cluster {
@@ -235,6 +252,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             local.supervise_until(cluster::shutdown_signal()).await?;
             local.stop().await?;
+        }
+        Command::Bench { cluster, scale, seed, clients, cache, json } => {
+            let options = bench::BenchOptions { scale, seed, clients, cache, cluster: cluster.spec()? };
+            let report = bench::run(options).await?;
+            print!("{report}");
+            let json = json.unwrap_or_else(|| PathBuf::from(format!("target/bench/{scale}-{clients}c.json")));
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+            println!("figures written to {}", json.display());
         }
         Command::Cluster { action: ClusterAction::Status { namespace } } => {
             println!("{:<16} {:>8} {:>9}", "node", "pid", "restarts");

@@ -36,4 +36,6 @@ macro_rules! failpoint {
         })
     };
 }
+pub mod bench;
 pub mod chaos;
+pub mod heartbeat;

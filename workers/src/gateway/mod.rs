@@ -4,6 +4,7 @@
 pub mod routing;
 
 use crate::amqp::{self, BrokerError, Publisher};
+use crate::heartbeat::{self, Counters};
 use crate::message::{Batch, Body, Envelope, NodeId, Query, Role, SessionId, Stream};
 use crate::model::FileKind;
 use crate::protocol::{ClientFrame, FrameError, FrameReader, FrameWriter, GatewayFrame};
@@ -40,12 +41,14 @@ impl Gateway {
         let connection = amqp::connect(&self.amqp_url, "gateway").await?;
         let channel = amqp::consumer_channel(&connection, crate::runtime::PREFETCH).await?;
         amqp::declare_queues(&channel, &self.topology).await?;
-        let publisher = Publisher::new(&connection).await?;
+        let counters = Arc::new(Counters::default());
+        let publisher = Publisher::new(&connection, counters.clone()).await?;
         let registry: Registry = Arc::default();
         let topology = Arc::new(self.topology);
         info!(addr = %listener.local_addr()?, topology = %topology, "gateway listening");
 
-        let results = tokio::spawn(dispatch_results(channel, topology.clone(), registry.clone()));
+        let results = tokio::spawn(dispatch_results(channel, topology.clone(), registry.clone(), counters.clone()));
+        heartbeat::start(&connection, &topology, "gateway".into(), counters.clone()).await?;
         let accept = async {
             loop {
                 let (socket, peer) = listener.accept().await?;
@@ -186,6 +189,7 @@ async fn dispatch_results(
     channel: lapin::Channel,
     topology: Arc<Topology>,
     registry: Registry,
+    counters: Arc<Counters>,
 ) -> Result<(), BrokerError> {
     let queue = topology.results_queue();
     let mut consumer = channel
@@ -194,6 +198,9 @@ async fn dispatch_results(
     let mut progress: HashMap<SessionId, ResultProgress> = HashMap::new();
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
+        counters.consumed(delivery.data.len());
+        let open = registry.lock().expect("registry lock").len() as u64;
+        counters.open_sessions.store(open, std::sync::atomic::Ordering::Relaxed);
         match Envelope::decode(&delivery.data) {
             Ok(envelope) => route_result(envelope, &topology, &registry, &mut progress),
             Err(e) => warn!(error = %e, "dropping a result message that does not decode"),

@@ -16,6 +16,7 @@
 pub mod tracker;
 
 use crate::amqp::{self, BrokerError, Publisher};
+use crate::heartbeat::{self, Counters};
 use crate::message::{Body, Envelope, NodeId, Role, SessionId, StageKind};
 use crate::operators::{Destination, Emit, Operator, Target};
 use crate::state::{NodeStore, RecoveredSession};
@@ -27,6 +28,8 @@ use lapin::PublisherConfirm;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tracing::{debug, info, warn};
 use tracker::{Admission, InputTracker};
 
@@ -227,7 +230,10 @@ impl<O: Operator> StageNode<O> {
         let connection = amqp::connect(amqp_url, &me.to_string()).await?;
         let channel = amqp::consumer_channel(&connection, PREFETCH).await?;
         amqp::declare_queues(&channel, &self.topology).await?;
-        let publisher = Publisher::new(&connection).await?;
+        let counters = Arc::new(Counters::default());
+        counters.open_sessions.store(sessions.len() as u64, Ordering::Relaxed);
+        let publisher = Publisher::new(&connection, counters.clone()).await?;
+        heartbeat::start(&connection, &self.topology, me.to_string(), counters.clone()).await?;
 
         // Sessions that were complete when we died: finish them again (receivers drop what they already have).
         let complete: Vec<SessionId> =
@@ -264,12 +270,14 @@ impl<O: Operator> StageNode<O> {
             }
             let mut group = Group::default();
             for delivery in &deliveries {
+                counters.consumed(delivery.data.len());
                 self.handle(&delivery.data, &publisher, &mut sessions, &mut finished, &mut group).await?;
             }
             amqp::await_confirms(std::mem::take(&mut group.confirms)).await?;
             crate::failpoint!("after-publish-before-log");
             self.commit(&mut store, &sessions, group)?;
             crate::failpoint!("after-log-before-ack");
+            counters.open_sessions.store(sessions.len() as u64, Ordering::Relaxed);
             let last = deliveries.last().expect("a group is never empty");
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }

@@ -1,0 +1,258 @@
+//! `coffee bench`: the pipeline and the reference on the same files in the same run, side by side.
+//!
+//! The reference and every client run as child processes of this binary, so each one's peak memory is its own;
+//! the nodes report theirs, and what they published, in their heartbeats.
+
+use crate::cluster::{ClusterSpec, LocalCluster};
+use crate::gen::{self, GenOptions, Scale};
+use crate::heartbeat::{self, Heartbeat};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub scale: Scale,
+    pub seed: u64,
+    pub clients: usize,
+    /// Where generated datasets are cached (`<cache>/<scale>-<seed>`).
+    pub cache: PathBuf,
+    pub cluster: ClusterSpec,
+}
+
+/// One timed process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub wall_secs: f64,
+    pub rows_per_sec: f64,
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeFigures {
+    pub peak_rss_mib: f64,
+    pub published_messages: u64,
+    pub published_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub scale: String,
+    pub clients: usize,
+    pub replicas: String,
+    pub input_rows: u64,
+    pub input_bytes: u64,
+    pub reference: Run,
+    /// All clients, from the first start to the last end.
+    pub pipeline: Run,
+    pub clients_peak_rss_mib: Vec<f64>,
+    pub ratio: f64,
+    pub broker_messages: u64,
+    pub broker_bytes: u64,
+    pub nodes: BTreeMap<String, NodeFigures>,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The dataset of a scale and seed and its row count, generated once and reused (a marker file, written last,
+/// holds the row count and says the dataset is whole).
+pub fn cached_dataset(cache: &Path, scale: Scale, seed: u64) -> anyhow::Result<(PathBuf, u64)> {
+    let dir = cache.join(format!("{scale}-{seed}"));
+    let marker = dir.join(".complete");
+    if let Some(rows) = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse().ok()) {
+        return Ok((dir, rows));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    eprintln!("generating {scale} (seed {seed}) into {} ...", dir.display());
+    let rows = gen::generate(&GenOptions { scale, seed, out: dir.clone() })?.total_rows();
+    std::fs::write(&marker, rows.to_string())?;
+    Ok((dir, rows))
+}
+
+fn dataset_size(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for kind in crate::model::FileKind::ALL {
+        for file in crate::dataset::files_of(dir, kind)? {
+            total += std::fs::metadata(file)?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Runs `coffee <args>` to its end; returns its wall time and peak RSS (sampled from /proc while it runs).
+async fn timed_child(exe: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let mut child = Command::new(exe).args(args).envs(env.iter().copied()).stdout(Stdio::null()).spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(heartbeat::peak_rss_kib(pid));
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    anyhow::ensure!(status.success(), "`coffee {}` failed: {status}", args.join(" "));
+    Ok((started.elapsed(), peak))
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let (data, input_rows) = cached_dataset(&options.cache, options.scale, options.seed)?;
+    let input_bytes = dataset_size(&data)?;
+    let exe = options.cluster.exe.clone();
+    let out = tempfile_dir()?;
+
+    // The reference, alone on the machine.
+    let reference_out = out.join("reference.ndjson");
+    let args = ["reference", "--data", &path_str(&data), "--out", &path_str(&reference_out)].map(String::from);
+    let (reference_wall, reference_rss) = timed_child(&exe, &args, &[]).await?;
+
+    // The pipeline: a fresh cluster, its heartbeats watched, the clients as child processes.
+    let cluster = LocalCluster::start(options.cluster.clone()).await?;
+    let connection = crate::amqp::connect(&options.cluster.amqp_url, "bench").await?;
+    let mut beats = Box::pin(heartbeat::subscribe(&connection, &options.cluster.topology).await?);
+    let mut latest: BTreeMap<String, Heartbeat> = BTreeMap::new();
+    let clients = (0..options.clients).map(|i| {
+        let args = [
+            "client".to_owned(),
+            "--data".to_owned(),
+            path_str(&data),
+            "--out".to_owned(),
+            path_str(&out.join(format!("client-{i}"))),
+        ];
+        let (exe, gateway) = (exe.clone(), options.cluster.gateway_addr.clone());
+        async move { timed_child(&exe, &args, &[("GATEWAY_ADDR", gateway.as_str())]).await }
+    });
+    let started = Instant::now();
+    let all = futures::future::join_all(clients);
+    tokio::pin!(all);
+    let results = loop {
+        tokio::select! {
+            results = &mut all => break results,
+            Some(beat) = beats.next() => { latest.insert(beat.node.clone(), beat); }
+        }
+    };
+    let pipeline_wall = started.elapsed();
+    let mut clients_rss = Vec::new();
+    for result in results {
+        clients_rss.push(mib(result?.1));
+    }
+    // One more round of beats, so every node's totals include the end of the run.
+    let settle = tokio::time::sleep(heartbeat::INTERVAL * 2);
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = &mut settle => break,
+            Some(beat) = beats.next() => { latest.insert(beat.node.clone(), beat); }
+        }
+    }
+    cluster.stop().await?;
+    let _ = std::fs::remove_dir_all(&out);
+
+    let nodes: BTreeMap<String, NodeFigures> = latest
+        .into_iter()
+        .map(|(name, b)| {
+            let figures = NodeFigures {
+                peak_rss_mib: mib(b.peak_rss_kib),
+                published_messages: b.published_messages,
+                published_bytes: b.published_bytes,
+            };
+            (name, figures)
+        })
+        .collect();
+    let total_rows = input_rows * options.clients as u64;
+    Ok(BenchReport {
+        scale: options.scale.to_string(),
+        clients: options.clients,
+        replicas: options.cluster.topology.replicas_spec(),
+        input_rows,
+        input_bytes,
+        reference: Run {
+            wall_secs: reference_wall.as_secs_f64(),
+            rows_per_sec: input_rows as f64 / reference_wall.as_secs_f64(),
+            peak_rss_mib: mib(reference_rss),
+        },
+        pipeline: Run {
+            wall_secs: pipeline_wall.as_secs_f64(),
+            rows_per_sec: total_rows as f64 / pipeline_wall.as_secs_f64(),
+            peak_rss_mib: nodes.values().map(|n| n.peak_rss_mib).fold(0.0, f64::max),
+        },
+        clients_peak_rss_mib: clients_rss,
+        ratio: pipeline_wall.as_secs_f64() / (reference_wall.as_secs_f64() * options.clients as f64),
+        broker_messages: nodes.values().map(|n| n.published_messages).sum(),
+        broker_bytes: nodes.values().map(|n| n.published_bytes).sum(),
+        nodes,
+    })
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("coffee-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = |rows: f64| format!("{:.2} M rows/s", rows / 1e6);
+        writeln!(
+            f,
+            "scale {}: {} input rows ({:.0} MiB of CSV), {} client(s), replicas {}",
+            self.scale,
+            self.input_rows,
+            self.input_bytes as f64 / 1048576.0,
+            self.clients,
+            self.replicas
+        )?;
+        writeln!(f, "{:<22} {:>10} {:>18} {:>14}", "", "wall", "throughput", "peak RSS")?;
+        let r = &self.reference;
+        writeln!(
+            f,
+            "{:<22} {:>9.2}s {:>18} {:>10.0} MiB",
+            "reference (1 pass)",
+            r.wall_secs,
+            m(r.rows_per_sec),
+            r.peak_rss_mib
+        )?;
+        let p = &self.pipeline;
+        writeln!(
+            f,
+            "{:<22} {:>9.2}s {:>18} {:>10.0} MiB (largest node)",
+            "pipeline (all clients)",
+            p.wall_secs,
+            m(p.rows_per_sec),
+            p.peak_rss_mib
+        )?;
+        writeln!(f, "ratio pipeline / reference (per client's data): {:.2}x", self.ratio)?;
+        let clients: Vec<String> = self.clients_peak_rss_mib.iter().map(|c| format!("{c:.0}")).collect();
+        writeln!(f, "clients' peak RSS (MiB): {}", clients.join(", "))?;
+        writeln!(
+            f,
+            "through the broker: {} messages, {:.1} MiB",
+            self.broker_messages,
+            self.broker_bytes as f64 / 1048576.0
+        )?;
+        writeln!(f, "{:<16} {:>10} {:>12} {:>12}", "node", "peak MiB", "published", "MiB out")?;
+        for (name, n) in &self.nodes {
+            writeln!(
+                f,
+                "{name:<16} {:>10.0} {:>12} {:>12.1}",
+                n.peak_rss_mib,
+                n.published_messages,
+                n.published_bytes as f64 / 1048576.0
+            )?;
+        }
+        Ok(())
+    }
+}

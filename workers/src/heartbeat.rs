@@ -1,0 +1,159 @@
+//! Heartbeats: every node publishes, about once a second, who it is and what it has done so far on the
+//! namespace's fanout exchange. Whoever watches the cluster (the console, the benchmark, `coffee cluster
+//! watch`) binds its own temporary queue to it.
+
+use crate::topology::Topology;
+use futures::{Stream, StreamExt};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a node beats.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a node says each second. Counters are totals since the process started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    pub pid: u32,
+    /// Beats sent by this process so far (a restart starts again from 0).
+    pub seq: u64,
+    pub consumed_messages: u64,
+    pub consumed_bytes: u64,
+    pub published_messages: u64,
+    pub published_bytes: u64,
+    pub open_sessions: u64,
+    /// Peak resident memory of the process, in KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+}
+
+/// Counters a node's runtime bumps and its heartbeat reports.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub consumed_messages: AtomicU64,
+    pub consumed_bytes: AtomicU64,
+    pub published_messages: AtomicU64,
+    pub published_bytes: AtomicU64,
+    pub open_sessions: AtomicU64,
+}
+
+impl Counters {
+    pub fn consumed(&self, bytes: usize) {
+        self.consumed_messages.fetch_add(1, Ordering::Relaxed);
+        self.consumed_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn published(&self, bytes: usize) {
+        self.published_messages.fetch_add(1, Ordering::Relaxed);
+        self.published_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// The peak resident memory of a process in KiB, from `/proc/<pid>/status` (0 where unavailable).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn exchange(topology: &Topology) -> String {
+    format!("{}.heartbeats", topology.namespace)
+}
+
+async fn declare(channel: &lapin::Channel, topology: &Topology) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            exchange(topology).as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Starts beating every [`INTERVAL`] in the background, until the connection fails.
+pub async fn start(
+    connection: &Connection,
+    topology: &Topology,
+    node: String,
+    counters: Arc<Counters>,
+) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    declare(&channel, topology).await?;
+    let exchange = exchange(topology);
+    let pid = std::process::id();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INTERVAL);
+        for seq in 0.. {
+            tick.tick().await;
+            let beat = Heartbeat {
+                node: node.clone(),
+                pid,
+                seq,
+                consumed_messages: counters.consumed_messages.load(Ordering::Relaxed),
+                consumed_bytes: counters.consumed_bytes.load(Ordering::Relaxed),
+                published_messages: counters.published_messages.load(Ordering::Relaxed),
+                published_bytes: counters.published_bytes.load(Ordering::Relaxed),
+                open_sessions: counters.open_sessions.load(Ordering::Relaxed),
+                peak_rss_kib: peak_rss_kib(pid),
+            };
+            let payload = serde_json::to_vec(&beat).expect("a heartbeat serializes");
+            // No confirm: a lost beat is only a late one.
+            let sent = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default(),
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "heartbeats stopped");
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Every heartbeat of the namespace from now on, through a temporary queue of this connection.
+pub async fn subscribe(connection: &Connection, topology: &Topology) -> lapin::Result<impl Stream<Item = Heartbeat>> {
+    let channel = connection.create_channel().await?;
+    declare(&channel, topology).await?;
+    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let queue = channel.queue_declare("".into(), options, FieldTable::default()).await?;
+    let name = queue.name().clone();
+    channel
+        .queue_bind(
+            name.clone(),
+            exchange(topology).as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let consumer = channel.basic_consume(name, "".into(), options, FieldTable::default()).await?;
+    Ok(consumer.filter_map(|delivery| async move { delivery.ok().and_then(|d| serde_json::from_slice(&d.data).ok()) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_of_this_process_is_known() {
+        assert!(peak_rss_kib(std::process::id()) > 0);
+        assert_eq!(peak_rss_kib(u32::MAX), 0);
+    }
+}
