@@ -95,6 +95,9 @@ enum Command {
         /// Address to accept clients on (defaults to --gateway).
         #[arg(long)]
         listen: Option<String>,
+        /// How long a session whose client vanished is kept before every node purges it.
+        #[arg(long, env = "SESSION_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+        session_grace: Duration,
     },
     /// Run one replica of a stage.
     Worker {
@@ -231,12 +234,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{comparison}");
             anyhow::ensure!(comparison.all_equal(), "the results differ");
         }
-        Command::Gateway { cluster, listen } => {
+        Command::Gateway { cluster, listen, session_grace } => {
             let listen = listen.unwrap_or_else(|| cluster.gateway.clone());
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            gateway::Gateway { topology: cluster.topology()?, amqp_url: cluster.amqp_url }.run(listener).await?;
+            gateway::Gateway { topology: cluster.topology()?, amqp_url: cluster.amqp_url, session_grace }
+                .run(listener)
+                .await?;
         }
         Command::Worker { cluster, stage, replica, durability } => {
             run_worker(&cluster, &stage, replica, durability).await?

@@ -240,6 +240,8 @@ pub enum Body {
     Eof {
         count: u64,
     },
+    /// The session was abandoned (its client is gone): drop all of it. Sent by the gateway to every replica.
+    Purge,
 }
 
 /// One message between nodes. `(session, sender, stream, seq)` identifies it: a duplicate has the same four.

@@ -18,6 +18,7 @@ use lapin::PublisherConfirm;
 use routing::{batch_matches, input_eofs, route_input};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -33,6 +34,8 @@ type Registry = Arc<Mutex<HashMap<SessionId, mpsc::UnboundedSender<GatewayFrame>
 pub struct Gateway {
     pub topology: Topology,
     pub amqp_url: String,
+    /// How long an abandoned session is kept before every node purges it.
+    pub session_grace: Duration,
 }
 
 impl Gateway {
@@ -44,6 +47,7 @@ impl Gateway {
         let counters = Arc::new(Counters::default());
         let publisher = Publisher::new(&connection, counters.clone()).await?;
         let registry: Registry = Arc::default();
+        let grace = self.session_grace;
         let topology = Arc::new(self.topology);
         info!(addr = %listener.local_addr()?, topology = %topology, "gateway listening");
 
@@ -54,7 +58,7 @@ impl Gateway {
                 let (socket, peer) = listener.accept().await?;
                 let (topology, publisher, registry) = (topology.clone(), publisher.clone(), registry.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_client(socket, &topology, &publisher, &registry).await {
+                    if let Err(e) = serve_client(socket, &topology, &publisher, &registry, grace).await {
                         warn!(%peer, error = %e, "client connection ended with an error");
                     }
                 });
@@ -73,6 +77,7 @@ async fn serve_client(
     topology: &Topology,
     publisher: &Publisher,
     registry: &Registry,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
     let (read, write) = socket.into_split();
@@ -96,16 +101,17 @@ async fn serve_client(
     frames_tx.send(GatewayFrame::Welcome { session })?;
     info!(%session, "session opened");
 
-    // The writer forwards this session's frames until Done or Error, or until the client is gone.
+    // The writer forwards this session's frames until Done or Error, or until the client is gone. It says
+    // whether the client got its Done.
     let write_task = tokio::spawn(async move {
         while let Some(frame) = frames_rx.recv().await {
-            let last = matches!(frame, GatewayFrame::Done | GatewayFrame::Error { .. });
+            let done = matches!(frame, GatewayFrame::Done);
             writer.send(&frame).await?;
-            if last {
-                break;
+            if done || matches!(frame, GatewayFrame::Error { .. }) {
+                return Ok(done);
             }
         }
-        Ok::<_, FrameError>(())
+        Ok::<_, FrameError>(false)
     });
 
     let outcome = receive_input(&mut reader, session, topology, publisher).await;
@@ -115,8 +121,27 @@ async fn serve_client(
         registry.lock().expect("registry lock").remove(&session);
     }
     drop(frames_tx);
-    write_task.await??;
+    let delivered = matches!(write_task.await?, Ok(true));
+    if !delivered {
+        // The client is gone before its results: nothing can resume the session, so every node drops it.
+        registry.lock().expect("registry lock").remove(&session);
+        tokio::time::sleep(grace).await;
+        purge(session, topology, publisher).await?;
+    }
     outcome
+}
+
+/// Tells every stage replica to drop `session` (state, files), and waits for the broker to take it.
+async fn purge(session: SessionId, topology: &Topology, publisher: &Publisher) -> anyhow::Result<()> {
+    let mut confirms = Vec::new();
+    for node in topology.nodes() {
+        let Role::Stage(stage) = node.role else { continue };
+        let envelope = Envelope { session, sender: GATEWAY, stream: Stream::Transactions, seq: 0, body: Body::Purge };
+        confirms.push(publisher.publish(&topology.queue(stage, node.replica), &envelope).await?);
+    }
+    amqp::await_confirms(confirms).await?;
+    info!(%session, "abandoned session purged from every node");
+    Ok(())
 }
 
 /// Reads the client's batches and EOFs and publishes them, until every file kind has ended.
@@ -219,6 +244,7 @@ fn route_result(
     let Envelope { session, sender, stream, seq, body } = envelope;
     let Some(client) = registry.lock().expect("registry lock").get(&session).cloned() else {
         debug!(%session, %sender, seq, "result for a session that is not connected");
+        progress.remove(&session);
         return;
     };
     let entry = progress
@@ -237,6 +263,7 @@ fn route_result(
             admission
         }
         Body::Eof { count } => entry.inputs.admit_eof(stream, sender, count),
+        Body::Purge => Admission::Unexpected,
     };
     if matches!(admission, Admission::Unexpected | Admission::BeyondEof) {
         warn!(%session, %sender, ?stream, seq, ?admission, "dropping an unexpected result message");

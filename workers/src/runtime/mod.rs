@@ -159,6 +159,7 @@ impl<O: Operator> StageNode<O> {
                 (admission, self.number(id, Some(seq), emit, &mut session.sent))
             }
             Body::Eof { count } => (session.inputs.admit_eof(stream, sender, count), Vec::new()),
+            Body::Purge => (Admission::Apply, Vec::new()),
         }
     }
 
@@ -330,6 +331,14 @@ impl<O: Operator> StageNode<O> {
         let (id, sender, stream, seq) = (envelope.session, envelope.sender, envelope.stream, envelope.seq);
         if finished.contains(&id) {
             debug!(session = %id, %sender, seq, "late message of a finished session");
+            return Ok(());
+        }
+        if envelope.body == Body::Purge {
+            // Retired like a finished session: state and files go, and later messages of it are dropped.
+            sessions.remove(&id);
+            finished.insert(id);
+            group.completed.push(id);
+            info!(session = %id, node = %self.me(), "session purged");
             return Ok(());
         }
         let session = sessions.entry(id).or_insert_with(|| self.new_session());

@@ -1,0 +1,52 @@
+//! Sessions end cleanly: a client that vanishes mid-upload has its session purged from every node (memory,
+//! disk), nothing stays queued, and the cluster goes on serving others exactly.
+
+use coffee::cluster::StartOptions;
+use coffee::gen::Scale;
+use coffee::message::Batch;
+use coffee::model::FileKind;
+use coffee::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame};
+use coffee_tests::harness::{
+    assert_matches_reference, generate, queue_depths, run_session, session_files, start_cluster_with,
+    wait_for_no_session_files,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_client_is_purged_from_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 8, &dir.path().join("data"));
+    let options = StartOptions { env: vec![("SESSION_GRACE".into(), "200ms".into())], ..Default::default() };
+    let (spec, cluster) = start_cluster_with("purge", "all=2", options).await;
+
+    // Half a session: some stores and users, then the connection drops.
+    let socket = tokio::net::TcpStream::connect(&spec.gateway_addr).await.unwrap();
+    let (read, write) = socket.into_split();
+    let mut writer = FrameWriter::<_, ClientFrame>::new(write);
+    let mut reader = FrameReader::<_, GatewayFrame>::new(read);
+    writer.send(&ClientFrame::Hello).await.unwrap();
+    assert!(matches!(reader.next().await.unwrap(), GatewayFrame::Welcome { .. }));
+    let mut stores = Vec::new();
+    coffee::dataset::read_all(&data, |s| stores.push(s), |_, _| {}).unwrap();
+    let mut users = Vec::new();
+    coffee::dataset::read_all(&data, |u| users.push(u), |_, _| {}).unwrap();
+    writer.send(&ClientFrame::Rows { kind: FileKind::Stores, seq: 0, batch: Batch::Stores(stores) }).await.unwrap();
+    writer.send(&ClientFrame::EndOfFile { kind: FileKind::Stores, batches: 1 }).await.unwrap();
+    writer.send(&ClientFrame::Rows { kind: FileKind::Users, seq: 0, batch: Batch::Users(users) }).await.unwrap();
+    // The nodes hold the half session on disk before the client vanishes.
+    for _ in 0..100 {
+        if !session_files(&spec).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!session_files(&spec).is_empty(), "the half session was persisted");
+    drop((writer, reader));
+
+    wait_for_no_session_files(&spec).await;
+    let busy: Vec<_> = queue_depths(&spec).await.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert!(busy.is_empty(), "messages left in queues: {busy:?}");
+
+    let summary = run_session(&spec, &data, &dir.path().join("out")).await;
+    assert_matches_reference(&summary, &data);
+    cluster.stop().await.unwrap();
+}
