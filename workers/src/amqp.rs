@@ -60,6 +60,12 @@ pub async fn delete_queues(channel: &Channel, topology: &Topology) -> Result<(),
     Ok(())
 }
 
+/// Messages waiting in `queue` (a passive declare: the queue must exist).
+pub async fn queue_depth(channel: &Channel, queue: &str) -> Result<u32, BrokerError> {
+    let options = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+    Ok(channel.queue_declare(queue.into(), options, FieldTable::default()).await?.message_count())
+}
+
 /// A consumer channel with `prefetch` unacked deliveries in flight.
 pub async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel, BrokerError> {
     let channel = connection.create_channel().await?;

@@ -53,6 +53,8 @@ pub struct BenchReport {
     pub ratio: f64,
     pub broker_messages: u64,
     pub broker_bytes: u64,
+    /// The deepest any queue was when sampled (every 100 ms) during the run.
+    pub max_queue_depth: u32,
     pub nodes: BTreeMap<String, NodeFigures>,
 }
 
@@ -131,6 +133,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         let (exe, gateway) = (exe.clone(), options.cluster.gateway_addr.clone());
         async move { timed_child(&exe, &args, &[("GATEWAY_ADDR", gateway.as_str())]).await }
     });
+    let depth_channel = connection.create_channel().await?;
+    let queues = options.cluster.topology.all_queues();
+    let mut max_queue_depth = 0;
+    let mut sample = tokio::time::interval(Duration::from_millis(100));
     let started = Instant::now();
     let all = futures::future::join_all(clients);
     tokio::pin!(all);
@@ -138,6 +144,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         tokio::select! {
             results = &mut all => break results,
             Some(beat) = beats.next() => { latest.insert(beat.node.clone(), beat); }
+            _ = sample.tick() => {
+                for queue in &queues {
+                    max_queue_depth = max_queue_depth.max(crate::amqp::queue_depth(&depth_channel, queue).await?);
+                }
+            }
         }
     };
     let pipeline_wall = started.elapsed();
@@ -189,6 +200,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         ratio: pipeline_wall.as_secs_f64() / (reference_wall.as_secs_f64() * options.clients as f64),
         broker_messages: nodes.values().map(|n| n.published_messages).sum(),
         broker_bytes: nodes.values().map(|n| n.published_bytes).sum(),
+        max_queue_depth,
         nodes,
     })
 }
@@ -239,9 +251,10 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "clients' peak RSS (MiB): {}", clients.join(", "))?;
         writeln!(
             f,
-            "through the broker: {} messages, {:.1} MiB",
+            "through the broker: {} messages, {:.1} MiB; deepest queue seen: {} messages",
             self.broker_messages,
-            self.broker_bytes as f64 / 1048576.0
+            self.broker_bytes as f64 / 1048576.0,
+            self.max_queue_depth
         )?;
         writeln!(f, "{:<16} {:>10} {:>12} {:>12}", "node", "peak MiB", "published", "MiB out")?;
         for (name, n) in &self.nodes {

@@ -26,6 +26,12 @@ use tracing::{debug, info, warn};
 /// Confirms a connection keeps in flight before it waits for the oldest (backpressure on a fast client).
 const CONFIRMS_IN_FLIGHT: usize = 512;
 
+/// Messages a first-stage queue may hold before the gateway stops reading from the client that fills it.
+const MAX_QUEUE_DEPTH: u32 = 512;
+
+/// How often (in batches of one kind) the gateway looks at the depth of the queue it feeds.
+const DEPTH_CHECK_EVERY: u64 = 16;
+
 /// The gateway's identity as a sender.
 pub const GATEWAY: NodeId = NodeId { role: Role::Gateway, replica: 0 };
 
@@ -46,6 +52,7 @@ impl Gateway {
         amqp::declare_queues(&channel, &self.topology).await?;
         let counters = Arc::new(Counters::default());
         let publisher = Publisher::new(&connection, counters.clone()).await?;
+        let flow = FlowControl { channel: connection.create_channel().await?, limit: MAX_QUEUE_DEPTH };
         let registry: Registry = Arc::default();
         let grace = self.session_grace;
         let topology = Arc::new(self.topology);
@@ -57,8 +64,9 @@ impl Gateway {
             loop {
                 let (socket, peer) = listener.accept().await?;
                 let (topology, publisher, registry) = (topology.clone(), publisher.clone(), registry.clone());
+                let flow = flow.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_client(socket, &topology, &publisher, &registry, grace).await {
+                    if let Err(e) = serve_client(socket, &topology, &publisher, &flow, &registry, grace).await {
                         warn!(%peer, error = %e, "client connection ended with an error");
                     }
                 });
@@ -76,6 +84,7 @@ async fn serve_client(
     socket: TcpStream,
     topology: &Topology,
     publisher: &Publisher,
+    flow: &FlowControl,
     registry: &Registry,
     grace: Duration,
 ) -> anyhow::Result<()> {
@@ -114,7 +123,7 @@ async fn serve_client(
         Ok::<_, FrameError>(false)
     });
 
-    let outcome = receive_input(&mut reader, session, topology, publisher).await;
+    let outcome = receive_input(&mut reader, session, topology, publisher, flow).await;
     if let Err(e) = &outcome {
         warn!(%session, error = %e, "closing the session's connection");
         let _ = frames_tx.send(GatewayFrame::Error { message: e.to_string() });
@@ -150,6 +159,7 @@ async fn receive_input(
     session: SessionId,
     topology: &Topology,
     publisher: &Publisher,
+    flow: &FlowControl,
 ) -> anyhow::Result<()> {
     let mut next_seq: HashMap<FileKind, u64> = HashMap::new();
     let mut ended: BTreeSet<FileKind> = BTreeSet::new();
@@ -165,6 +175,9 @@ async fn receive_input(
                 *expected += 1;
                 debug!(%session, sender = %GATEWAY, %kind, seq, rows = batch.len(), "client batch");
                 for routed in route_input(topology, kind, seq, batch) {
+                    if seq % DEPTH_CHECK_EVERY == 0 {
+                        flow.wait_for_room(&queue_of(topology, routed.to)).await?;
+                    }
                     let body = Body::Data(routed.payload);
                     let envelope = Envelope { session, sender: GATEWAY, stream: routed.stream, seq: routed.seq, body };
                     in_flight.push_back(publisher.publish(&queue_of(topology, routed.to), &envelope).await?);
@@ -195,6 +208,23 @@ async fn receive_input(
     }
     amqp::await_confirms(in_flight.into_iter().collect()).await?;
     Ok(())
+}
+
+/// Flow control: a client faster than the pipeline is paused (its TCP writes block) while the queue it feeds is
+/// deeper than the limit, so the broker holds a bounded backlog per queue instead of the whole dataset.
+#[derive(Clone)]
+struct FlowControl {
+    channel: lapin::Channel,
+    limit: u32,
+}
+
+impl FlowControl {
+    async fn wait_for_room(&self, queue: &str) -> Result<(), BrokerError> {
+        while amqp::queue_depth(&self.channel, queue).await? >= self.limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
 }
 
 /// Results of one session, as the gateway collects them.
