@@ -21,6 +21,7 @@ async fn killed_at(test: &str, node: &str, failpoint: &str, env: &[(&str, &str)]
     let options = StartOptions {
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         first_start_env: [(node.to_owned(), vec![("FAILPOINTS".to_owned(), failpoint.to_owned())])].into(),
+        monitors: 0,
     };
     let (spec, mut cluster) = start_cluster_with(test, "all=2", options).await;
     let out = dir.path().join("out");

@@ -12,7 +12,7 @@ use crate::operators::q4::{Q4Count, Q4Top};
 use crate::operators::Operator;
 use crate::runtime::StageNode;
 use crate::topology::Topology;
-use crate::{amqp, bench, client, compare, gateway, gen, reference};
+use crate::{amqp, bench, client, compare, gateway, gen, monitor, reference};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,6 +142,19 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Run one health monitor: watch heartbeats; when leading, have silent nodes restarted.
+    Monitor {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long, env = "NODE_ID", default_value_t = 0)]
+        replica: u16,
+        /// How many monitors run (they elect a leader among themselves).
+        #[arg(long, default_value_t = monitor::DEFAULT_MONITORS)]
+        monitors: u16,
+        /// A node silent this long is restarted.
+        #[arg(long, env = "MONITOR_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Start or stop a local cluster.
     Cluster {
         #[command(subcommand)]
@@ -182,6 +195,9 @@ enum ClusterAction {
     Up {
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// Health monitors to run (0: restart a node as soon as its process exits).
+        #[arg(long, default_value_t = monitor::DEFAULT_MONITORS)]
+        monitors: u16,
     },
     /// List the nodes of the cluster that `cluster up` runs: pid and restarts.
     Status {
@@ -246,9 +262,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Worker { cluster, stage, replica, durability } => {
             run_worker(&cluster, &stage, replica, durability).await?
         }
-        Command::Cluster { action: ClusterAction::Up { cluster } } => {
+        Command::Cluster { action: ClusterAction::Up { cluster, monitors } } => {
             let spec = cluster.spec()?;
-            let mut local = LocalCluster::start(spec.clone()).await?;
+            let options = cluster::StartOptions { monitors, ..Default::default() };
+            let mut local = LocalCluster::start_with(spec.clone(), options).await?;
             std::fs::write(cluster::pid_file(&spec.topology.namespace), std::process::id().to_string())?;
             println!(
                 "cluster up: gateway on {}, logs in {}; Ctrl-C stops it",
@@ -270,11 +287,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("figures written to {}", json.display());
         }
         Command::Cluster { action: ClusterAction::Status { namespace } } => {
-            println!("{:<16} {:>8} {:>9}", "node", "pid", "restarts");
+            println!("{:<16} {:>8} {:>9} {:>14}", "node", "pid", "restarts", "heartbeat age");
             for node in cluster::read_status(&namespace)? {
                 let pid = node.pid.map_or_else(|| "down".to_owned(), |p| p.to_string());
-                println!("{:<16} {pid:>8} {:>9}", node.name, node.restarts);
+                let age = node
+                    .heartbeat_age_ms
+                    .map_or_else(|| "never".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+                println!("{:<16} {pid:>8} {:>9} {age:>14}", node.name, node.restarts);
             }
+        }
+        Command::Monitor { cluster, replica, monitors, timeout } => {
+            let topology = cluster.topology()?;
+            let mut nodes: Vec<String> = cluster.spec()?.nodes().into_iter().map(|(name, _)| name).collect();
+            nodes.extend((0..monitors).map(monitor::monitor_name));
+            monitor::Monitor { topology, replica, monitors, timeout, nodes }.run(&cluster.amqp_url).await?;
         }
         Command::Chaos { namespace, interval, target, seed, duration } => {
             let mut monkey = ChaosMonkey::new(seed, interval.0, interval.1, Targets::parse(&target));

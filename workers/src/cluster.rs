@@ -3,14 +3,19 @@
 //! cluster's run folder.
 
 use crate::amqp;
+use crate::control::{self, RestartRequest};
 use crate::message::Role;
 use crate::topology::Topology;
+use crate::{heartbeat, monitor};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// What the cluster runs and where.
@@ -83,6 +88,9 @@ pub struct StartOptions {
     pub env: Vec<(String, String)>,
     /// Set on one node at its first start only, so a restarted node is not armed again (e.g. `FAILPOINTS`).
     pub first_start_env: BTreeMap<String, Vec<(String, String)>>,
+    /// Health monitors to run. With none, the cluster restarts a node as soon as its process exits; with some,
+    /// only when a monitor asks (a node silent past the monitors' timeout, hung or dead).
+    pub monitors: u16,
 }
 
 /// One node as `nodes.json` lists it (what `coffee cluster status` and `coffee chaos` read).
@@ -91,6 +99,8 @@ pub struct NodeStatus {
     pub name: String,
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// Milliseconds since its last heartbeat, if one was heard.
+    pub heartbeat_age_ms: Option<u64>,
 }
 
 /// The status file of a namespace's cluster.
@@ -112,6 +122,12 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     options: StartOptions,
     nodes: BTreeMap<String, Node>,
+    /// When each node was last heard (fed by a heartbeat subscription).
+    heard: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Restart requests from the monitors.
+    requests: mpsc::UnboundedReceiver<RestartRequest>,
+    /// Keeps the subscriptions alive.
+    _connection: lapin::Connection,
 }
 
 impl LocalCluster {
@@ -125,10 +141,27 @@ impl LocalCluster {
         let connection = amqp::connect(&spec.amqp_url, "cluster").await?;
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &spec.topology).await?;
-        connection.close(200, "queues declared".into()).await?;
         std::fs::create_dir_all(spec.run_dir().join("logs"))?;
-        let mut cluster = LocalCluster { nodes: BTreeMap::new(), spec, options };
-        for (name, args) in cluster.spec.nodes() {
+        let heard: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let mut beats = Box::pin(heartbeat::subscribe(&connection, &spec.topology).await?);
+        let heard_by_task = heard.clone();
+        tokio::spawn(async move {
+            while let Some(beat) = beats.next().await {
+                heard_by_task.lock().expect("heard lock").insert(beat.node, Instant::now());
+            }
+        });
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let mut incoming = Box::pin(control::requests(&connection, &spec.topology).await?);
+        tokio::spawn(async move {
+            while let Some(request) = incoming.next().await {
+                if requests_tx.send(request).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut cluster =
+            LocalCluster { nodes: BTreeMap::new(), spec, options, heard, requests, _connection: connection };
+        for (name, args) in cluster.node_commands() {
             let first = cluster.options.first_start_env.get(&name).cloned().unwrap_or_default();
             let child = cluster.spawn(&name, &args, &first)?;
             cluster.nodes.insert(name, Node { args, child, restarts: 0 });
@@ -136,6 +169,22 @@ impl LocalCluster {
         cluster.wait_for_gateway(Duration::from_secs(30)).await?;
         info!(topology = %cluster.spec.topology, gateway = %cluster.spec.gateway_addr, nodes = cluster.nodes.len(), "cluster up");
         Ok(cluster)
+    }
+
+    /// Every node's name and arguments: the topology's nodes, and the monitors if any.
+    fn node_commands(&self) -> Vec<(String, Vec<String>)> {
+        let mut nodes = self.spec.nodes();
+        let n = self.options.monitors;
+        let common = ["--replicas", &self.spec.topology.replicas_spec(), "--namespace", &self.spec.topology.namespace];
+        for replica in 0..n {
+            let args: Vec<String> = ["monitor", "--replica", &replica.to_string(), "--monitors", &n.to_string()]
+                .into_iter()
+                .chain(common)
+                .map(String::from)
+                .collect();
+            nodes.push((monitor::monitor_name(replica), args));
+        }
+        nodes
     }
 
     fn spawn(&self, name: &str, args: &[String], extra_env: &[(String, String)]) -> anyhow::Result<Child> {
@@ -171,12 +220,60 @@ impl LocalCluster {
         anyhow::bail!("the gateway did not accept clients at {} within {limit:?}", self.spec.gateway_addr)
     }
 
-    /// Every node with its pid (None while restarting) and restart count.
+    /// Every node with its pid (None while down), restart count and heartbeat age.
     pub fn status(&self) -> Vec<NodeStatus> {
+        let heard = self.heard.lock().expect("heard lock");
         self.nodes
             .iter()
-            .map(|(name, n)| NodeStatus { name: name.clone(), pid: n.child.id(), restarts: n.restarts })
+            .map(|(name, n)| NodeStatus {
+                name: name.clone(),
+                pid: n.child.id(),
+                restarts: n.restarts,
+                heartbeat_age_ms: heard.get(name).map(|at| at.elapsed().as_millis() as u64),
+            })
             .collect()
+    }
+
+    /// Restarts `name` if `pid` is still its current process (or it is down, or `pid` is unknown): kills it,
+    /// reaps it, starts it again. Returns whether it did.
+    pub async fn restart(&mut self, name: &str, pid: Option<u32>) -> anyhow::Result<bool> {
+        let Some(node) = self.nodes.get_mut(name) else {
+            warn!(node = %name, "restart asked for an unknown node");
+            return Ok(false);
+        };
+        let current = node.child.id();
+        if pid.is_some() && current.is_some() && current != pid {
+            return Ok(false); // that incarnation is already gone: someone restarted it
+        }
+        let _ = node.child.kill().await;
+        let args = node.args.clone();
+        let child = self.spawn(name, &args, &[])?;
+        let node = self.nodes.get_mut(name).expect("present");
+        node.child = child;
+        node.restarts += 1;
+        Ok(true)
+    }
+
+    /// One round of supervision: serve the monitors' restart requests, and without monitors restart what
+    /// exited (with monitors, an exited node is only reaped: the monitors notice its silence). Returns the
+    /// nodes restarted.
+    pub async fn supervise_step(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut restarted = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            if self.restart(&request.node, request.pid).await? {
+                info!(node = %request.node, by = %request.by, "restarted at a monitor's request");
+                restarted.push(request.node);
+            }
+        }
+        if self.options.monitors == 0 {
+            restarted.extend(self.restart_exited()?);
+        } else {
+            for node in self.nodes.values_mut() {
+                let _ = node.child.try_wait();
+            }
+        }
+        self.write_status()?;
+        Ok(restarted)
     }
 
     /// Writes `nodes.json` for `coffee cluster status` and `coffee chaos` in other shells.
@@ -228,10 +325,7 @@ impl LocalCluster {
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = tick.tick() => {
-                    self.restart_exited()?;
-                    self.write_status()?;
-                }
+                _ = tick.tick() => { self.supervise_step().await?; }
             }
         }
     }

@@ -38,4 +38,6 @@ macro_rules! failpoint {
 }
 pub mod bench;
 pub mod chaos;
+pub mod control;
 pub mod heartbeat;
+pub mod monitor;

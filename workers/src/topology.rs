@@ -85,6 +85,11 @@ impl Topology {
         format!("{}.gateway.results", self.namespace)
     }
 
+    /// Where health monitors send restart requests to the orchestrator.
+    pub fn control_queue(&self) -> String {
+        format!("{}.control", self.namespace)
+    }
+
     /// Every queue of this topology.
     pub fn all_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self
@@ -95,6 +100,7 @@ impl Topology {
             })
             .collect();
         queues.push(self.results_queue());
+        queues.push(self.control_queue());
         queues
     }
 

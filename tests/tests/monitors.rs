@@ -1,0 +1,73 @@
+//! Health monitors, for real: `coffee cluster up` with three monitors; the leader monitor, a worker and the
+//! gateway are SIGKILLed in turn, and each comes back through the monitors (the cluster itself restarts
+//! nothing on its own in this mode). Then a session still gets exact results.
+
+use coffee::cluster::{read_status, NodeStatus};
+use coffee::gen::Scale;
+use coffee_tests::harness::{assert_matches_reference, free_addr, generate, node_binary, unique_namespace};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn wait_for(what: &str, namespace: &str, ok: impl Fn(&[NodeStatus]) -> bool) -> Vec<NodeStatus> {
+    for _ in 0..300 {
+        if let Ok(status) = read_status(namespace) {
+            if ok(&status) {
+                return status;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}: {:?}", read_status(namespace));
+}
+
+fn node<'a>(status: &'a [NodeStatus], name: &str) -> &'a NodeStatus {
+    status.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// Kills `name` and waits until it is back: restarted once more, with a fresh heartbeat.
+async fn kill_and_wait_for_revival(namespace: &str, name: &str) {
+    let before = wait_for(&format!("{name} up"), namespace, |s| node(s, name).pid.is_some()).await;
+    let (pid, restarts) = (node(&before, name).pid.unwrap(), node(&before, name).restarts);
+    sigkill(pid);
+    wait_for(&format!("{name} revived"), namespace, |s| {
+        let n = node(s, name);
+        n.restarts > restarts && n.pid.is_some_and(|p| p != pid) && n.heartbeat_age_ms.is_some_and(|a| a < 1500)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_revive_killed_nodes_and_each_other() {
+    let namespace = unique_namespace("monitors");
+    let gateway = free_addr();
+    let mut up = tokio::process::Command::new(node_binary())
+        .args(["cluster", "up", "--monitors", "3"])
+        .env("COFFEE_NAMESPACE", &namespace)
+        .env("GATEWAY_ADDR", &gateway)
+        .env("MONITOR_TIMEOUT", "2s")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for("every node heard", &namespace, |s| {
+        s.len() == 16 && s.iter().all(|n| n.heartbeat_age_ms.is_some_and(|a| a < 1500))
+    })
+    .await;
+
+    kill_and_wait_for_revival(&namespace, "monitor-2").await; // the leader: monitor-1 takes over and revives it
+    kill_and_wait_for_revival(&namespace, "q4_count-0").await;
+    kill_and_wait_for_revival(&namespace, "gateway").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 9, &dir.path().join("data"));
+    let options = coffee::client::ClientOptions { gateway, data_dir: data.clone(), out_dir: dir.path().join("out") };
+    let summary = coffee::client::run_session(&options, Arc::new(|_| {})).await.unwrap();
+    assert_matches_reference(&summary, &data);
+
+    coffee::cluster::signal_down(&namespace).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("cluster down").unwrap();
+    assert!(status.success(), "cluster up exited with {status}");
+}
