@@ -5,9 +5,9 @@
 use crate::dataset::{self, DatasetError, Row};
 use crate::message::{Batch, Query, SessionId};
 use crate::model::{FileKind, MenuItem, Store, Transaction, TransactionItem, User};
-use crate::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame};
+use crate::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame, ResultId};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,40 +146,168 @@ fn read_dataset(data_dir: &Path, tx: mpsc::Sender<Input>) -> Result<(), DatasetE
     read_kind::<TransactionItem>(data_dir, Batch::TransactionItems, &tx)
 }
 
-/// Runs one session to its end.
+/// How long a client keeps trying to reach its gateway again after losing it mid-session.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Why one connection of a session ended.
+enum Interruption {
+    /// The connection or the gateway died: reconnect and resume.
+    Lost(anyhow::Error),
+    /// The session cannot go on (the gateway refused it, the data cannot be read).
+    Fatal(anyhow::Error),
+}
+
+/// What a session keeps across its connections.
+struct SessionState {
+    /// Whether a gateway ever answered: until then, an unreachable gateway is an error, not a restart.
+    reached: bool,
+    session: Option<SessionId>,
+    output: Option<std::io::BufWriter<std::fs::File>>,
+    output_path: Option<PathBuf>,
+    /// Every result message written, so a resumed connection writes nothing twice.
+    received: Vec<ResultId>,
+    seen: HashSet<ResultId>,
+    counts: BTreeMap<String, u64>,
+    queries_done: BTreeSet<Query>,
+    files: Vec<FileReport>,
+}
+
+/// Runs one session to its end. If the connection or the gateway dies, it reconnects (for up to
+/// [`RECONNECT_WINDOW`]), resumes the session with the results it already has, and sends its input again.
 pub async fn run_session(options: &ClientOptions, observer: Observer) -> anyhow::Result<ClientSummary> {
     let started = Instant::now();
     anyhow::ensure!(options.data_dir.is_dir(), "{} is not a dataset folder", options.data_dir.display());
+    let mut state = SessionState {
+        reached: false,
+        session: None,
+        output: None,
+        output_path: None,
+        received: Vec::new(),
+        seen: HashSet::new(),
+        counts: BTreeMap::new(),
+        queries_done: BTreeSet::new(),
+        files: Vec::new(),
+    };
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        match connect_once(options, &mut state, &observer).await {
+            Ok(()) => break,
+            Err(Interruption::Fatal(e)) => return Err(e),
+            Err(Interruption::Lost(e)) => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if !state.reached || since.elapsed() > RECONNECT_WINDOW {
+                    return Err(e);
+                }
+                tracing::warn!(session = ?state.session, error = %e, "connection to the gateway lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let mut output = state.output.take().expect("a finished session has an output");
+    output.flush()?;
+    output.into_inner()?.sync_all()?;
+    Ok(ClientSummary {
+        session: state.session.expect("a finished session has an id"),
+        output: state.output_path.expect("a finished session has an output"),
+        files: state.files,
+        results: state.counts,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// One connection: handshake, then the input and the results at once, until `Done` or until it breaks.
+async fn connect_once(
+    options: &ClientOptions,
+    state: &mut SessionState,
+    observer: &Observer,
+) -> Result<(), Interruption> {
+    let lost = |e: anyhow::Error| Interruption::Lost(e);
     let socket = TcpStream::connect(&options.gateway).await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the gateway at {}: {e}. Is a cluster up (`coffee cluster up`)?", options.gateway)
+        let e = anyhow::anyhow!(
+            "cannot reach the gateway at {}: {e}. Is a cluster up (`coffee cluster up`)?",
+            options.gateway
+        );
+        lost(e)
     })?;
-    socket.set_nodelay(true)?;
+    socket.set_nodelay(true).map_err(|e| lost(e.into()))?;
+    state.reached = true;
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, GatewayFrame>::new(read);
     let mut writer = FrameWriter::<_, ClientFrame>::new(write);
-    writer.send(&ClientFrame::Hello).await?;
-    let session = match reader.next().await? {
-        GatewayFrame::Welcome { session } => session,
-        GatewayFrame::Error { message } => anyhow::bail!("the gateway refused the session: {message}"),
-        other => anyhow::bail!("unexpected first frame from the gateway: {other:?}"),
+    let hello = match state.session {
+        None => ClientFrame::Hello,
+        Some(session) => ClientFrame::Resume { session, received: state.received.clone() },
     };
-    observer(ClientEvent::Started { session });
-    std::fs::create_dir_all(&options.out_dir)?;
-    let output = options.out_dir.join(format!("client-{session}.ndjson"));
-    let receiving = tokio::spawn(receive_results(reader, output.clone(), session, observer.clone()));
+    writer.send(&hello).await.map_err(|e| lost(e.into()))?;
+    let session = match reader.next().await.map_err(|e| lost(e.into()))? {
+        GatewayFrame::Welcome { session } => session,
+        GatewayFrame::Error { message } => {
+            return Err(Interruption::Fatal(anyhow::anyhow!("the gateway refused the session: {message}")))
+        }
+        other => {
+            return Err(Interruption::Fatal(anyhow::anyhow!("unexpected first frame from the gateway: {other:?}")))
+        }
+    };
+    if state.session.is_none() {
+        state.session = Some(session);
+        observer(ClientEvent::Started { session });
+        std::fs::create_dir_all(&options.out_dir).map_err(|e| Interruption::Fatal(e.into()))?;
+        let path = options.out_dir.join(format!("client-{session}.ndjson"));
+        let file = std::fs::File::create(&path).map_err(|e| Interruption::Fatal(e.into()))?;
+        state.output = Some(std::io::BufWriter::new(file));
+        state.output_path = Some(path);
+    }
 
+    // One writer task owns the socket's write half: the upload and the acks both go through it.
+    let (frames_tx, mut frames_rx) = mpsc::channel::<ClientFrame>(16);
+    let writing = tokio::spawn(async move {
+        while let Some(frame) = frames_rx.recv().await {
+            writer.send(&frame).await?;
+        }
+        Ok::<_, crate::protocol::FrameError>(())
+    });
+    let mut files = None;
+    let outcome = {
+        let upload = upload(options.data_dir.clone(), session, frames_tx.clone(), observer.clone());
+        let results = receive_results(&mut reader, state, session, frames_tx, observer);
+        tokio::pin!(upload, results);
+        loop {
+            tokio::select! {
+                uploaded = &mut upload, if files.is_none() => match uploaded {
+                    Ok(reports) => files = Some(reports),
+                    Err(e) => break Err(e),
+                },
+                done = &mut results => break done,
+            }
+        }
+    };
+    writing.abort();
+    if let Some(files) = files {
+        state.files = files;
+    }
+    outcome
+}
+
+/// Sends the whole dataset (again, on a resume: the pipeline drops what it already has). Returns the files'
+/// reports once every frame is handed to the writer.
+async fn upload(
+    data_dir: PathBuf,
+    session: SessionId,
+    frames: mpsc::Sender<ClientFrame>,
+    observer: Observer,
+) -> Result<Vec<FileReport>, Interruption> {
     let (tx, mut rx) = mpsc::channel(8);
-    let data_dir = options.data_dir.clone();
     let reading = tokio::task::spawn_blocking(move || read_dataset(&data_dir, tx));
     let mut seqs: BTreeMap<FileKind, u64> = BTreeMap::new();
     let mut files = Vec::new();
     let mut sent = 0u64;
+    let gone = |_| Interruption::Lost(anyhow::anyhow!("the connection to the gateway closed"));
     while let Some(input) = rx.recv().await {
         match input {
             Input::Batch(kind, batch) => {
                 let seq = seqs.entry(kind).or_default();
                 sent += batch.len() as u64;
-                writer.send(&ClientFrame::Rows { kind, seq: *seq, batch }).await?;
+                frames.send(ClientFrame::Rows { kind, seq: *seq, batch }).await.map_err(gone)?;
                 *seq += 1;
                 observer(ClientEvent::Sent { session, rows: sent });
             }
@@ -189,46 +317,57 @@ pub async fn run_session(options: &ClientOptions, observer: Observer) -> anyhow:
             }
             Input::KindDone(kind) => {
                 let batches = seqs.get(&kind).copied().unwrap_or(0);
-                writer.send(&ClientFrame::EndOfFile { kind, batches }).await?;
+                frames.send(ClientFrame::EndOfFile { kind, batches }).await.map_err(gone)?;
             }
         }
     }
-    reading.await??;
-    let results = receiving.await??;
-    Ok(ClientSummary { session, output, files, results, elapsed: started.elapsed() })
+    match reading.await {
+        Ok(Ok(())) => Ok(files),
+        Ok(Err(e)) => Err(Interruption::Fatal(e.into())),
+        Err(e) => Err(Interruption::Fatal(e.into())),
+    }
 }
 
-/// Writes result lines as they arrive until the gateway says `Done`.
+/// Writes each new result message's rows, acks every result frame, and returns at `Done`.
 async fn receive_results(
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf, GatewayFrame>,
-    output: PathBuf,
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf, GatewayFrame>,
+    state: &mut SessionState,
     session: SessionId,
-    observer: Observer,
-) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&output)?);
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    frames: mpsc::Sender<ClientFrame>,
+    observer: &Observer,
+) -> Result<(), Interruption> {
+    let lost = |e: anyhow::Error| Interruption::Lost(e);
     loop {
-        match reader.next().await? {
-            GatewayFrame::Results { rows } => {
-                let mut lines = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let line = row.to_ndjson();
-                    writeln!(file, "{line}")?;
-                    *counts.entry(row.kind_name().to_owned()).or_default() += 1;
-                    lines.push(line);
+        match reader.next().await.map_err(|e| lost(e.into()))? {
+            GatewayFrame::Result { n, id, rows } => {
+                if state.seen.insert(id) {
+                    let output = state.output.as_mut().expect("opened at the handshake");
+                    let mut lines = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let line = row.to_ndjson();
+                        writeln!(output, "{line}").map_err(|e| Interruption::Fatal(e.into()))?;
+                        *state.counts.entry(row.kind_name().to_owned()).or_default() += 1;
+                        lines.push(line);
+                    }
+                    // Written to the file before the gateway may forget it.
+                    output.flush().map_err(|e| Interruption::Fatal(e.into()))?;
+                    state.received.push(id);
+                    if !lines.is_empty() {
+                        observer(ClientEvent::Results { session, lines });
+                    }
                 }
-                observer(ClientEvent::Results { session, lines });
+                frames.send(ClientFrame::Ack { upto: n }).await.map_err(|e| lost(anyhow::anyhow!("{e}")))?;
             }
             GatewayFrame::QueryDone { query } => {
-                file.flush()?;
-                observer(ClientEvent::QueryDone { session, query });
+                if state.queries_done.insert(query) {
+                    observer(ClientEvent::QueryDone { session, query });
+                }
             }
-            GatewayFrame::Done => break,
-            GatewayFrame::Error { message } => anyhow::bail!("the gateway ended the session: {message}"),
-            GatewayFrame::Welcome { .. } => anyhow::bail!("a second Welcome from the gateway"),
+            GatewayFrame::Done => return Ok(()),
+            GatewayFrame::Error { message } => {
+                return Err(Interruption::Fatal(anyhow::anyhow!("the gateway ended the session: {message}")))
+            }
+            GatewayFrame::Welcome { .. } => return Err(Interruption::Fatal(anyhow::anyhow!("a second Welcome"))),
         }
     }
-    file.flush()?;
-    file.into_inner()?.sync_all()?;
-    Ok(counts)
 }

@@ -6,7 +6,7 @@
 //! streams `Results` as they come, a `QueryDone` per query, and `Done` at the end. A frame that does not decode
 //! ends that connection with an `Error` frame, never the gateway.
 
-use crate::message::{Batch, Query, SessionId};
+use crate::message::{Batch, NodeId, Query, SessionId};
 use crate::model::FileKind;
 use crate::results::ResultRow;
 use bytes::Bytes;
@@ -21,9 +21,29 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// The largest frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// The identity of one result message: which query, who sent it, its seq, and for an end of stream the count
+/// it announces. A resuming client lists the ids it has, so nothing is written twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ResultId {
+    pub query: Query,
+    pub sender: NodeId,
+    pub seq: u64,
+    pub eof: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientFrame {
     Hello,
+    /// Reconnects to a session after the connection (or the gateway) died; the client then sends its input again
+    /// from the start (the pipeline drops what it already has).
+    Resume {
+        session: SessionId,
+        received: Vec<ResultId>,
+    },
+    /// The client has written every result frame numbered up to `upto` on this connection.
+    Ack {
+        upto: u64,
+    },
     /// One batch of parsed rows of `kind`; `seq` counts this kind's batches from 0.
     Rows {
         kind: FileKind,
@@ -39,11 +59,22 @@ pub enum ClientFrame {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GatewayFrame {
-    Welcome { session: SessionId },
-    Results { rows: Vec<ResultRow> },
-    QueryDone { query: Query },
+    Welcome {
+        session: SessionId,
+    },
+    /// Result frame `n` of this connection (numbered from 1), to be acked.
+    Result {
+        n: u64,
+        id: ResultId,
+        rows: Vec<ResultRow>,
+    },
+    QueryDone {
+        query: Query,
+    },
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

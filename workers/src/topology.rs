@@ -81,8 +81,10 @@ impl Topology {
         format!("{}.{}.{}", self.namespace, stage, replica)
     }
 
-    pub fn results_queue(&self) -> String {
-        format!("{}.gateway.results", self.namespace)
+    /// The queue of one session's results, declared by the gateway when the session opens and deleted when
+    /// its client has them all (or the session is purged).
+    pub fn results_queue(&self, session: uuid::Uuid) -> String {
+        format!("{}.results.{session}", self.namespace)
     }
 
     /// Where health monitors send restart requests to the orchestrator.
@@ -90,7 +92,7 @@ impl Topology {
         format!("{}.control", self.namespace)
     }
 
-    /// Every queue of this topology.
+    /// Every shared queue of this topology (per-session result queues aside).
     pub fn all_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self
             .nodes()
@@ -99,7 +101,6 @@ impl Topology {
                 Role::Gateway => unreachable!("nodes() lists stages only"),
             })
             .collect();
-        queues.push(self.results_queue());
         queues.push(self.control_queue());
         queues
     }

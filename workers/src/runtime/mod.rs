@@ -62,10 +62,10 @@ pub fn expected_inputs(topology: &Topology, stage: StageKind) -> InputTracker {
     )
 }
 
-/// The queue a destination reads.
-pub fn queue_of(topology: &Topology, to: Destination) -> String {
+/// The queue a destination reads (results go to their session's own queue).
+pub fn queue_of(topology: &Topology, to: Destination, session: SessionId) -> String {
     match to {
-        Destination::Gateway => topology.results_queue(),
+        Destination::Gateway => topology.results_queue(session),
         Destination::Stage(stage, replica) => topology.queue(stage, replica),
     }
 }
@@ -211,7 +211,7 @@ impl<O: Operator> StageNode<O> {
         confirms: &mut Vec<PublisherConfirm>,
     ) -> Result<(), BrokerError> {
         for (to, envelope) in messages {
-            confirms.push(publisher.publish(&queue_of(&self.topology, to), &envelope).await?);
+            confirms.push(publisher.publish(&queue_of(&self.topology, to, envelope.session), &envelope).await?);
         }
         Ok(())
     }
