@@ -131,3 +131,50 @@ pub async fn queue_depths(spec: &ClusterSpec) -> Vec<(String, u32)> {
     }
     depths
 }
+
+/// A TCP proxy in front of RabbitMQ, so a test can cut every node off the broker (an outage, as when the
+/// broker restarts) and bring it back, without touching the broker that other tests share.
+pub struct BrokerProxy {
+    port: u16,
+    upstream: String,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BrokerProxy {
+    pub async fn start(upstream: &str) -> BrokerProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let mut proxy = BrokerProxy { port, upstream: upstream.to_owned(), serving: None };
+        proxy.serving = Some(tokio::spawn(Self::serve(listener, proxy.upstream.clone())));
+        proxy
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, upstream: String) {
+        // Dropping the set (when this task is aborted) aborts every connection it carries.
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }
+
+    /// The AMQP URL that goes through the proxy.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones for `length`, then serves again on the same port.
+    pub async fn outage(&mut self, length: std::time::Duration) {
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
+            let _ = serving.await;
+        }
+        tokio::time::sleep(length).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("re-bind the proxy");
+        self.serving = Some(tokio::spawn(Self::serve(listener, self.upstream.clone())));
+    }
+}

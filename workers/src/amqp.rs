@@ -38,6 +38,27 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     }
 }
 
+/// How long a node keeps trying to reach the broker before it gives up (and its supervisor restarts it).
+pub const NODE_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Connects like [`connect`], but retries with exponential backoff (100 ms doubling to 5 s) for up to
+/// `patience`: what a node does at start, so a broker restart is waited out instead of crash-looping.
+pub async fn connect_patiently(url: &str, name: &str, patience: Duration) -> Result<Connection, BrokerError> {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match connect(url, name).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if started.elapsed() + delay < patience => {
+                tracing::warn!(node = name, error = %e, retry_in = ?delay, "broker unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Declares every queue of the topology (idempotent: every node does it at start, so start order is free).
 pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
     for queue in topology.all_queues() {

@@ -126,8 +126,53 @@ pub struct LocalCluster {
     heard: Arc<Mutex<HashMap<String, Instant>>>,
     /// Restart requests from the monitors.
     requests: mpsc::UnboundedReceiver<RestartRequest>,
-    /// Keeps the subscriptions alive.
-    _connection: lapin::Connection,
+    /// The task that listens to heartbeats and restart requests.
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Listens to the nodes' heartbeats and the monitors' restart requests, reconnecting (patiently) whenever the
+/// broker goes away, for as long as the cluster lives.
+async fn watch_broker(
+    spec: ClusterSpec,
+    heard: Arc<Mutex<HashMap<String, Instant>>>,
+    requests: mpsc::UnboundedSender<RestartRequest>,
+) {
+    loop {
+        let watching = async {
+            let connection = amqp::connect_patiently(&spec.amqp_url, "cluster", amqp::NODE_PATIENCE).await?;
+            let channel = connection.create_channel().await?;
+            amqp::declare_queues(&channel, &spec.topology).await?;
+            let beats = heartbeat::subscribe(&connection, &spec.topology).await?.map(Heard::Beat);
+            let asks = control::requests(&connection, &spec.topology).await?.map(Heard::Ask);
+            let mut both = futures::stream::select(Box::pin(beats), Box::pin(asks));
+            while let Some(event) = both.next().await {
+                match event {
+                    Heard::Beat(beat) => {
+                        heard.lock().expect("heard lock").insert(beat.node, Instant::now());
+                    }
+                    Heard::Ask(request) => {
+                        let _ = requests.send(request);
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = watching.await {
+            warn!(error = %e, "lost the broker; watching again");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+enum Heard {
+    Beat(heartbeat::Heartbeat),
+    Ask(RestartRequest),
 }
 
 impl LocalCluster {
@@ -142,25 +187,11 @@ impl LocalCluster {
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &spec.topology).await?;
         std::fs::create_dir_all(spec.run_dir().join("logs"))?;
+        connection.close(200, "queues declared".into()).await?;
         let heard: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let mut beats = Box::pin(heartbeat::subscribe(&connection, &spec.topology).await?);
-        let heard_by_task = heard.clone();
-        tokio::spawn(async move {
-            while let Some(beat) = beats.next().await {
-                heard_by_task.lock().expect("heard lock").insert(beat.node, Instant::now());
-            }
-        });
         let (requests_tx, requests) = mpsc::unbounded_channel();
-        let mut incoming = Box::pin(control::requests(&connection, &spec.topology).await?);
-        tokio::spawn(async move {
-            while let Some(request) = incoming.next().await {
-                if requests_tx.send(request).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut cluster =
-            LocalCluster { nodes: BTreeMap::new(), spec, options, heard, requests, _connection: connection };
+        let watcher = tokio::spawn(watch_broker(spec.clone(), heard.clone(), requests_tx));
+        let mut cluster = LocalCluster { nodes: BTreeMap::new(), spec, options, heard, requests, watcher };
         for (name, args) in cluster.node_commands() {
             let first = cluster.options.first_start_env.get(&name).cloned().unwrap_or_default();
             let child = cluster.spawn(&name, &args, &first)?;

@@ -76,7 +76,7 @@ impl Monitor {
 
     pub async fn run(self, amqp_url: &str) -> anyhow::Result<()> {
         let me = self.me();
-        let connection = amqp::connect(amqp_url, &me).await?;
+        let connection = amqp::connect_patiently(amqp_url, &me, amqp::NODE_PATIENCE).await?;
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         heartbeat::start(&connection, &self.topology, me.clone(), Arc::new(Counters::default())).await?;

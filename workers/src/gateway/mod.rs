@@ -74,7 +74,7 @@ impl Shared {
 impl Gateway {
     /// Serves clients on `listener` until the broker connection fails.
     pub async fn run(self, listener: TcpListener) -> anyhow::Result<()> {
-        let connection = amqp::connect(&self.amqp_url, "gateway").await?;
+        let connection = amqp::connect_patiently(&self.amqp_url, "gateway", amqp::NODE_PATIENCE).await?;
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         let counters = Arc::new(Counters::default());
@@ -92,8 +92,17 @@ impl Gateway {
             live: Mutex::default(),
             next_connection: 0.into(),
         });
+        let mut broker_check = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let (socket, peer) = listener.accept().await?;
+            let (socket, peer) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                _ = broker_check.tick() => {
+                    // Without the broker the gateway can do nothing; exiting lets the supervisor restart it,
+                    // and the restarted gateway waits patiently for the broker.
+                    anyhow::ensure!(shared.connection.status().connected(), "lost the broker connection");
+                    continue;
+                }
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 if let Err(e) = session::serve_client(socket, shared).await {

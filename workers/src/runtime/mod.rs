@@ -228,7 +228,7 @@ impl<O: Operator> StageNode<O> {
         }
         info!(node = %me, sessions = sessions.len(), finished = finished.len(), dir = %node_dir.display(), "state recovered");
 
-        let connection = amqp::connect(amqp_url, &me.to_string()).await?;
+        let connection = amqp::connect_patiently(amqp_url, &me.to_string(), amqp::NODE_PATIENCE).await?;
         let channel = amqp::consumer_channel(&connection, PREFETCH).await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         let counters = Arc::new(Counters::default());
@@ -276,6 +276,9 @@ impl<O: Operator> StageNode<O> {
             }
             amqp::await_confirms(std::mem::take(&mut group.confirms)).await?;
             crate::failpoint!("after-publish-before-log");
+            if !group.completed.is_empty() {
+                crate::failpoint!("after-final-publish-before-log");
+            }
             self.commit(&mut store, &sessions, group)?;
             crate::failpoint!("after-log-before-ack");
             counters.open_sessions.store(sessions.len() as u64, Ordering::Relaxed);
