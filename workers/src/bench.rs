@@ -3,6 +3,7 @@
 //! The reference and every client run as child processes of this binary, so each one's peak memory is its own;
 //! the nodes report theirs, and what they published, in their heartbeats.
 
+use crate::chaos::{self, ChaosEvent, ChaosMonkey, Targets};
 use crate::cluster::{ClusterSpec, LocalCluster};
 use crate::gen::{self, GenOptions, Scale};
 use crate::heartbeat::{self, Heartbeat};
@@ -22,6 +23,52 @@ pub struct BenchOptions {
     /// Where generated datasets are cached (`<cache>/<scale>-<seed>`).
     pub cache: PathBuf,
     pub cluster: ClusterSpec,
+    /// Kill a random node at intervals in this range while the clients run.
+    pub chaos: Option<(Duration, Duration)>,
+}
+
+/// What the heartbeat watcher saw during a run.
+struct Watched {
+    latest: BTreeMap<String, Heartbeat>,
+    beats: Vec<Heartbeat>,
+    max_queue_depth: u32,
+}
+
+/// Collects heartbeats and samples every queue's depth until told to stop.
+async fn watch(
+    mut stream: std::pin::Pin<Box<impl futures::Stream<Item = Heartbeat>>>,
+    channel: lapin::Channel,
+    queues: Vec<String>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<Watched> {
+    let mut watched = Watched { latest: BTreeMap::new(), beats: Vec::new(), max_queue_depth: 0 };
+    let mut sample = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(watched),
+            Some(beat) = stream.next() => {
+                watched.latest.insert(beat.node.clone(), beat.clone());
+                watched.beats.push(beat);
+            }
+            _ = sample.tick() => {
+                for queue in &queues {
+                    let depth = crate::amqp::queue_depth(&channel, queue).await?;
+                    watched.max_queue_depth = watched.max_queue_depth.max(depth);
+                }
+            }
+        }
+    }
+}
+
+/// From a kill to the first message the node's next incarnation consumed, if its heartbeats showed one.
+fn recovery_ms(kill: &ChaosEvent, beats: &[Heartbeat]) -> Option<u64> {
+    beats
+        .iter()
+        .filter(|b| b.node == kill.node && Some(b.pid) != kill.pid)
+        .filter_map(|b| b.first_input_ms)
+        .filter(|&first| first >= kill.time_ms)
+        .min()
+        .map(|first| first - kill.time_ms)
 }
 
 /// One timed process.
@@ -55,6 +102,14 @@ pub struct BenchReport {
     pub broker_bytes: u64,
     /// The deepest any queue was when sampled (every 100 ms) during the run.
     pub max_queue_depth: u32,
+    /// Clients whose NDJSON equals the reference's, line for line as multisets.
+    pub exact_clients: usize,
+    /// Nodes the chaos monkey killed during the run (`--chaos`).
+    pub kills: usize,
+    /// Kills after which the restarted node was seen consuming again.
+    pub recoveries_measured: usize,
+    /// The longest time from a kill to the restarted node's first consumed message.
+    pub slowest_recovery_ms: Option<u64>,
     pub nodes: BTreeMap<String, NodeFigures>,
 }
 
@@ -118,51 +173,59 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let (reference_wall, reference_rss) = timed_child(&exe, &args, &[]).await?;
 
     // The pipeline: a fresh cluster, its heartbeats watched, the clients as child processes.
-    let cluster = LocalCluster::start(options.cluster.clone()).await?;
+    let mut cluster = LocalCluster::start(options.cluster.clone()).await?;
     let connection = crate::amqp::connect(&options.cluster.amqp_url, "bench").await?;
-    let mut beats = Box::pin(heartbeat::subscribe(&connection, &options.cluster.topology).await?);
-    let mut latest: BTreeMap<String, Heartbeat> = BTreeMap::new();
-    let clients = (0..options.clients).map(|i| {
-        let args = [
-            "client".to_owned(),
-            "--data".to_owned(),
-            path_str(&data),
-            "--out".to_owned(),
-            path_str(&out.join(format!("client-{i}"))),
-        ];
-        let (exe, gateway) = (exe.clone(), options.cluster.gateway_addr.clone());
-        async move { timed_child(&exe, &args, &[("GATEWAY_ADDR", gateway.as_str())]).await }
-    });
-    let depth_channel = connection.create_channel().await?;
-    let queues = options.cluster.topology.all_queues();
-    let mut max_queue_depth = 0;
-    let mut sample = tokio::time::interval(Duration::from_millis(100));
+    let (stop_watching, watching_stopped) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(watch(
+        Box::pin(heartbeat::subscribe(&connection, &options.cluster.topology).await?),
+        connection.create_channel().await?,
+        options.cluster.topology.all_queues(),
+        watching_stopped,
+    ));
+    let clients: Vec<_> = (0..options.clients)
+        .map(|i| {
+            let args = [
+                "client".to_owned(),
+                "--data".to_owned(),
+                path_str(&data),
+                "--out".to_owned(),
+                path_str(&out.join(format!("client-{i}"))),
+            ];
+            let (exe, gateway) = (exe.clone(), options.cluster.gateway_addr.clone());
+            async move { timed_child(&exe, &args, &[("GATEWAY_ADDR", gateway.as_str())]).await }
+        })
+        .collect();
     let started = Instant::now();
-    let all = futures::future::join_all(clients);
-    tokio::pin!(all);
-    let results = loop {
-        tokio::select! {
-            results = &mut all => break results,
-            Some(beat) = beats.next() => { latest.insert(beat.node.clone(), beat); }
-            _ = sample.tick() => {
-                for queue in &queues {
-                    max_queue_depth = max_queue_depth.max(crate::amqp::queue_depth(&depth_channel, queue).await?);
-                }
-            }
-        }
+    let (clients_done, all_done) = tokio::sync::oneshot::channel();
+    let running = tokio::spawn(async move {
+        let results = futures::future::join_all(clients).await;
+        let _ = clients_done.send(());
+        results
+    });
+    // Supervised as `coffee cluster up` without monitors would be, with the chaos monkey if asked.
+    let mut monkey = match options.chaos {
+        Some((min, max)) => ChaosMonkey::new(options.seed, min, max, Targets::Random),
+        None => ChaosMonkey::new(0, Duration::from_secs(1 << 20), Duration::from_secs(1 << 20), Targets::Random),
     };
+    let events =
+        chaos::run_on_cluster(&mut cluster, &mut monkey, async { all_done.await.unwrap_or(()) }, |_| {}).await?;
     let pipeline_wall = started.elapsed();
     let mut clients_rss = Vec::new();
-    for result in results {
+    for result in running.await? {
         clients_rss.push(mib(result?.1));
     }
     // One more round of beats, so every node's totals include the end of the run.
-    let settle = tokio::time::sleep(heartbeat::INTERVAL * 2);
-    tokio::pin!(settle);
-    loop {
-        tokio::select! {
-            _ = &mut settle => break,
-            Some(beat) = beats.next() => { latest.insert(beat.node.clone(), beat); }
+    tokio::time::sleep(heartbeat::INTERVAL * 2).await;
+    let _ = stop_watching.send(());
+    let Watched { latest, beats, max_queue_depth } = watcher.await??;
+    let kills: Vec<&ChaosEvent> = events.iter().filter(|e| e.action == "kill").collect();
+    let recoveries: Vec<u64> = kills.iter().filter_map(|kill| recovery_ms(kill, &beats)).collect();
+    let mut exact = 0;
+    for i in 0..options.clients {
+        for entry in std::fs::read_dir(out.join(format!("client-{i}")))? {
+            if crate::compare::compare_files(&reference_out, &entry?.path())?.all_equal() {
+                exact += 1;
+            }
         }
     }
     cluster.stop().await?;
@@ -201,6 +264,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         broker_messages: nodes.values().map(|n| n.published_messages).sum(),
         broker_bytes: nodes.values().map(|n| n.published_bytes).sum(),
         max_queue_depth,
+        kills: kills.len(),
+        exact_clients: exact,
+        recoveries_measured: recoveries.len(),
+        slowest_recovery_ms: recoveries.iter().copied().max(),
         nodes,
     })
 }
@@ -247,6 +314,7 @@ impl std::fmt::Display for BenchReport {
             p.peak_rss_mib
         )?;
         writeln!(f, "ratio pipeline / reference (per client's data): {:.2}x", self.ratio)?;
+        writeln!(f, "clients with results equal to the reference: {} of {}", self.exact_clients, self.clients)?;
         let clients: Vec<String> = self.clients_peak_rss_mib.iter().map(|c| format!("{c:.0}")).collect();
         writeln!(f, "clients' peak RSS (MiB): {}", clients.join(", "))?;
         writeln!(
@@ -256,6 +324,14 @@ impl std::fmt::Display for BenchReport {
             self.broker_bytes as f64 / 1048576.0,
             self.max_queue_depth
         )?;
+        if self.kills > 0 {
+            let slowest = self.slowest_recovery_ms.map_or_else(|| "not seen".to_owned(), |ms| format!("{ms} ms"));
+            writeln!(
+                f,
+                "chaos: {} kills; slowest recovery (kill to first consumed message): {slowest} over {} measured",
+                self.kills, self.recoveries_measured
+            )?;
+        }
         writeln!(f, "{:<16} {:>10} {:>12} {:>12}", "node", "peak MiB", "published", "MiB out")?;
         for (name, n) in &self.nodes {
             writeln!(

@@ -4,7 +4,7 @@ use crate::cluster::{self, LocalCluster};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::info;
 
 /// One kill or restart.
@@ -20,8 +20,7 @@ pub struct ChaosEvent {
 
 impl ChaosEvent {
     pub fn now(node: &str, action: &str, pid: Option<u32>) -> Self {
-        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        ChaosEvent { time_ms, node: node.to_owned(), action: action.to_owned(), pid }
+        ChaosEvent { time_ms: crate::heartbeat::now_ms(), node: node.to_owned(), action: action.to_owned(), pid }
     }
 
     pub fn to_json_line(&self) -> String {

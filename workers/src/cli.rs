@@ -141,6 +141,9 @@ enum Command {
         /// Where the figures are written as JSON (default: target/bench/<scale>-<clients>c.json).
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Kill a random node every `1s..3s` (or a fixed interval) while the clients run.
+        #[arg(long, value_parser = parse_interval)]
+        chaos: Option<(Duration, Duration)>,
     },
     /// Run one health monitor: watch heartbeats; when leading, have silent nodes restarted.
     Monitor {
@@ -275,8 +278,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             local.supervise_until(cluster::shutdown_signal()).await?;
             local.stop().await?;
         }
-        Command::Bench { cluster, scale, seed, clients, cache, json } => {
-            let options = bench::BenchOptions { scale, seed, clients, cache, cluster: cluster.spec()? };
+        Command::Bench { cluster, scale, seed, clients, cache, json, chaos } => {
+            let options = bench::BenchOptions { scale, seed, clients, cache, cluster: cluster.spec()?, chaos };
             let report = bench::run(options).await?;
             print!("{report}");
             let json = json.unwrap_or_else(|| PathBuf::from(format!("target/bench/{scale}-{clients}c.json")));

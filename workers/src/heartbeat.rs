@@ -31,6 +31,9 @@ pub struct Heartbeat {
     pub open_sessions: u64,
     /// Peak resident memory of the process, in KiB (`VmHWM`).
     pub peak_rss_kib: u64,
+    /// When the process consumed its first message (ms since the epoch), if it has: with the time of a kill,
+    /// it gives how long a restarted node took to work again.
+    pub first_input_ms: Option<u64>,
 }
 
 /// Counters a node's runtime bumps and its heartbeat reports.
@@ -41,11 +44,20 @@ pub struct Counters {
     pub published_messages: AtomicU64,
     pub published_bytes: AtomicU64,
     pub open_sessions: AtomicU64,
+    /// When this process consumed its first message (ms since the epoch; 0 until then).
+    pub first_input_ms: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Counters {
     pub fn consumed(&self, bytes: usize) {
-        self.consumed_messages.fetch_add(1, Ordering::Relaxed);
+        if self.consumed_messages.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.first_input_ms.store(now_ms(), Ordering::Relaxed);
+        }
         self.consumed_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -105,6 +117,7 @@ pub async fn start(
                 published_bytes: counters.published_bytes.load(Ordering::Relaxed),
                 open_sessions: counters.open_sessions.load(Ordering::Relaxed),
                 peak_rss_kib: peak_rss_kib(pid),
+                first_input_ms: Some(counters.first_input_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0),
             };
             let payload = serde_json::to_vec(&beat).expect("a heartbeat serializes");
             // No confirm: a lost beat is only a late one.
