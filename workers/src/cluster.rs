@@ -356,7 +356,13 @@ impl LocalCluster {
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = tick.tick() => { self.supervise_step().await?; }
+                _ = tick.tick() => {
+                    // Each restart as a JSON event line, like `coffee chaos` prints its kills.
+                    for name in self.supervise_step().await? {
+                        let pid = self.nodes.get(&name).and_then(|n| n.child.id());
+                        println!("{}", crate::chaos::ChaosEvent::now(&name, "restart", pid).to_json_line());
+                    }
+                }
             }
         }
     }
