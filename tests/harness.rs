@@ -178,3 +178,12 @@ impl BrokerProxy {
         self.serving = Some(tokio::spawn(Self::serve(listener, self.upstream.clone())));
     }
 }
+
+/// Whether a queue exists on the broker (a passive declare; a missing queue closes only this probe's channel).
+pub async fn queue_exists(spec: &ClusterSpec, queue: &str) -> bool {
+    use lapin::options::QueueDeclareOptions;
+    let connection = coffee::amqp::connect(&spec.amqp_url, "test").await.expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    channel.queue_declare(queue.into(), options, Default::default()).await.is_ok()
+}

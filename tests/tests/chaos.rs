@@ -6,7 +6,8 @@ use coffee::chaos::{self, ChaosMonkey, Targets};
 use coffee::cluster::StartOptions;
 use coffee::gen::Scale;
 use coffee_tests::harness::{
-    assert_matches_reference, generate, queue_depths, run_session, start_cluster_with, wait_for_no_session_files,
+    assert_matches_reference, generate, queue_depths, queue_exists, run_session, start_cluster_with,
+    wait_for_no_session_files,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -109,11 +110,14 @@ async fn three_clients_under_a_chaos_monkey_stay_exact() {
             let (spec, data, exact) = (spec.clone(), data.clone(), exact.clone());
             let out = dir.path().join(format!("out-{i}"));
             tokio::spawn(async move {
+                let mut sessions = Vec::new();
                 for _ in 0..rounds {
                     let summary = run_session(&spec, &data, &out).await;
                     assert_matches_reference(&summary, &data);
                     exact.fetch_add(1, Ordering::Relaxed);
+                    sessions.push(summary.session);
                 }
+                sessions
             })
         })
         .collect();
@@ -134,8 +138,9 @@ async fn three_clients_under_a_chaos_monkey_stay_exact() {
     .await
     .expect("every session ends")
     .unwrap();
+    let mut sessions = Vec::new();
     for result in waiter.await.unwrap() {
-        result.expect("a client failed");
+        sessions.extend(result.expect("a client failed"));
     }
     let kills = events.iter().filter(|e| e.action == "kill").count();
     eprintln!("chaos: {kills} kills, {} exact sessions", exact.load(Ordering::Relaxed));
@@ -144,5 +149,9 @@ async fn three_clients_under_a_chaos_monkey_stay_exact() {
     wait_for_no_session_files(&spec).await;
     let busy: Vec<_> = queue_depths(&spec).await.into_iter().filter(|(_, n)| *n > 0).collect();
     assert!(busy.is_empty(), "messages left in queues: {busy:?}");
+    for session in sessions {
+        let queue = spec.topology.results_queue(session);
+        assert!(!queue_exists(&spec, &queue).await, "{queue} remains");
+    }
     cluster.stop().await.unwrap();
 }
