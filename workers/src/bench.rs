@@ -30,7 +30,8 @@ pub struct BenchOptions {
 /// What the heartbeat watcher saw during a run.
 struct Watched {
     latest: BTreeMap<String, Heartbeat>,
-    beats: Vec<Heartbeat>,
+    /// Every beat with the time it arrived (ms since the epoch).
+    beats: Vec<(u64, Heartbeat)>,
     max_queue_depth: u32,
 }
 
@@ -48,7 +49,7 @@ async fn watch(
             _ = &mut stop => return Ok(watched),
             Some(beat) = stream.next() => {
                 watched.latest.insert(beat.node.clone(), beat.clone());
-                watched.beats.push(beat);
+                watched.beats.push((heartbeat::now_ms(), beat));
             }
             _ = sample.tick() => {
                 for queue in &queues {
@@ -61,14 +62,23 @@ async fn watch(
 }
 
 /// From a kill to the first message the node's next incarnation consumed, if its heartbeats showed one.
-fn recovery_ms(kill: &ChaosEvent, beats: &[Heartbeat]) -> Option<u64> {
+fn recovery_ms(kill: &ChaosEvent, beats: &[(u64, Heartbeat)]) -> Option<u64> {
     beats
         .iter()
-        .filter(|b| b.node == kill.node && Some(b.pid) != kill.pid)
-        .filter_map(|b| b.first_input_ms)
+        .filter(|(_, b)| b.node == kill.node && Some(b.pid) != kill.pid)
+        .filter_map(|(_, b)| b.first_input_ms)
         .filter(|&first| first >= kill.time_ms)
         .min()
         .map(|first| first - kill.time_ms)
+}
+
+/// From a kill to the first heartbeat of the node's next incarnation: restarted, state recovered, connected.
+fn ready_ms(kill: &ChaosEvent, beats: &[(u64, Heartbeat)]) -> Option<u64> {
+    beats
+        .iter()
+        .filter(|(at, b)| b.node == kill.node && Some(b.pid) != kill.pid && *at >= kill.time_ms)
+        .map(|(at, _)| at - kill.time_ms)
+        .min()
 }
 
 /// One timed process.
@@ -106,10 +116,13 @@ pub struct BenchReport {
     pub exact_clients: usize,
     /// Nodes the chaos monkey killed during the run (`--chaos`).
     pub kills: usize,
-    /// Kills after which the restarted node was seen consuming again.
-    pub recoveries_measured: usize,
+    /// Per kill whose restarted node was seen consuming again: the node and the time from kill to its first
+    /// consumed message (which also counts any wait for new input, e.g. a gateway waiting for its client).
+    pub recoveries: Vec<(String, u64)>,
     /// The longest time from a kill to the restarted node's first consumed message.
     pub slowest_recovery_ms: Option<u64>,
+    /// The longest time from a kill to the restarted node's first heartbeat (state recovered, connected).
+    pub slowest_ready_ms: Option<u64>,
     pub nodes: BTreeMap<String, NodeFigures>,
 }
 
@@ -219,7 +232,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let _ = stop_watching.send(());
     let Watched { latest, beats, max_queue_depth } = watcher.await??;
     let kills: Vec<&ChaosEvent> = events.iter().filter(|e| e.action == "kill").collect();
-    let recoveries: Vec<u64> = kills.iter().filter_map(|kill| recovery_ms(kill, &beats)).collect();
+    let recoveries: Vec<(String, u64)> =
+        kills.iter().filter_map(|kill| Some((kill.node.clone(), recovery_ms(kill, &beats)?))).collect();
+    let slowest_ready_ms = kills.iter().filter_map(|kill| ready_ms(kill, &beats)).max();
     let mut exact = 0;
     for i in 0..options.clients {
         for entry in std::fs::read_dir(out.join(format!("client-{i}")))? {
@@ -266,8 +281,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         max_queue_depth,
         kills: kills.len(),
         exact_clients: exact,
-        recoveries_measured: recoveries.len(),
-        slowest_recovery_ms: recoveries.iter().copied().max(),
+        slowest_recovery_ms: recoveries.iter().map(|(_, ms)| *ms).max(),
+        slowest_ready_ms,
+        recoveries,
         nodes,
     })
 }
@@ -329,8 +345,16 @@ impl std::fmt::Display for BenchReport {
             writeln!(
                 f,
                 "chaos: {} kills; slowest recovery (kill to first consumed message): {slowest} over {} measured",
-                self.kills, self.recoveries_measured
+                self.kills,
+                self.recoveries.len()
             )?;
+            let mut slowest_first = self.recoveries.clone();
+            slowest_first.sort_by_key(|(_, ms)| std::cmp::Reverse(*ms));
+            let listed: Vec<String> =
+                slowest_first.iter().take(6).map(|(node, ms)| format!("{node} {ms} ms")).collect();
+            writeln!(f, "slowest recoveries: {}", listed.join(", "))?;
+            let ready = self.slowest_ready_ms.map_or_else(|| "not seen".to_owned(), |ms| format!("{ms} ms"));
+            writeln!(f, "slowest restart to ready (kill to first heartbeat of the new process): {ready}")?;
         }
         writeln!(f, "{:<16} {:>10} {:>12} {:>12}", "node", "peak MiB", "published", "MiB out")?;
         for (name, n) in &self.nodes {
