@@ -98,6 +98,9 @@ enum Command {
         /// How long a session whose client vanished is kept before every node purges it.
         #[arg(long, env = "SESSION_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
         session_grace: Duration,
+        /// Where the gateway records upload progress (default: the cluster's run folder, `.../state/gateway`).
+        #[arg(long, env = "STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Run one replica of a stage.
     Worker {
@@ -253,14 +256,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{comparison}");
             anyhow::ensure!(comparison.all_equal(), "the results differ");
         }
-        Command::Gateway { cluster, listen, session_grace } => {
+        Command::Gateway { cluster, listen, session_grace, state_dir } => {
             let listen = listen.unwrap_or_else(|| cluster.gateway.clone());
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            gateway::Gateway { topology: cluster.topology()?, amqp_url: cluster.amqp_url, session_grace }
-                .run(listener)
-                .await?;
+            gateway::Gateway {
+                state_dir: state_dir
+                    .unwrap_or_else(|| cluster::run_dir(&cluster.namespace).join("state"))
+                    .join("gateway"),
+                topology: cluster.topology()?,
+                amqp_url: cluster.amqp_url,
+                session_grace,
+            }
+            .run(listener)
+            .await?;
         }
         Command::Worker { cluster, stage, replica, durability } => {
             run_worker(&cluster, &stage, replica, durability).await?

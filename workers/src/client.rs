@@ -239,8 +239,8 @@ async fn connect_once(
         Some(session) => ClientFrame::Resume { session, received: state.received.clone() },
     };
     writer.send(&hello).await.map_err(|e| lost(e.into()))?;
-    let session = match reader.next().await.map_err(|e| lost(e.into()))? {
-        GatewayFrame::Welcome { session } => session,
+    let (session, skip): (SessionId, BTreeMap<FileKind, u64>) = match reader.next().await.map_err(|e| lost(e.into()))? {
+        GatewayFrame::Welcome { session, resume_from } => (session, resume_from.into_iter().collect()),
         GatewayFrame::Error { message } => {
             return Err(Interruption::Fatal(anyhow::anyhow!("the gateway refused the session: {message}")))
         }
@@ -268,7 +268,7 @@ async fn connect_once(
     });
     let mut files = None;
     let outcome = {
-        let upload = upload(options.data_dir.clone(), session, frames_tx.clone(), observer.clone());
+        let upload = upload(options.data_dir.clone(), session, skip, frames_tx.clone(), observer.clone());
         let results = receive_results(&mut reader, state, session, frames_tx, observer);
         tokio::pin!(upload, results);
         loop {
@@ -288,11 +288,12 @@ async fn connect_once(
     outcome
 }
 
-/// Sends the whole dataset (again, on a resume: the pipeline drops what it already has). Returns the files'
-/// reports once every frame is handed to the writer.
+/// Sends the dataset, but the first `skip[kind]` batches of each kind (on a resume, those already in the
+/// pipeline). Returns the files' reports once every frame is handed to the writer.
 async fn upload(
     data_dir: PathBuf,
     session: SessionId,
+    skip: BTreeMap<FileKind, u64>,
     frames: mpsc::Sender<ClientFrame>,
     observer: Observer,
 ) -> Result<Vec<FileReport>, Interruption> {
@@ -307,7 +308,9 @@ async fn upload(
             Input::Batch(kind, batch) => {
                 let seq = seqs.entry(kind).or_default();
                 sent += batch.len() as u64;
-                frames.send(ClientFrame::Rows { kind, seq: *seq, batch }).await.map_err(gone)?;
+                if *seq >= skip.get(&kind).copied().unwrap_or(0) {
+                    frames.send(ClientFrame::Rows { kind, seq: *seq, batch }).await.map_err(gone)?;
+                }
                 *seq += 1;
                 observer(ClientEvent::Sent { session, rows: sent });
             }

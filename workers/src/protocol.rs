@@ -59,8 +59,11 @@ pub enum ClientFrame {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GatewayFrame {
+    /// The session is open. On a resume, `resume_from` says how many batches of each file kind are already in
+    /// the pipeline: the client sends the batches after them (and every end of file again).
     Welcome {
         session: SessionId,
+        resume_from: Vec<(FileKind, u64)>,
     },
     /// Result frame `n` of this connection (numbered from 1), to be acked.
     Result {

@@ -3,6 +3,7 @@
 //! written it. A gateway can die at any point: a client reconnects with its session id and the new gateway
 //! picks up where the results queue and the client's list of received results say.
 
+mod progress;
 pub mod routing;
 mod session;
 
@@ -27,6 +28,8 @@ pub struct Gateway {
     pub amqp_url: String,
     /// How long a session whose client vanished is kept before every node purges it.
     pub session_grace: Duration,
+    /// Where the gateway records how far each upload is durably in the pipeline.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// What every connection of this gateway shares.
@@ -37,6 +40,7 @@ struct Shared {
     flow: FlowControl,
     counters: Arc<Counters>,
     grace: Duration,
+    state_dir: std::path::PathBuf,
     /// The connection currently serving each session; a newer one (a resume) supersedes the older.
     live: Mutex<HashMap<SessionId, u64>>,
     next_connection: std::sync::atomic::AtomicU64,
@@ -89,6 +93,7 @@ impl Gateway {
             flow,
             counters,
             grace: self.session_grace,
+            state_dir: self.state_dir,
             live: Mutex::default(),
             next_connection: 0.into(),
         });

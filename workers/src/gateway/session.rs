@@ -1,6 +1,7 @@
 //! One client connection: the handshake (a new session or a resumed one), the client's input published into the
 //! pipeline, and the session's results forwarded and acked as the client writes them.
 
+use super::progress::UploadLog;
 use super::routing::{batch_matches, input_eofs, route_input};
 use super::{Shared, GATEWAY};
 use crate::amqp;
@@ -27,6 +28,9 @@ const CONFIRMS_IN_FLIGHT: usize = 512;
 /// How often (in batches of one kind) the gateway looks at the depth of the queue it feeds.
 const DEPTH_CHECK_EVERY: u64 = 16;
 
+/// Batches of one kind between two records of the upload's durable progress.
+const PROGRESS_EVERY: u64 = 128;
+
 /// Result messages forwarded to a client and not yet acked by it, at most.
 const RESULTS_IN_FLIGHT: u16 = 256;
 
@@ -49,7 +53,8 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             return Err(e.into());
         }
     };
-    let resumed = !received.is_empty();
+    let (upload_log, resume_from) = UploadLog::open(&shared.state_dir, session)?;
+    let resumed = !resume_from.is_empty() || !received.is_empty();
     let number = shared.claim(session);
     let channel = shared.connection.create_channel().await?;
     channel.basic_qos(RESULTS_IN_FLIGHT, BasicQosOptions::default()).await?;
@@ -59,7 +64,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     info!(%session, resumed, received = received.len(), "session opened");
 
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
-    frames_tx.send(GatewayFrame::Welcome { session })?;
+    frames_tx.send(GatewayFrame::Welcome { session, resume_from: resume_from.clone().into_iter().collect() })?;
     let writing = tokio::spawn(async move {
         while let Some(frame) = frames_rx.recv().await {
             writer.send(&frame).await?;
@@ -67,7 +72,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
         Ok::<_, anyhow::Error>(())
     });
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-    let input = receive_input(&mut reader, session, &shared, acks_tx);
+    let input = receive_input(&mut reader, session, &shared, acks_tx, upload_log, resume_from);
     let results =
         forward_results(&channel, &results_queue, session, &shared.topology, received, frames_tx.clone(), acks_rx);
     tokio::pin!(input, results);
@@ -87,6 +92,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     match outcome {
         Ok(()) => {
             channel.queue_delete(results_queue.as_str().into(), QueueDeleteOptions::default()).await?;
+            UploadLog::remove(&shared.state_dir, session);
             shared.release(session, number);
             info!(%session, "session complete: every result is with its client");
             Ok(())
@@ -122,9 +128,11 @@ async fn receive_input(
     session: SessionId,
     shared: &Shared,
     acks: mpsc::UnboundedSender<u64>,
+    mut upload_log: UploadLog,
+    resume_from: BTreeMap<FileKind, u64>,
 ) -> anyhow::Result<()> {
     let topology = &shared.topology;
-    let mut next_seq: BTreeMap<FileKind, u64> = BTreeMap::new();
+    let mut next_seq: BTreeMap<FileKind, u64> = resume_from;
     let mut ended: BTreeSet<FileKind> = BTreeSet::new();
     let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::new();
     loop {
@@ -158,6 +166,11 @@ async fn receive_input(
                 while in_flight.len() > CONFIRMS_IN_FLIGHT {
                     amqp::await_confirms(in_flight.pop_front().into_iter().collect()).await?;
                 }
+                if (seq + 1) % PROGRESS_EVERY == 0 {
+                    // Everything so far confirmed, then recorded: a resume starts after it.
+                    amqp::await_confirms(in_flight.drain(..).collect()).await?;
+                    upload_log.record(kind, seq + 1)?;
+                }
             }
             ClientFrame::EndOfFile { kind, batches } => {
                 let sent = next_seq.get(&kind).copied().unwrap_or(0);
@@ -172,6 +185,7 @@ async fn receive_input(
                         .push_back(shared.publisher.publish(&queue_of(topology, eof.to, session), &envelope).await?);
                 }
                 amqp::await_confirms(in_flight.drain(..).collect()).await?;
+                upload_log.record(kind, batches)?;
                 info!(%session, %kind, batches, "input file kind ended");
             }
         }
@@ -284,6 +298,7 @@ async fn purge(session: SessionId, shared: &Shared) -> anyhow::Result<()> {
     amqp::await_confirms(confirms).await?;
     let channel = shared.connection.create_channel().await?;
     channel.queue_delete(topology.results_queue(session).as_str().into(), QueueDeleteOptions::default()).await?;
+    UploadLog::remove(&shared.state_dir, session);
     info!(%session, "abandoned session purged from every node");
     Ok(())
 }
