@@ -79,7 +79,7 @@ async fn monitors_revive_killed_nodes_and_each_other() {
 async fn coffee_chaos_against_cluster_up_with_monitors() {
     let namespace = unique_namespace("chaos-cli");
     let gateway = free_addr();
-    let mut up = tokio::process::Command::new(node_binary())
+    let up = tokio::process::Command::new(node_binary())
         .args(["cluster", "up", "--monitors", "3"])
         .env("COFFEE_NAMESPACE", &namespace)
         .env("GATEWAY_ADDR", &gateway)

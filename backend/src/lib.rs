@@ -1,0 +1,90 @@
+//! The web console: an axum control plane that starts and supervises a local cluster, runs client sessions
+//! with the client library, streams events over one WebSocket, and serves the Leptos frontend.
+//!
+//! Modules: [`config`] (command line), [`routes`] (HTTP API), [`events`] (the WebSocket stream), [`nodes`] (the
+//! cluster, kills, chaos), [`sessions`] (client sessions), [`datasets`] and [`uploads`] (the data folder).
+
+pub mod config;
+pub mod datasets;
+pub mod events;
+pub mod nodes;
+pub mod routes;
+pub mod sessions;
+pub mod uploads;
+
+pub use config::Config;
+
+use coffee::cluster::{ClusterSpec, StartOptions};
+use coffee::topology::Topology;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub nodes: Arc<nodes::Nodes>,
+    pub sessions: Arc<sessions::Sessions>,
+    pub events: events::Events,
+    /// Held while a dataset is generated.
+    pub generating: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A started console: its router (serve it on any listener) and its background supervisor.
+pub struct App {
+    pub router: axum::Router,
+    pub state: AppState,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Prepares the data folder and starts the cluster. A cluster that cannot start (RabbitMQ down) is not an
+    /// error: the page shows why, and the supervisor retries.
+    pub async fn start(config: Config) -> anyhow::Result<App> {
+        for dir in ["uploads", "generated", "results"] {
+            std::fs::create_dir_all(config.data_dir.join(dir))?;
+        }
+        let spec = ClusterSpec {
+            topology: Topology::with_replicas(&config.namespace, &config.replicas)?,
+            gateway_addr: config.gateway.clone(),
+            amqp_url: config.amqp_url.clone(),
+            exe: config.coffee_exe(),
+        };
+        if !spec.exe.is_file() {
+            warn!(exe = %spec.exe.display(), "the coffee binary is missing: build it or pass --coffee-bin");
+        }
+        let events = events::Events::default();
+        let options = StartOptions { monitors: config.monitors, ..StartOptions::default() };
+        let nodes = nodes::Nodes::new(spec, options, events.clone());
+        if let Err(e) = nodes.start().await {
+            warn!(error = %format!("{e:#}"), "serving without a cluster for now; retrying in the background");
+        }
+        let supervisor = tokio::spawn(nodes.clone().run());
+        let state =
+            AppState { config: Arc::new(config), nodes, sessions: Arc::default(), events, generating: Arc::default() };
+        Ok(App { router: routes::router(state.clone()), state, supervisor })
+    }
+
+    /// Stops the supervisor, the chaos monkey and the cluster (whose queues are deleted).
+    pub async fn shutdown(self) {
+        self.supervisor.abort();
+        self.state.nodes.shutdown().await;
+    }
+}
+
+/// Runs the console until Ctrl-C or SIGTERM, then stops the cluster.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+    let app = App::start(config).await?;
+    info!("console at http://{}", listener.local_addr()?);
+    axum::serve(listener, app.router.clone()).with_graceful_shutdown(coffee::cluster::shutdown_signal()).await?;
+    app.shutdown().await;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,280 @@
+//! The HTTP API (`/api/...`, JSON) and the static frontend.
+
+use crate::datasets;
+use crate::sessions::{self, Launch, SessionState, MAX_LAUNCH};
+use crate::uploads::{self, MAX_TOTAL_BYTES};
+use crate::AppState;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use coffee::message::StageKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tower_http::services::{ServeDir, ServeFile};
+use uuid::Uuid;
+
+/// An error answered as `{"error": "..."}` with a status.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(message: impl ToString) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.to_string())
+}
+fn not_found(message: impl ToString) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, message.to_string())
+}
+fn unavailable(message: impl ToString) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, message.to_string())
+}
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn ok(value: impl serde::Serialize) -> ApiResult {
+    Ok(Json(serde_json::to_value(value).map_err(internal)?))
+}
+
+/// The whole app: the API under `/api`, anything else from the frontend build (client-side routes fall back
+/// to `index.html`).
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/status", get(status))
+        .route("/cluster/retry", post(retry))
+        .route("/topology", get(topology))
+        .route("/datasets", get(list_datasets))
+        .route("/datasets/generate", post(generate))
+        .route(
+            "/datasets/upload",
+            // The whole body is bounded here; each file is bounded again while it streams to disk.
+            post(upload).layer(DefaultBodyLimit::max(MAX_TOTAL_BYTES as usize + (1 << 20))),
+        )
+        .route("/sessions", get(list_sessions).post(launch))
+        .route("/sessions/{id}", get(session))
+        .route("/sessions/{id}/results", get(session_results))
+        .route("/sessions/{id}/ndjson", get(download))
+        .route("/compare", get(compare))
+        .route("/nodes", get(nodes))
+        .route("/nodes/kill-random", post(kill_random))
+        .route("/nodes/{name}/kill", post(kill))
+        .route("/chaos", get(chaos))
+        .route("/chaos/start", post(chaos_start))
+        .route("/chaos/stop", post(chaos_stop))
+        .route("/events", get(crate::events::websocket))
+        .fallback(|| async { not_found("no such API route") });
+    let dir = state.config.static_dir.clone();
+    let frontend = ServeDir::new(&dir).not_found_service(ServeFile::new(dir.join("index.html")));
+    Router::new()
+        .nest("/api", api)
+        .fallback_service(frontend)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn status(State(state): State<AppState>) -> ApiResult {
+    let spec = state.nodes.spec();
+    let frontend_built = state.config.static_dir.join("index.html").is_file();
+    ok(json!({
+        "cluster": state.nodes.cluster_event(),
+        "namespace": spec.topology.namespace,
+        "gateway": spec.gateway_addr,
+        "replicas": spec.topology.replicas_spec(),
+        "amqp_url": spec.amqp_url,
+        "coffee_bin": spec.exe,
+        "frontend_built": frontend_built,
+        "chaos": state.nodes.chaos_view(),
+    }))
+}
+
+async fn retry(State(state): State<AppState>) -> ApiResult {
+    state.nodes.start().await.map_err(unavailable)?;
+    ok(state.nodes.cluster_event())
+}
+
+/// Stages with their replicas and the streams between them (and the gateway), for the topology graph.
+async fn topology(State(state): State<AppState>) -> ApiResult {
+    use coffee::topology::{outputs, Endpoint};
+    let topology = &state.nodes.spec().topology;
+    let name = |e: Endpoint| match e {
+        Endpoint::Gateway => "gateway".to_owned(),
+        Endpoint::Stage(s) => s.name().to_owned(),
+    };
+    let stages: Vec<Value> =
+        StageKind::ALL.iter().map(|&s| json!({ "name": s.name(), "replicas": topology.replicas(s) })).collect();
+    let mut edges: Vec<Value> = StageKind::ALL
+        .iter()
+        .flat_map(|&s| outputs(s).iter().map(move |&(stream, to)| (s, stream, to)))
+        .map(|(s, stream, to)| json!({ "from": s.name(), "to": name(to), "stream": format!("{stream:?}") }))
+        .collect();
+    for stage in StageKind::ALL {
+        for &(stream, from) in coffee::topology::inputs(stage) {
+            if from == Endpoint::Gateway {
+                edges.push(json!({ "from": "gateway", "to": stage.name(), "stream": format!("{stream:?}") }));
+            }
+        }
+    }
+    ok(json!({ "stages": stages, "edges": edges }))
+}
+
+async fn list_datasets(State(state): State<AppState>) -> ApiResult {
+    let dir = state.config.data_dir.clone();
+    ok(tokio::task::spawn_blocking(move || datasets::list(&dir)).await.map_err(internal)?)
+}
+
+#[derive(Deserialize)]
+struct GenerateRequest {
+    scale: String,
+}
+
+async fn generate(State(state): State<AppState>, Json(request): Json<GenerateRequest>) -> ApiResult {
+    if !matches!(request.scale.as_str(), "tiny" | "reduced") {
+        return Err(bad_request("scale must be `tiny` or `reduced`"));
+    }
+    let dir = state.config.data_dir.clone();
+    // One generation at a time: two requests for the same scale would write the same files.
+    let _guard = state.generating.lock().await;
+    let view = tokio::task::spawn_blocking(move || datasets::generate(&dir, &request.scale))
+        .await
+        .map_err(internal)?
+        .map_err(|e| internal(format!("{e:#}")))?;
+    state.events.send(crate::events::Event::DatasetReady { id: view.id.clone() });
+    ok(view)
+}
+
+async fn upload(State(state): State<AppState>, multipart: Multipart) -> ApiResult {
+    let view = uploads::receive(&state.config.data_dir, multipart).await.map_err(|e| bad_request(e.0))?;
+    state.events.send(crate::events::Event::DatasetReady { id: view.id.clone() });
+    ok(view)
+}
+
+async fn list_sessions(State(state): State<AppState>) -> ApiResult {
+    ok(state.sessions.list())
+}
+
+#[derive(Deserialize)]
+struct LaunchRequest {
+    dataset: String,
+    #[serde(default = "one")]
+    count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Launches `count` sessions on a dataset at once; answers with their ids once the gateway welcomed them.
+async fn launch(State(state): State<AppState>, Json(request): Json<LaunchRequest>) -> ApiResult {
+    if !(1..=MAX_LAUNCH).contains(&request.count) {
+        return Err(bad_request(format!("count must be between 1 and {MAX_LAUNCH}")));
+    }
+    let data_dir = datasets::resolve(&state.config.data_dir, &request.dataset)
+        .ok_or_else(|| not_found(format!("no dataset `{}`", request.dataset)))?;
+    if let crate::events::Event::Cluster { state: cluster, error } = state.nodes.cluster_event() {
+        if cluster != "up" {
+            return Err(unavailable(error.unwrap_or_else(|| format!("the cluster is {cluster}"))));
+        }
+    }
+    let measured = data_dir.clone();
+    let (_, rows_total, _) =
+        tokio::task::spawn_blocking(move || datasets::measure(&measured)).await.map_err(internal)?;
+    let launches = (0..request.count).map(|_| {
+        let launch = Launch {
+            gateway: state.nodes.spec().gateway_addr.clone(),
+            data_dir: data_dir.clone(),
+            dataset: request.dataset.clone(),
+            rows_total,
+            out_dir: state.config.results_dir(),
+        };
+        sessions::launch(state.sessions.clone(), state.events.clone(), launch)
+    });
+    let ids: Vec<Uuid> = futures::future::try_join_all(launches).await.map_err(|e| unavailable(format!("{e:#}")))?;
+    ok(json!({ "sessions": ids }))
+}
+
+fn session_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| not_found("no such session"))
+}
+
+async fn session(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    ok(state.sessions.get(session_id(&id)?).ok_or_else(|| not_found("no such session"))?)
+}
+
+async fn session_results(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    ok(state.sessions.results(session_id(&id)?).ok_or_else(|| not_found("no such session"))?)
+}
+
+/// `client-<id>.ndjson` of a finished session, as a download.
+async fn download(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let (session_state, path) = state.sessions.output(id).ok_or_else(|| not_found("no such session"))?;
+    if session_state != SessionState::Done {
+        return Err(ApiError(StatusCode::CONFLICT, "the session has not finished".into()));
+    }
+    let body = tokio::fs::read(&path).await.map_err(|e| internal(format!("{}: {e}", path.display())))?;
+    let disposition = format!("attachment; filename=\"client-{id}.ndjson\"");
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body)
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct CompareQuery {
+    left: String,
+    right: String,
+}
+
+/// Compares two finished sessions' results per query (`coffee::compare`).
+async fn compare(State(state): State<AppState>, Query(query): Query<CompareQuery>) -> ApiResult {
+    let mut paths = Vec::new();
+    for id in [&query.left, &query.right] {
+        let (session_state, path) =
+            state.sessions.output(session_id(id)?).ok_or_else(|| not_found(format!("no session {id}")))?;
+        if session_state != SessionState::Done {
+            return Err(ApiError(StatusCode::CONFLICT, format!("session {id} has not finished")));
+        }
+        paths.push(path);
+    }
+    let (left, right) = (paths[0].clone(), paths[1].clone());
+    let comparison = tokio::task::spawn_blocking(move || coffee::compare::compare_files(&left, &right))
+        .await
+        .map_err(internal)?
+        .map_err(|e| internal(format!("{e:#}")))?;
+    ok(json!({ "left": query.left, "right": query.right, "comparison": comparison }))
+}
+
+async fn nodes(State(state): State<AppState>) -> ApiResult {
+    ok(state.nodes.status().await)
+}
+
+async fn kill(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    ok(state.nodes.kill(&name, "user").await.map_err(not_found)?)
+}
+
+async fn kill_random(State(state): State<AppState>) -> ApiResult {
+    ok(state.nodes.kill_random("random").await.map_err(unavailable)?)
+}
+
+async fn chaos(State(state): State<AppState>) -> ApiResult {
+    ok(state.nodes.chaos_view())
+}
+
+#[derive(Deserialize)]
+struct ChaosRequest {
+    interval_ms: u64,
+}
+
+async fn chaos_start(State(state): State<AppState>, Json(request): Json<ChaosRequest>) -> ApiResult {
+    ok(state.nodes.start_chaos(Duration::from_millis(request.interval_ms)))
+}
+
+async fn chaos_stop(State(state): State<AppState>) -> ApiResult {
+    ok(state.nodes.stop_chaos())
+}

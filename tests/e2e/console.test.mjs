@@ -1,0 +1,187 @@
+// Browser end-to-end test of the web console: starts the real `coffee-console` binary (which starts its own
+// cluster of `coffee` processes on the real RabbitMQ), drives Debian's chromium through playwright-core, and
+// does what a user does: launch two sessions on the bundled sample, watch them complete with their result
+// counts, kill a node and see the kill and the restart in the event log, download an NDJSON, compare the two
+// sessions. Screenshots go to tests/output/screenshots/.
+//
+// Environment (scripts/e2e.sh sets it): COFFEE_CONSOLE_BIN (the console binary; `coffee` must sit beside it
+// or be given by COFFEE_BIN), CHROMIUM (default /usr/bin/chromium), AMQP_URL (optional).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SHOTS = path.join(ROOT, 'tests/output/screenshots');
+const OUT = path.join(ROOT, 'tests/output/e2e');
+const CONSOLE_BIN = process.env.COFFEE_CONSOLE_BIN ?? path.join(ROOT, 'target/release/coffee-console');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const SESSION_TIMEOUT = 180_000;
+
+let consoleProcess;
+let consoleLog = '';
+let base;
+let browser;
+let page;
+
+/** A TCP port free right now. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+async function waitFor(what, check, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})\nconsole log:\n${consoleLog.slice(-4000)}`);
+}
+
+async function shot(name) {
+  const file = path.join(SHOTS, `${name}.png`);
+  // From the top: a full-page shot of a scrolled page draws the sticky header in the middle.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(CONSOLE_BIN), `${CONSOLE_BIN} is missing: run scripts/e2e.sh`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+  fs.mkdirSync(SHOTS, { recursive: true });
+  fs.mkdirSync(OUT, { recursive: true });
+  // A data folder of its own (a copy of the bundled sample), so results and uploads stay out of the repo.
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coffee-e2e-'));
+  fs.cpSync(path.join(ROOT, 'data/sample'), path.join(dataDir, 'sample'), { recursive: true });
+  const [port, gatewayPort] = [await freePort(), await freePort()];
+  base = `http://127.0.0.1:${port}`;
+  const args = [
+    '--bind', `127.0.0.1:${port}`,
+    '--gateway', `127.0.0.1:${gatewayPort}`,
+    '--namespace', `e2e-${process.pid}-${Date.now()}`,
+    '--data-dir', dataDir,
+    '--static-dir', path.join(ROOT, 'frontend/dist'),
+  ];
+  if (process.env.COFFEE_BIN) args.push('--coffee-bin', process.env.COFFEE_BIN);
+  consoleProcess = spawn(CONSOLE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  consoleProcess.stdout.on('data', (d) => { consoleLog += d; });
+  consoleProcess.stderr.on('data', (d) => { consoleLog += d; });
+  await waitFor('the console and its cluster', async () => {
+    const status = await (await fetch(`${base}/api/status`)).json();
+    return status.cluster.state === 'up';
+  }, 90_000);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 }, acceptDownloads: true });
+  page = await context.newPage();
+  page.on('pageerror', (e) => { consoleLog += `\n[page error] ${e}`; });
+});
+
+after(async () => {
+  await browser?.close();
+  if (consoleProcess && consoleProcess.exitCode === null) {
+    // SIGTERM: the console stops its cluster and deletes its queues.
+    const exited = new Promise((r) => consoleProcess.once('exit', r));
+    consoleProcess.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    if (consoleProcess.exitCode === null) consoleProcess.kill('SIGKILL');
+  }
+  fs.writeFileSync(path.join(OUT, 'console.log'), consoleLog);
+});
+
+test('the console runs, kills, downloads and compares from the browser', async () => {
+  await page.goto(base);
+  await page.locator('#cluster-state[data-state="up"]').waitFor({ timeout: 30_000 });
+  await page.locator('[data-testid="dataset"][data-id="sample"]').waitFor();
+  await page.locator('[data-testid="node-row"]').first().waitFor({ timeout: 15_000 });
+  await shot('01-ready');
+
+  // Launch two sessions on the bundled sample.
+  await page.locator('[data-testid="dataset"][data-id="sample"]').click();
+  await page.fill('#launch-count', '2');
+  await page.click('#launch-btn');
+  await page.locator('[data-testid="session-row"]').nth(1).waitFor({ timeout: 30_000 });
+  await shot('02-mid-run');
+
+  // Both complete, with result counts for every query.
+  const done = page.locator('[data-testid="session-row"][data-state="done"]');
+  await waitFor('two finished sessions', async () => (await done.count()) >= 2, SESSION_TIMEOUT);
+  assert.equal(await page.locator('[data-testid="session-row"][data-state="failed"]').count(), 0);
+  const sessions = [];
+  for (let i = 0; i < 2; i++) {
+    const row = done.nth(i);
+    const id = await row.getAttribute('data-session');
+    const results = Number(await row.getAttribute('data-results'));
+    assert.ok(results > 0, `session ${id} shows no results`);
+    for (const kind of ['Q1', 'Q2_QTY', 'Q2_PROFIT', 'Q3', 'Q4']) {
+      const count = Number((await row.locator(`td[data-kind="${kind}"]`).innerText()).replace(/,/g, ''));
+      assert.ok(count > 0, `session ${id}: no ${kind} rows shown`);
+    }
+    sessions.push({ id, results });
+  }
+  assert.equal(sessions[0].results, sessions[1].results, 'both sessions have the same result counts');
+
+  // Results of one session: Q3 table and chart.
+  await done.first().locator('[data-testid="view-results"]').click();
+  await page.click('[data-testid="tab-Q3"]');
+  await page.locator('[data-testid="chart-q3"] svg rect').first().waitFor();
+  await page.click('[data-testid="tab-Q2"]');
+  await page.locator('[data-testid="chart"] svg rect').first().waitFor();
+  await shot('03-sessions-done');
+
+  // Kill a node from the page: the log shows the kill, then the supervisor's restart.
+  await page.click('[data-testid="kill-q3_agg-0"]');
+  await page.locator('[data-testid="event"][data-kind="kill"]').first().waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid="event"][data-kind="restart"]').first().waitFor({ timeout: 15_000 });
+  const killText = await page.locator('[data-testid="event"][data-kind="kill"]').first().innerText();
+  assert.match(killText, /q3_agg-0/);
+  await page.locator('[data-testid="node-row"][data-node="q3_agg-0"][data-restarts="1"][data-up="true"]').waitFor({ timeout: 15_000 });
+  await shot('04-node-killed');
+
+  // Download one session's NDJSON.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    done.first().locator('[data-testid="download"]').click(),
+  ]);
+  const first = await done.first().getAttribute('data-session');
+  assert.equal(download.suggestedFilename(), `client-${first}.ndjson`);
+  const saved = path.join(OUT, download.suggestedFilename());
+  await download.saveAs(saved);
+  const lines = fs.readFileSync(saved, 'utf8').split('\n').filter((l) => l.trim());
+  assert.equal(lines.length, sessions.find((s) => s.id === first).results);
+  for (const line of lines) assert.ok(JSON.parse(line).query, `not a result line: ${line}`);
+
+  // Compare the two sessions: every query equal.
+  await page.selectOption('#compare-left', sessions[0].id);
+  await page.selectOption('#compare-right', sessions[1].id);
+  await page.click('#compare-btn');
+  await page.locator('[data-testid="compare-result"]').waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator('[data-testid="compare-result"]').getAttribute('data-equal'), 'true');
+  const rows = page.locator('[data-testid="compare-row"]');
+  assert.equal(await rows.count(), 5);
+  for (let i = 0; i < 5; i++) assert.equal(await rows.nth(i).getAttribute('data-equal'), 'true');
+  await shot('05-compare');
+});
