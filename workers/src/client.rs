@@ -18,6 +18,12 @@ use tokio::sync::mpsc;
 /// Rows per batch: large enough that the broker sees few messages, small enough to keep frames well under 1 MiB.
 pub const BATCH_ROWS: usize = 2000;
 
+/// Rows per batch: [`BATCH_ROWS`], or `COFFEE_BATCH_ROWS` (for measuring what batching buys, see
+/// docs/benchmarks.md).
+pub fn batch_rows() -> usize {
+    std::env::var("COFFEE_BATCH_ROWS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(BATCH_ROWS)
+}
+
 /// Malformed-row messages kept per file for the summary.
 const BAD_ROW_SAMPLES: usize = 5;
 
@@ -106,14 +112,15 @@ fn read_kind<R: Row>(data_dir: &Path, wrap: fn(Vec<R>) -> Batch, tx: &mpsc::Send
             samples: Vec::new(),
             refused: None,
         };
-        let mut rows = Vec::with_capacity(BATCH_ROWS);
+        let batch_rows = batch_rows();
+        let mut rows = Vec::with_capacity(batch_rows);
         let outcome = dataset::read_file::<R>(
             &path,
             |row| {
                 rows.push(row);
-                if rows.len() == BATCH_ROWS {
+                if rows.len() == batch_rows {
                     report.rows_sent += rows.len() as u64;
-                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS));
+                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
                     let _ = tx.blocking_send(Input::Batch(R::KIND, wrap(batch)));
                 }
             },

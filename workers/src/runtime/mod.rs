@@ -36,6 +36,13 @@ use tracker::{Admission, InputTracker};
 /// Unacked deliveries a replica holds at once (and so the largest group it commits together).
 pub const PREFETCH: u16 = 256;
 
+/// The most deliveries committed as one group: [`PREFETCH`], or `COFFEE_GROUP_MAX` (1 commits, fsyncs and acks
+/// every message on its own; for measuring what group commit buys, see docs/benchmarks.md).
+fn group_max() -> usize {
+    let max = std::env::var("COFFEE_GROUP_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::from(PREFETCH));
+    max.clamp(1, usize::from(PREFETCH))
+}
+
 /// Inputs logged per session between two snapshots, unless `SNAPSHOT_INTERVAL` says otherwise.
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 1000;
 
@@ -260,10 +267,11 @@ impl<O: Operator> StageNode<O> {
             .await?;
         info!(node = %me, %queue, "stage replica consuming");
 
+        let group_max = group_max();
         while let Some(first) = consumer.next().await {
             // Take what is already here, up to the prefetch, as one group.
             let mut deliveries = vec![first?];
-            while deliveries.len() < usize::from(PREFETCH) {
+            while deliveries.len() < group_max {
                 match consumer.next().now_or_never() {
                     Some(Some(delivery)) => deliveries.push(delivery?),
                     _ => break,
