@@ -61,7 +61,7 @@ pub async fn connect_patiently(url: &str, name: &str, patience: Duration) -> Res
 
 /// Declares every queue of the topology (idempotent: every node does it at start, so start order is free).
 pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
-    for queue in topology.all_queues() {
+    for queue in topology.all_queues().into_iter().chain(topology.dead_letter_queues()) {
         channel
             .queue_declare(
                 queue.as_str().into(),
@@ -75,7 +75,7 @@ pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<()
 
 /// Deletes every queue of the topology (a cluster that stops cleanly leaves nothing on the broker).
 pub async fn delete_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
-    for queue in topology.all_queues() {
+    for queue in topology.all_queues().into_iter().chain(topology.dead_letter_queues()) {
         channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
     }
     Ok(())
@@ -111,12 +111,16 @@ impl Publisher {
     }
 
     pub async fn publish(&self, queue: &str, envelope: &Envelope) -> Result<PublisherConfirm, BrokerError> {
-        let payload = envelope.encode();
+        self.publish_bytes(queue, &envelope.encode()).await
+    }
+
+    /// Publishes bytes as they are (a poison message set aside, say).
+    pub async fn publish_bytes(&self, queue: &str, payload: &[u8]) -> Result<PublisherConfirm, BrokerError> {
         self.counters.published(payload.len());
         let properties = BasicProperties::default().with_delivery_mode(2);
         Ok(self
             .channel
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties)
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), payload, properties)
             .await?)
     }
 }

@@ -205,10 +205,10 @@ enum ClusterAction {
         #[arg(long, default_value_t = monitor::DEFAULT_MONITORS)]
         monitors: u16,
     },
-    /// List the nodes of the cluster that `cluster up` runs: pid and restarts.
+    /// List the nodes of the cluster that `cluster up` runs (pid, restarts, heartbeat age) and its dead letters.
     Status {
-        #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
-        namespace: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Stop the cluster that `cluster up` runs.
     Down {
@@ -299,7 +299,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
             println!("figures written to {}", json.display());
         }
-        Command::Cluster { action: ClusterAction::Status { namespace } } => {
+        Command::Cluster { action: ClusterAction::Status { cluster } } => {
+            let namespace = cluster.namespace.clone();
             println!("{:<16} {:>8} {:>9} {:>14}", "node", "pid", "restarts", "heartbeat age");
             for node in cluster::read_status(&namespace)? {
                 let pid = node.pid.map_or_else(|| "down".to_owned(), |p| p.to_string());
@@ -308,6 +309,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .map_or_else(|| "never".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
                 println!("{:<16} {pid:>8} {:>9} {age:>14}", node.name, node.restarts);
             }
+            let connection = amqp::connect(&cluster.amqp_url, "status").await?;
+            let channel = connection.create_channel().await?;
+            let topology = cluster.topology()?;
+            let mut dead = Vec::new();
+            for queue in topology.dead_letter_queues() {
+                dead.push(format!(
+                    "{} {}",
+                    queue.rsplit('.').next().unwrap_or(&queue),
+                    amqp::queue_depth(&channel, &queue).await?
+                ));
+            }
+            println!("dead letters (poison messages set aside): {}", dead.join(", "));
         }
         Command::Monitor { cluster, replica, monitors, timeout } => {
             let topology = cluster.topology()?;
@@ -368,7 +381,7 @@ async fn serve<O: Operator>(
     url: &str,
 ) -> anyhow::Result<()> {
     let state_dir = durability.state_dir.unwrap_or_else(|| cluster::run_dir(&topology.namespace).join("state"));
-    let node = StageNode { operator, topology, replica, state_dir, snapshot_interval: durability.snapshot_interval };
+    let node = StageNode::new(operator, topology, replica, state_dir, durability.snapshot_interval);
     Ok(node.run(url).await?)
 }
 

@@ -111,6 +111,25 @@ pub enum Query {
     Q4,
 }
 
+impl Stream {
+    /// Whether `batch` is what this stream carries: anything else on it is a poison message.
+    pub fn carries(&self, batch: &Batch) -> bool {
+        matches!(
+            (self, batch),
+            (Stream::Transactions, Batch::Transactions(_))
+                | (Stream::TransactionItems, Batch::TransactionItems(_))
+                | (Stream::Users, Batch::Users(_))
+                | (Stream::Stores, Batch::Stores(_))
+                | (Stream::MenuItems, Batch::MenuItems(_))
+                | (Stream::Q2Partial, Batch::ItemSales(_))
+                | (Stream::Q3Partial, Batch::StoreTpv(_))
+                | (Stream::Q4Partial, Batch::Purchases(_))
+                | (Stream::Q4Candidates, Batch::Candidates(_))
+                | (Stream::Results(_), Batch::Results(_))
+        )
+    }
+}
+
 impl Query {
     pub const ALL: [Query; 4] = [Query::Q1, Query::Q2, Query::Q3, Query::Q4];
 }

@@ -92,6 +92,17 @@ impl Topology {
         format!("{}.control", self.namespace)
     }
 
+    /// Where a node sets aside the messages it cannot use (they do not decode, or hold the wrong rows), per
+    /// stage and one for the gateway: never redelivered, visible in `coffee cluster status`.
+    pub fn dead_letter_queue(&self, node: &str) -> String {
+        format!("{}.dead.{node}", self.namespace)
+    }
+
+    /// Every dead-letter queue: one per stage, one for the gateway.
+    pub fn dead_letter_queues(&self) -> Vec<String> {
+        StageKind::ALL.iter().map(|s| s.name()).chain(["gateway"]).map(|n| self.dead_letter_queue(n)).collect()
+    }
+
     /// Every shared queue of this topology (per-session result queues aside).
     pub fn all_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self

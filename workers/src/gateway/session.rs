@@ -73,8 +73,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     });
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let input = receive_input(&mut reader, session, &shared, acks_tx, upload_log, resume_from);
-    let results =
-        forward_results(&channel, &results_queue, session, &shared.topology, received, frames_tx.clone(), acks_rx);
+    let results = forward_results(&channel, &results_queue, session, &shared, received, frames_tx.clone(), acks_rx);
     tokio::pin!(input, results);
     let outcome = tokio::select! {
         biased;
@@ -212,11 +211,13 @@ async fn forward_results(
     channel: &lapin::Channel,
     queue: &str,
     session: SessionId,
-    topology: &Topology,
+    shared: &Shared,
     received: Vec<ResultId>,
     frames: mpsc::UnboundedSender<GatewayFrame>,
     mut acks: mpsc::UnboundedReceiver<u64>,
 ) -> anyhow::Result<()> {
+    let (topology, publisher) = (&shared.topology, &shared.publisher);
+    let dead_letters = &topology.dead_letter_queue("gateway");
     let mut tracker = result_tracker(topology);
     for id in &received {
         admit(&mut tracker, id);
@@ -243,19 +244,25 @@ async fn forward_results(
             delivery = consumer.next() => {
                 let Some(delivery) = delivery else { anyhow::bail!("the results consumer was cancelled") };
                 let delivery = delivery?;
-                let envelope = match Envelope::decode(&delivery.data) {
+                let poison = match Envelope::decode(&delivery.data) {
+                    Ok(envelope) => match (envelope.stream, &envelope.body) {
+                        (Stream::Results(_), Body::Data(batch)) if !envelope.stream.carries(batch) => Err("wrong rows".to_owned()),
+                        (Stream::Results(_), Body::Data(_) | Body::Eof { .. }) => Ok(envelope),
+                        _ => Err("not a result".to_owned()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let envelope = match poison {
                     Ok(envelope) => envelope,
-                    Err(e) => {
-                        warn!(%session, error = %e, "dropping a result message that does not decode");
+                    Err(why) => {
+                        // Set aside, never redelivered: the session goes on without it.
+                        warn!(%session, reason = %why, "poison message on a results queue set aside");
+                        amqp::await_confirms(vec![publisher.publish_bytes(dead_letters, &delivery.data).await?]).await?;
                         delivery.acker.ack(BasicAckOptions::default()).await?;
                         continue;
                     }
                 };
-                let Stream::Results(query) = envelope.stream else {
-                    warn!(%session, stream = ?envelope.stream, "dropping a non-result message on a results queue");
-                    delivery.acker.ack(BasicAckOptions::default()).await?;
-                    continue;
-                };
+                let Stream::Results(query) = envelope.stream else { unreachable!("checked above") };
                 let (eof, rows) = match envelope.body {
                     Body::Eof { count } => (Some(count), Vec::new()),
                     Body::Data(Batch::Results(rows)) => (None, rows),

@@ -102,6 +102,15 @@ pub struct StageNode<O: Operator> {
     pub replica: u16,
     pub state_dir: PathBuf,
     pub snapshot_interval: u64,
+    /// The inputs every session waits for (what `new_session` starts from).
+    template: InputTracker,
+}
+
+impl<O: Operator> StageNode<O> {
+    pub fn new(operator: O, topology: Topology, replica: u16, state_dir: PathBuf, snapshot_interval: u64) -> Self {
+        let template = expected_inputs(&topology, operator.stage());
+        StageNode { operator, topology, replica, state_dir, snapshot_interval, template }
+    }
 }
 
 impl<O: Operator> StageNode<O> {
@@ -126,11 +135,7 @@ impl<O: Operator> StageNode<O> {
     }
 
     fn new_session(&self) -> Session<O::State> {
-        Session {
-            inputs: expected_inputs(&self.topology, self.operator.stage()),
-            state: O::State::default(),
-            sent: BTreeMap::new(),
-        }
+        Session { inputs: self.template.clone(), state: O::State::default(), sent: BTreeMap::new() }
     }
 
     /// Rebuilds a session from its snapshot and the inputs logged after it. Outputs are not published again:
@@ -323,6 +328,23 @@ impl<O: Operator> StageNode<O> {
         Ok(())
     }
 
+    fn dead_letters(&self) -> String {
+        self.topology.dead_letter_queue(self.operator.stage().name())
+    }
+
+    /// Moves a poison message to this stage's dead-letter queue (acked with its group, never redelivered).
+    async fn set_aside(
+        &self,
+        publisher: &Publisher,
+        bytes: &[u8],
+        why: &str,
+        group: &mut Group,
+    ) -> Result<(), BrokerError> {
+        warn!(node = %self.me(), reason = why, bytes = bytes.len(), "poison message set aside");
+        group.confirms.push(publisher.publish_bytes(&self.dead_letters(), bytes).await?);
+        Ok(())
+    }
+
     /// Step 1 for one delivery.
     async fn handle(
         &self,
@@ -334,12 +356,19 @@ impl<O: Operator> StageNode<O> {
     ) -> Result<(), BrokerError> {
         let envelope = match Envelope::decode(bytes) {
             Ok(envelope) => envelope,
-            Err(e) => {
-                warn!(node = %self.me(), error = %e, "dropping a message that does not decode");
-                return Ok(());
-            }
+            Err(e) => return self.set_aside(publisher, bytes, &e.to_string(), group).await,
         };
         let (id, sender, stream, seq) = (envelope.session, envelope.sender, envelope.stream, envelope.seq);
+        // Poison that decodes: rows that are not what the stream carries, or a sender or stream this stage does
+        // not read. Set aside before it can open a session or use up a seq.
+        if let Body::Data(batch) = &envelope.body {
+            if !stream.carries(batch) {
+                return self.set_aside(publisher, bytes, "rows of the wrong kind for their stream", group).await;
+            }
+        }
+        if envelope.body != Body::Purge && !self.template.expects(stream, sender) {
+            return self.set_aside(publisher, bytes, "a sender or stream this stage does not read", group).await;
+        }
         if finished.contains(&id) {
             debug!(session = %id, %sender, seq, "late message of a finished session");
             return Ok(());
@@ -361,7 +390,9 @@ impl<O: Operator> StageNode<O> {
             }
             Admission::Duplicate => debug!(session = %id, %sender, ?stream, seq, "duplicate dropped"),
             Admission::Unexpected | Admission::BeyondEof => {
-                warn!(session = %id, %sender, ?stream, seq, ?admission, "dropping an input this replica does not expect")
+                warn!(session = %id, %sender, ?stream, seq, ?admission, "setting aside an input past its stream's end");
+                let confirm = publisher.publish_bytes(&self.dead_letters(), bytes).await?;
+                group.confirms.push(confirm);
             }
         }
         self.publish_all(publisher, messages, &mut group.confirms).await?;

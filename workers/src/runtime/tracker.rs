@@ -76,6 +76,11 @@ impl InputTracker {
         InputTracker { inputs: expected.into_iter().map(|k| (k, Progress::default())).collect() }
     }
 
+    /// Whether `(stream, sender)` is one of the inputs this tracker waits for.
+    pub fn expects(&self, stream: Stream, sender: NodeId) -> bool {
+        self.inputs.contains_key(&(stream, sender))
+    }
+
     pub fn admit_data(&mut self, stream: Stream, sender: NodeId, seq: u64) -> Admission {
         let Some(progress) = self.inputs.get_mut(&(stream, sender)) else {
             return Admission::Unexpected;
