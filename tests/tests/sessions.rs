@@ -50,3 +50,41 @@ async fn a_vanished_client_is_purged_from_every_node() {
     assert_matches_reference(&summary, &data);
     cluster.stop().await.unwrap();
 }
+
+/// Resuming a session takes the secret its client got in its first `Welcome`: another client presenting the
+/// session's id alone gets an error and no rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_needs_the_sessions_secret() {
+    let (spec, cluster) = coffee_tests::harness::start_cluster("secret", "all=1").await;
+    let connect = || async {
+        let (read, write) = tokio::net::TcpStream::connect(&spec.gateway_addr).await.unwrap().into_split();
+        (FrameReader::<_, GatewayFrame>::new(read), FrameWriter::<_, ClientFrame>::new(write))
+    };
+    let (mut owner_reader, mut owner_writer) = connect().await;
+    owner_writer.send(&ClientFrame::Hello).await.unwrap();
+    let GatewayFrame::Welcome { session, secret, .. } = owner_reader.next().await.unwrap() else {
+        panic!("no welcome")
+    };
+
+    for (claimed, guess, expected) in
+        [(session, secret.wrapping_add(1), "wrong secret"), (uuid::Uuid::new_v4(), secret, "unknown session")]
+    {
+        let (mut reader, mut writer) = connect().await;
+        writer.send(&ClientFrame::Resume { session: claimed, secret: guess, received: vec![] }).await.unwrap();
+        match reader.next().await.unwrap() {
+            GatewayFrame::Error { message } => assert!(message.contains(expected), "{message}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(reader.next().await.is_err(), "nothing follows the error");
+    }
+
+    // The owner, with its secret, gets its session back.
+    drop((owner_reader, owner_writer));
+    let (mut reader, mut writer) = connect().await;
+    writer.send(&ClientFrame::Resume { session, secret, received: vec![] }).await.unwrap();
+    match reader.next().await.unwrap() {
+        GatewayFrame::Welcome { session: resumed, .. } => assert_eq!(resumed, session),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    cluster.stop().await.unwrap();
+}

@@ -169,6 +169,8 @@ struct SessionState {
     /// Whether a gateway ever answered: until then, an unreachable gateway is an error, not a restart.
     reached: bool,
     session: Option<SessionId>,
+    /// What proves to a gateway that this client owns the session.
+    secret: u128,
     output: Option<std::io::BufWriter<std::fs::File>>,
     output_path: Option<PathBuf>,
     /// Every result message written, so a resumed connection writes nothing twice.
@@ -187,6 +189,7 @@ pub async fn run_session(options: &ClientOptions, observer: Observer) -> anyhow:
     let mut state = SessionState {
         reached: false,
         session: None,
+        secret: 0,
         output: None,
         output_path: None,
         received: Vec::new(),
@@ -243,11 +246,16 @@ async fn connect_once(
     let mut writer = FrameWriter::<_, ClientFrame>::new(write);
     let hello = match state.session {
         None => ClientFrame::Hello,
-        Some(session) => ClientFrame::Resume { session, received: state.received.clone() },
+        Some(session) => ClientFrame::Resume { session, secret: state.secret, received: state.received.clone() },
     };
     writer.send(&hello).await.map_err(|e| lost(e.into()))?;
     let (session, skip): (SessionId, BTreeMap<FileKind, u64>) = match reader.next().await.map_err(|e| lost(e.into()))? {
-        GatewayFrame::Welcome { session, resume_from } => (session, resume_from.into_iter().collect()),
+        GatewayFrame::Welcome { session, secret, resume_from } => {
+            if state.session.is_none() {
+                state.secret = secret;
+            }
+            (session, resume_from.into_iter().collect())
+        }
         GatewayFrame::Error { message } => {
             return Err(Interruption::Fatal(anyhow::anyhow!("the gateway refused the session: {message}")))
         }

@@ -38,6 +38,8 @@ pub enum ClientFrame {
     /// from the start (the pipeline drops what it already has).
     Resume {
         session: SessionId,
+        /// The secret the gateway gave this client in its first `Welcome`.
+        secret: u128,
         received: Vec<ResultId>,
     },
     /// The client has written every result frame numbered up to `upto` on this connection.
@@ -63,6 +65,8 @@ pub enum GatewayFrame {
     /// the pipeline: the client sends the batches after them (and every end of file again).
     Welcome {
         session: SessionId,
+        /// Needed to resume the session: only this client has it.
+        secret: u128,
         resume_from: Vec<(FileKind, u64)>,
     },
     /// Result frame `n` of this connection (numbered from 1), to be acked.

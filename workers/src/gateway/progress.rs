@@ -1,43 +1,81 @@
-//! How far each session's upload is durably in the pipeline, so a client resuming after a gateway restart sends
-//! only what follows. One small log per session (`<session>.upload`): records of `(file kind, batches)`, each
-//! written after every batch of that kind up to that count was confirmed by the broker.
+//! What the gateway keeps durably per session, so a client can resume after a gateway restart: the session's
+//! secret (only its client knows it, so nobody else can resume the session and read its results), and how far
+//! the upload is durably in the pipeline (a resumed client sends only what follows). One small log per session,
+//! `<session>.upload`; a progress record is written after every batch of its kind up to that count was
+//! confirmed by the broker.
 
 use crate::message::SessionId;
 use crate::model::FileKind;
 use crate::state::log::RecordLog;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize)]
+enum Record {
+    Secret(u128),
+    Progress(FileKind, u64),
+}
 
 pub struct UploadLog {
     log: RecordLog,
 }
 
+/// What a session's log says.
+pub struct Recovered {
+    pub secret: Option<u128>,
+    pub done: BTreeMap<FileKind, u64>,
+}
+
+fn path(dir: &Path, session: SessionId) -> PathBuf {
+    dir.join(format!("{session}.upload"))
+}
+
 impl UploadLog {
-    /// Opens the session's log; returns it with the batches of each kind known to be in the pipeline.
-    pub fn open(dir: &Path, session: SessionId) -> io::Result<(UploadLog, BTreeMap<FileKind, u64>)> {
+    /// Starts the log of a new session with its secret.
+    pub fn create(dir: &Path, session: SessionId, secret: u128) -> io::Result<UploadLog> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{session}.upload"));
+        let (log, _) = RecordLog::open(&path(dir, session))?;
+        let mut log = UploadLog { log };
+        log.append(&Record::Secret(secret))?;
+        Ok(log)
+    }
+
+    /// Opens the log of an existing session; `None` if the gateway never opened that session (or it ended).
+    pub fn resume(dir: &Path, session: SessionId) -> io::Result<Option<(UploadLog, Recovered)>> {
+        let path = path(dir, session);
+        if !path.exists() {
+            return Ok(None);
+        }
         let (log, recovery) = RecordLog::open(&path)?;
-        let mut done: BTreeMap<FileKind, u64> = BTreeMap::new();
+        let mut recovered = Recovered { secret: None, done: BTreeMap::new() };
         for record in recovery.records {
-            if let Ok((kind, batches)) = postcard::from_bytes::<(FileKind, u64)>(&record) {
-                let entry = done.entry(kind).or_default();
-                *entry = (*entry).max(batches);
+            match postcard::from_bytes::<Record>(&record) {
+                Ok(Record::Secret(secret)) => recovered.secret = Some(secret),
+                Ok(Record::Progress(kind, batches)) => {
+                    let entry = recovered.done.entry(kind).or_default();
+                    *entry = (*entry).max(batches);
+                }
+                Err(_) => {}
             }
         }
-        Ok((UploadLog { log }, done))
+        Ok(Some((UploadLog { log }, recovered)))
+    }
+
+    fn append(&mut self, record: &Record) -> io::Result<()> {
+        self.log.append(&postcard::to_allocvec(record).expect("a record serializes"))?;
+        self.log.sync()
     }
 
     /// Records, durably, that the first `batches` batches of `kind` are in the pipeline.
     pub fn record(&mut self, kind: FileKind, batches: u64) -> io::Result<()> {
-        self.log.append(&postcard::to_allocvec(&(kind, batches)).expect("a record serializes"))?;
-        self.log.sync()
+        self.append(&Record::Progress(kind, batches))
     }
 
     /// The session is over: its log goes.
     pub fn remove(dir: &Path, session: SessionId) {
-        let _ = std::fs::remove_file(dir.join(format!("{session}.upload")));
+        let _ = std::fs::remove_file(path(dir, session));
     }
 }
 
@@ -46,18 +84,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn progress_survives_reopening_and_keeps_the_furthest_count() {
+    fn secret_and_progress_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let session = uuid::Uuid::from_u128(5);
-        let (mut log, done) = UploadLog::open(dir.path(), session).unwrap();
-        assert!(done.is_empty());
+        assert!(UploadLog::resume(dir.path(), session).unwrap().is_none(), "unknown session");
+        let mut log = UploadLog::create(dir.path(), session, 42).unwrap();
+        log.record(FileKind::Users, 128).unwrap();
         log.record(FileKind::Users, 256).unwrap();
-        log.record(FileKind::Users, 512).unwrap();
         log.record(FileKind::Stores, 1).unwrap();
         drop(log);
-        let (_, done) = UploadLog::open(dir.path(), session).unwrap();
-        assert_eq!(done, BTreeMap::from([(FileKind::Stores, 1), (FileKind::Users, 512)]));
+        let (_, recovered) = UploadLog::resume(dir.path(), session).unwrap().unwrap();
+        assert_eq!(recovered.secret, Some(42));
+        assert_eq!(recovered.done, BTreeMap::from([(FileKind::Stores, 1), (FileKind::Users, 256)]));
         UploadLog::remove(dir.path(), session);
-        assert!(UploadLog::open(dir.path(), session).unwrap().1.is_empty());
+        assert!(UploadLog::resume(dir.path(), session).unwrap().is_none());
     }
 }

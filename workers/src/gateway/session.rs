@@ -40,9 +40,23 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, ClientFrame>::new(read);
     let mut writer = FrameWriter::<_, GatewayFrame>::new(write);
-    let (session, received) = match reader.next().await {
-        Ok(ClientFrame::Hello) => (uuid::Uuid::new_v4(), Vec::new()),
-        Ok(ClientFrame::Resume { session, received }) => (session, received),
+    let (session, secret, received, upload_log, resume_from) = match reader.next().await {
+        Ok(ClientFrame::Hello) => {
+            let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
+            let log = UploadLog::create(&shared.state_dir, session, secret)?;
+            (session, secret, Vec::new(), log, BTreeMap::new())
+        }
+        Ok(ClientFrame::Resume { session, secret, received }) => match UploadLog::resume(&shared.state_dir, session)? {
+            Some((log, recovered)) if recovered.secret == Some(secret) => {
+                (session, secret, received, log, recovered.done)
+            }
+            found => {
+                let why = if found.is_some() { "wrong secret for session" } else { "unknown session" };
+                warn!(%session, why, "resume refused");
+                writer.send(&GatewayFrame::Error { message: format!("{why} {session}") }).await?;
+                anyhow::bail!("{why} {session}");
+            }
+        },
         Ok(other) => {
             let message = format!("expected Hello or Resume, got {}", frame_name(&other));
             writer.send(&GatewayFrame::Error { message: message.clone() }).await?;
@@ -53,7 +67,6 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             return Err(e.into());
         }
     };
-    let (upload_log, resume_from) = UploadLog::open(&shared.state_dir, session)?;
     let resumed = !resume_from.is_empty() || !received.is_empty();
     let number = shared.claim(session);
     let channel = shared.connection.create_channel().await?;
@@ -64,7 +77,11 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     info!(%session, resumed, received = received.len(), "session opened");
 
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
-    frames_tx.send(GatewayFrame::Welcome { session, resume_from: resume_from.clone().into_iter().collect() })?;
+    frames_tx.send(GatewayFrame::Welcome {
+        session,
+        secret,
+        resume_from: resume_from.clone().into_iter().collect(),
+    })?;
     let writing = tokio::spawn(async move {
         while let Some(frame) = frames_rx.recv().await {
             writer.send(&frame).await?;
