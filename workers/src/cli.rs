@@ -101,6 +101,18 @@ enum Command {
         /// Where the gateway records upload progress (default: the cluster's run folder, `.../state/gateway`).
         #[arg(long, env = "STATE_DIR")]
         state_dir: Option<PathBuf>,
+        #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 1024)]
+        max_connections: usize,
+        #[arg(long, env = "GATEWAY_MAX_CONNECTIONS_PER_PEER", default_value_t = 64)]
+        max_connections_per_peer: usize,
+        #[arg(long, env = "GATEWAY_MAX_SESSIONS", default_value_t = 256)]
+        max_sessions: usize,
+        /// How long a new connection may take to send its first frame.
+        #[arg(long, env = "GATEWAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+        handshake_timeout: Duration,
+        /// How long an uploading client may take between two frames (or to finish one).
+        #[arg(long, env = "GATEWAY_FRAME_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+        frame_timeout: Duration,
     },
     /// Run one replica of a stage.
     Worker {
@@ -256,7 +268,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{comparison}");
             anyhow::ensure!(comparison.all_equal(), "the results differ");
         }
-        Command::Gateway { cluster, listen, session_grace, state_dir } => {
+        Command::Gateway {
+            cluster,
+            listen,
+            session_grace,
+            state_dir,
+            max_connections,
+            max_connections_per_peer,
+            max_sessions,
+            handshake_timeout,
+            frame_timeout,
+        } => {
+            let limits = gateway::limits::Limits {
+                max_connections,
+                max_connections_per_peer,
+                max_sessions,
+                handshake_timeout,
+                frame_timeout,
+            };
             let listen = listen.unwrap_or_else(|| cluster.gateway.clone());
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -268,6 +297,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 topology: cluster.topology()?,
                 amqp_url: cluster.amqp_url,
                 session_grace,
+                limits,
             }
             .run(listener)
             .await?;

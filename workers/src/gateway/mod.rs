@@ -3,6 +3,7 @@
 //! written it. A gateway can die at any point: a client reconnects with its session id and the new gateway
 //! picks up where the results queue and the client's list of received results say.
 
+pub mod limits;
 mod progress;
 pub mod routing;
 mod session;
@@ -30,6 +31,7 @@ pub struct Gateway {
     pub session_grace: Duration,
     /// Where the gateway records how far each upload is durably in the pipeline.
     pub state_dir: std::path::PathBuf,
+    pub limits: limits::Limits,
 }
 
 /// What every connection of this gateway shares.
@@ -41,6 +43,7 @@ struct Shared {
     counters: Arc<Counters>,
     grace: Duration,
     state_dir: std::path::PathBuf,
+    limits: limits::Limits,
     /// The connection currently serving each session; a newer one (a resume) supersedes the older.
     live: Mutex<HashMap<SessionId, u64>>,
     next_connection: std::sync::atomic::AtomicU64,
@@ -69,6 +72,11 @@ impl Shared {
         self.update_gauge();
     }
 
+    /// Sessions this gateway serves now.
+    fn sessions(&self) -> usize {
+        self.live.lock().expect("live lock").len()
+    }
+
     fn update_gauge(&self) {
         let open = self.live.lock().expect("live lock").len() as u64;
         self.counters.open_sessions.store(open, std::sync::atomic::Ordering::Relaxed);
@@ -94,9 +102,11 @@ impl Gateway {
             counters,
             grace: self.session_grace,
             state_dir: self.state_dir,
+            limits: self.limits,
             live: Mutex::default(),
             next_connection: 0.into(),
         });
+        let connections = Arc::new(limits::Connections::default());
         let mut broker_check = tokio::time::interval(Duration::from_millis(500));
         loop {
             let (socket, peer) = tokio::select! {
@@ -108,8 +118,17 @@ impl Gateway {
                     continue;
                 }
             };
+            let admitted = match connections.admit(peer.ip(), &shared.limits) {
+                Ok(admitted) => admitted,
+                Err(why) => {
+                    warn!(%peer, reason = why, "connection refused");
+                    drop(socket);
+                    continue;
+                }
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
+                let _place = admitted;
                 if let Err(e) = session::serve_client(socket, shared).await {
                     warn!(%peer, error = %e, "client connection ended with an error");
                 }

@@ -40,7 +40,16 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, ClientFrame>::new(read);
     let mut writer = FrameWriter::<_, GatewayFrame>::new(write);
-    let (session, secret, received, upload_log, resume_from) = match reader.next().await {
+    let first = tokio::time::timeout(shared.limits.handshake_timeout, reader.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("no handshake within {:?}", shared.limits.handshake_timeout))?;
+    if matches!(first, Ok(ClientFrame::Hello)) && shared.sessions() >= shared.limits.max_sessions {
+        let message =
+            format!("the gateway serves its maximum of {} sessions; try again later", shared.limits.max_sessions);
+        writer.send(&GatewayFrame::Error { message: message.clone() }).await?;
+        anyhow::bail!(message);
+    }
+    let (session, secret, received, upload_log, resume_from) = match first {
         Ok(ClientFrame::Hello) => {
             let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
             let log = UploadLog::create(&shared.state_dir, session, secret)?;
@@ -152,7 +161,18 @@ async fn receive_input(
     let mut ended: BTreeSet<FileKind> = BTreeSet::new();
     let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::new();
     loop {
-        let frame = match reader.next().await {
+        // While the client uploads, a frame must come within the timeout; once every kind has ended, the client
+        // only acks results, which may be a long time coming.
+        let next = reader.next();
+        let frame = if ended.len() < FileKind::ALL.len() {
+            match tokio::time::timeout(shared.limits.frame_timeout, next).await {
+                Ok(frame) => frame,
+                Err(_) => anyhow::bail!("no complete frame within {:?} during the upload", shared.limits.frame_timeout),
+            }
+        } else {
+            next.await
+        };
+        let frame = match frame {
             Ok(frame) => frame,
             Err(crate::protocol::FrameError::Closed) => return Ok(()),
             Err(e) => return Err(e.into()),

@@ -1,0 +1,103 @@
+//! Hostile clients at the gateway: random bytes, an oversized length prefix, a stalled half frame, a greedy
+//! peer, and 500 connections opened and dropped. Each is refused or dropped; two normal clients running
+//! meanwhile still get exact results.
+
+use coffee::cluster::StartOptions;
+use coffee::gen::Scale;
+use coffee::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame};
+use coffee_tests::harness::{assert_matches_reference, generate, run_session, start_cluster_with};
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the gateway closes the connection (or 5 s pass); returns what it sent.
+async fn until_closed(socket: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut seen)).await.expect("closed in time");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_dropped_and_normal_ones_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 31, &dir.path().join("data"));
+    let env = [
+        ("GATEWAY_HANDSHAKE_TIMEOUT", "1s"),
+        ("GATEWAY_FRAME_TIMEOUT", "1s"),
+        ("GATEWAY_MAX_CONNECTIONS_PER_PEER", "20"),
+    ];
+    let options =
+        StartOptions { env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() };
+    let (spec, cluster) = start_cluster_with("abuse", "all=2", options).await;
+    let addr = spec.gateway_addr.clone();
+
+    // Random bytes: an error frame or a plain close, never a crash.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..20 {
+        let mut socket = TcpStream::connect(&addr).await.unwrap();
+        let garbage: Vec<u8> = (0..rng.gen_range(1..2000)).map(|_| rng.gen()).collect();
+        let _ = socket.write_all(&garbage).await;
+        until_closed(&mut socket).await;
+    }
+
+    // A length prefix past the 16 MiB limit: refused before anything is buffered.
+    let mut socket = TcpStream::connect(&addr).await.unwrap();
+    socket.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let answer = until_closed(&mut socket).await;
+    assert!(String::from_utf8_lossy(&answer).contains("frame"), "an error frame names the problem: {answer:?}");
+
+    // Half a frame, then silence: dropped after the handshake timeout; and mid-upload, after the frame timeout.
+    let mut socket = TcpStream::connect(&addr).await.unwrap();
+    socket.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    until_closed(&mut socket).await;
+    let (read, write) = TcpStream::connect(&addr).await.unwrap().into_split();
+    let (mut reader, mut writer) =
+        (FrameReader::<_, GatewayFrame>::new(read), FrameWriter::<_, ClientFrame>::new(write));
+    writer.send(&ClientFrame::Hello).await.unwrap();
+    assert!(matches!(reader.next().await.unwrap(), GatewayFrame::Welcome { .. }));
+    let mut raw = writer;
+    raw.send(&ClientFrame::EndOfFile { kind: coffee::model::FileKind::Stores, batches: 0 }).await.unwrap();
+    let stalled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match reader.next().await {
+                Ok(GatewayFrame::Error { message }) => break message,
+                Ok(_) => continue,
+                Err(e) => break e.to_string(),
+            }
+        }
+    })
+    .await
+    .expect("a stalled upload is dropped");
+    assert!(stalled.contains("within"), "{stalled}");
+
+    // A greedy peer: past 20 connections from one address, the gateway closes new ones at once.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut refused = TcpStream::connect(&addr).await.unwrap();
+    assert!(until_closed(&mut refused).await.is_empty(), "the 21st connection is closed without a word");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Two normal clients, while 500 connections open and drop (at most 10 at a time).
+    let flood = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            for _ in 0..50 {
+                let wave: Vec<_> = (0..10).map(|_| TcpStream::connect(addr.clone())).collect();
+                for socket in futures::future::join_all(wave).await {
+                    drop(socket);
+                }
+            }
+        }
+    });
+    let outs: Vec<_> = (0..2).map(|i| dir.path().join(format!("out-{i}"))).collect();
+    let sessions = futures::future::join_all(outs.iter().map(|out| run_session(&spec, &data, out))).await;
+    flood.await.unwrap();
+    for summary in &sessions {
+        assert_matches_reference(summary, &data);
+    }
+    cluster.stop().await.unwrap();
+}
