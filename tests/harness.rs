@@ -187,3 +187,31 @@ pub async fn queue_exists(spec: &ClusterSpec, queue: &str) -> bool {
     let options = QueueDeclareOptions { passive: true, ..Default::default() };
     channel.queue_declare(queue.into(), options, Default::default()).await.is_ok()
 }
+
+/// Runs `work` to its end while supervising `cluster` (restarting what exits) and letting `monkey` kill nodes
+/// (`None`: kill nothing); fails past `limit`. Returns what `work` returned and every kill and restart.
+pub async fn supervised<T: Send + 'static>(
+    cluster: &mut LocalCluster,
+    monkey: Option<coffee::chaos::ChaosMonkey>,
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> (T, Vec<coffee::chaos::ChaosEvent>) {
+    use coffee::chaos::{ChaosMonkey, Targets};
+    let never = std::time::Duration::from_secs(1 << 30);
+    let mut monkey = monkey.unwrap_or_else(|| ChaosMonkey::new(0, never, never, Targets::Random));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let running = tokio::spawn(async move {
+        let output = work.await;
+        let _ = done_tx.send(());
+        output
+    });
+    let stop = async { done_rx.await.unwrap_or(()) };
+    let events = tokio::time::timeout(
+        limit,
+        coffee::chaos::run_on_cluster(cluster, &mut monkey, stop, |e| eprintln!("{}", e.to_json_line())),
+    )
+    .await
+    .expect("the work ends in time")
+    .expect("supervision");
+    (running.await.expect("the work does not panic"), events)
+}

@@ -2,10 +2,9 @@
 //! restart) and comes back: nodes exit, are restarted, wait for the broker with backoff, and every session still
 //! ends exactly equal to the reference.
 
-use coffee::chaos::{self, ChaosMonkey, Targets};
 use coffee::cluster::LocalCluster;
 use coffee::gen::Scale;
-use coffee_tests::harness::{assert_matches_reference, cluster_spec, generate, run_session, BrokerProxy};
+use coffee_tests::harness::{assert_matches_reference, cluster_spec, generate, run_session, supervised, BrokerProxy};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +16,7 @@ async fn sessions_survive_a_broker_outage() {
     spec.amqp_url = proxy.url();
     let mut cluster = LocalCluster::start(spec.clone()).await.unwrap();
 
-    let sessions = tokio::spawn({
+    let sessions = {
         let (spec, data, out) = (spec.clone(), data.clone(), dir.path().join("out"));
         async move {
             let mut summaries = Vec::new();
@@ -26,29 +25,16 @@ async fn sessions_survive_a_broker_outage() {
             }
             summaries
         }
-    });
+    };
     let outage = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         proxy.outage(Duration::from_secs(2)).await;
         proxy
     });
-    // Supervise (restart what exits) until the sessions end; this monkey kills nothing.
-    let mut keeper = ChaosMonkey::new(0, Duration::from_secs(3600), Duration::from_secs(3600), Targets::Random);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let waiter = tokio::spawn(async move {
-        let summaries = sessions.await;
-        let _ = done_tx.send(());
-        summaries
-    });
-    let events = tokio::time::timeout(
-        Duration::from_secs(180),
-        chaos::run_on_cluster(&mut cluster, &mut keeper, async { done_rx.await.unwrap_or(()) }, |_| {}),
-    )
-    .await
-    .expect("the sessions end")
-    .unwrap();
+    // Supervise (restart what exits) until the sessions end.
+    let (summaries, events) = supervised(&mut cluster, None, Duration::from_secs(180), sessions).await;
     let _proxy = outage.await.unwrap();
-    for summary in waiter.await.unwrap().unwrap() {
+    for summary in summaries {
         assert_matches_reference(&summary, &data);
     }
     assert!(events.iter().any(|e| e.action == "restart"), "the outage cut the nodes off: {events:?}");

@@ -2,11 +2,11 @@
 //!
 //! Here the cluster restarts a node when its process exits; `monitors.rs` covers restarts by the health monitors.
 
-use coffee::chaos::{self, ChaosMonkey, Targets};
+use coffee::chaos::{ChaosMonkey, Targets};
 use coffee::cluster::StartOptions;
 use coffee::gen::Scale;
 use coffee_tests::harness::{
-    assert_matches_reference, generate, queue_depths, queue_exists, run_session, start_cluster_with,
+    assert_matches_reference, generate, queue_depths, queue_exists, run_session, start_cluster_with, supervised,
     wait_for_no_session_files,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,25 +25,11 @@ async fn killed_at(test: &str, node: &str, failpoint: &str, env: &[(&str, &str)]
     };
     let (spec, mut cluster) = start_cluster_with(test, "all=2", options).await;
     let out = dir.path().join("out");
-    let session = tokio::spawn({
+    let session = {
         let (spec, data) = (spec.clone(), data.clone());
         async move { run_session(&spec, &data, &out).await }
-    });
-    let mut monkey = ChaosMonkey::new(0, Duration::from_secs(3600), Duration::from_secs(3600), Targets::Random);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let watcher = tokio::spawn(async move {
-        let summary = session.await;
-        let _ = done_tx.send(());
-        summary
-    });
-    let events = tokio::time::timeout(
-        Duration::from_secs(120),
-        chaos::run_on_cluster(&mut cluster, &mut monkey, async { done_rx.await.unwrap_or(()) }, |_| {}),
-    )
-    .await
-    .expect("the session ends")
-    .unwrap();
-    let summary = watcher.await.unwrap().unwrap();
+    };
+    let (summary, events) = supervised(&mut cluster, None, Duration::from_secs(120), session).await;
     // A node killed after its last publish may die after the session ended: keep supervising a little.
     let mut restarted = events.iter().any(|e| e.node == node && e.action == "restart");
     for _ in 0..50 {
@@ -71,7 +57,9 @@ async fn an_aggregator_killed_after_logging_before_acking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregator_killed_during_a_snapshot() {
-    killed_at("kill-snapshot", "q3_agg-0", "during-snapshot=return", &[("SNAPSHOT_INTERVAL", "2")]).await;
+    // One delivery a group, so a session cannot arrive whole in one group and finish before any snapshot.
+    let env = [("SNAPSHOT_INTERVAL", "2"), ("COFFEE_GROUP_MAX", "1")];
+    killed_at("kill-snapshot", "q3_agg-0", "during-snapshot=return", &env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,25 +109,11 @@ async fn three_clients_under_a_chaos_monkey_stay_exact() {
             })
         })
         .collect();
-    let all_done = futures::future::join_all(clients);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let waiter = tokio::spawn(async move {
-        let results = all_done.await;
-        let _ = done_tx.send(());
-        results
-    });
-    let mut monkey = ChaosMonkey::new(seed, Duration::from_millis(300), Duration::from_millis(1000), Targets::Random);
-    let events = tokio::time::timeout(
-        Duration::from_secs(600),
-        chaos::run_on_cluster(&mut cluster, &mut monkey, async { done_rx.await.unwrap_or(()) }, |e| {
-            eprintln!("{}", e.to_json_line())
-        }),
-    )
-    .await
-    .expect("every session ends")
-    .unwrap();
+    let monkey = ChaosMonkey::new(seed, Duration::from_millis(300), Duration::from_millis(1000), Targets::Random);
+    let (results, events) =
+        supervised(&mut cluster, Some(monkey), Duration::from_secs(600), futures::future::join_all(clients)).await;
     let mut sessions = Vec::new();
-    for result in waiter.await.unwrap() {
+    for result in results {
         sessions.extend(result.expect("a client failed"));
     }
     let kills = events.iter().filter(|e| e.action == "kill").count();

@@ -57,6 +57,17 @@ impl ClusterArgs {
     }
 }
 
+/// What one client session sends and where its results go.
+#[derive(Args, Clone)]
+struct SessionArgs {
+    /// The dataset folder (`<kind>/*.csv`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where `client-<session>.ndjson` is written.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+}
+
 /// Where and how often a stage replica persists its sessions.
 #[derive(Args, Clone)]
 struct Durability {
@@ -182,19 +193,15 @@ enum Command {
     Client {
         #[command(flatten)]
         cluster: ClusterArgs,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
+        #[command(flatten)]
+        session: SessionArgs,
     },
     /// One shot: start a cluster if none runs, send one session, write the NDJSON, stop what it started.
     Run {
         #[command(flatten)]
         cluster: ClusterArgs,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
+        #[command(flatten)]
+        session: SessionArgs,
     },
 }
 
@@ -367,14 +374,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pid = cluster::signal_down(&namespace)?;
             println!("asked the cluster (pid {pid}) to stop");
         }
-        Command::Client { cluster, data, out } => {
-            let summary = run_client(&cluster.gateway, data, out).await?;
+        Command::Client { cluster, session } => {
+            let summary = run_client(&cluster.gateway, session).await?;
             print_summary(&summary);
         }
-        Command::Run { cluster, data, out } => {
+        Command::Run { cluster, session } => {
             let running = tokio::net::TcpStream::connect(&cluster.gateway).await.is_ok();
             let local = if running { None } else { Some(LocalCluster::start(cluster.spec()?).await?) };
-            let outcome = run_client(&cluster.gateway, data, out).await;
+            let outcome = run_client(&cluster.gateway, session).await;
             if let Some(local) = local {
                 local.stop().await?;
             }
@@ -416,7 +423,7 @@ async fn serve<O: Operator>(
 }
 
 /// Runs one session with a progress bar on a terminal.
-async fn run_client(gateway: &str, data: PathBuf, out: PathBuf) -> anyhow::Result<ClientSummary> {
+async fn run_client(gateway: &str, SessionArgs { data, out }: SessionArgs) -> anyhow::Result<ClientSummary> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));

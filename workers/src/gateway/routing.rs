@@ -26,18 +26,6 @@ pub fn stream_of(kind: FileKind) -> Stream {
     }
 }
 
-/// Whether a batch holds rows of `kind`.
-pub fn batch_matches(kind: FileKind, batch: &Batch) -> bool {
-    matches!(
-        (kind, batch),
-        (FileKind::Transactions, Batch::Transactions(_))
-            | (FileKind::TransactionItems, Batch::TransactionItems(_))
-            | (FileKind::Users, Batch::Users(_))
-            | (FileKind::Stores, Batch::Stores(_))
-            | (FileKind::MenuItems, Batch::MenuItems(_))
-    )
-}
-
 fn replicas_of(topology: &Topology, stage: StageKind) -> impl Iterator<Item = Destination> {
     (0..topology.replicas(stage)).map(move |r| Destination::Stage(stage, r))
 }
@@ -144,7 +132,7 @@ mod tests {
         assert!(routed.iter().all(|r| r.seq == 4));
         let stores = route_input(&topology, FileKind::Stores, 0, Batch::Stores(vec![]));
         assert_eq!(stores.len(), 4, "two q3_agg and two q4_top replicas");
-        assert!(batch_matches(FileKind::Stores, &Batch::Stores(vec![])));
-        assert!(!batch_matches(FileKind::Users, &Batch::Stores(vec![])));
+        assert!(stream_of(FileKind::Stores).carries(&Batch::Stores(vec![])));
+        assert!(!stream_of(FileKind::Users).carries(&Batch::Stores(vec![])));
     }
 }

@@ -2,7 +2,7 @@
 //! pipeline, and the session's results forwarded and acked as the client writes them.
 
 use super::progress::UploadLog;
-use super::routing::{batch_matches, input_eofs, route_input};
+use super::routing::{input_eofs, route_input, stream_of};
 use super::{Shared, GATEWAY};
 use crate::amqp;
 use crate::message::{Batch, Body, Envelope, Query, SessionId, Stream};
@@ -186,7 +186,7 @@ async fn receive_input(
                 let expected = next_seq.entry(kind).or_default();
                 anyhow::ensure!(!ended.contains(&kind), "{kind} rows after its end");
                 anyhow::ensure!(seq == *expected, "{kind} batch {seq} out of order (expected {expected})");
-                anyhow::ensure!(batch_matches(kind, &batch), "a {kind} batch holds other rows");
+                anyhow::ensure!(stream_of(kind).carries(&batch), "a {kind} batch holds other rows");
                 *expected += 1;
                 debug!(%session, sender = %GATEWAY, %kind, seq, rows = batch.len(), "client batch");
                 for routed in route_input(topology, kind, seq, batch) {
