@@ -73,6 +73,11 @@ async fn the_gateway_killed_mid_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_killed_after_cleaning_up_before_saying_done() {
+    killed_at("kill-gateway-done", "gateway", "gateway-before-done=return", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_killed_with_results_forwarded_but_not_acked() {
     killed_at("kill-gateway-results", "gateway", "gateway-results-unacked=3*off->return", &[]).await;
 }

@@ -256,6 +256,13 @@ async fn connect_once(
             }
             (session, resume_from.into_iter().collect())
         }
+        // The gateway forgot the session after this client acked every query's end: it ended before its Done
+        // reached us, and every result is already written.
+        GatewayFrame::Error { message }
+            if message.starts_with("unknown session") && state.queries_done.len() == Query::ALL.len() =>
+        {
+            return Ok(());
+        }
         GatewayFrame::Error { message } => {
             return Err(Interruption::Fatal(anyhow::anyhow!("the gateway refused the session: {message}")))
         }
@@ -376,10 +383,11 @@ async fn receive_results(
                 }
                 frames.send(ClientFrame::Ack { upto: n }).await.map_err(|e| lost(anyhow::anyhow!("{e}")))?;
             }
-            GatewayFrame::QueryDone { query } => {
+            GatewayFrame::QueryDone { n, query } => {
                 if state.queries_done.insert(query) {
                     observer(ClientEvent::QueryDone { session, query });
                 }
+                frames.send(ClientFrame::Ack { upto: n }).await.map_err(|e| lost(anyhow::anyhow!("{e}")))?;
             }
             GatewayFrame::Done => return Ok(()),
             GatewayFrame::Error { message } => {

@@ -75,7 +75,9 @@ pub enum GatewayFrame {
         id: ResultId,
         rows: Vec<ResultRow>,
     },
+    /// Every result of `query` has been sent; frame `n` of this connection, to be acked like a result.
     QueryDone {
+        n: u64,
         query: Query,
     },
     Done,

@@ -112,12 +112,18 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             }
         },
     };
+    if outcome.is_ok() {
+        // Clean up first, then say Done: a client that misses the Done (this gateway dying right here) resumes,
+        // hears "unknown session", and knows from the query ends it acked that it has everything.
+        channel.queue_delete(results_queue.as_str().into(), QueueDeleteOptions::default()).await?;
+        UploadLog::remove(&shared.state_dir, session);
+        crate::failpoint!("gateway-before-done");
+        let _ = frames_tx.send(GatewayFrame::Done);
+    }
     drop(frames_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writing).await;
     match outcome {
         Ok(()) => {
-            channel.queue_delete(results_queue.as_str().into(), QueueDeleteOptions::default()).await?;
-            UploadLog::remove(&shared.state_dir, session);
             shared.release(session, number);
             info!(%session, "session complete: every result is with its client");
             Ok(())
@@ -260,7 +266,8 @@ async fn forward_results(
         admit(&mut tracker, id);
     }
     let mut done: BTreeSet<Query> = BTreeSet::new();
-    let mut pending: VecDeque<(u64, Acker)> = VecDeque::new();
+    // Frames sent and not yet acked: results (with the delivery to ack) and query ends (nothing to ack).
+    let mut pending: VecDeque<(u64, Option<Acker>)> = VecDeque::new();
     let mut n = 0;
     let mut consumer = channel
         .basic_consume(queue.into(), "gateway".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -269,12 +276,15 @@ async fn forward_results(
         for query in Query::ALL {
             if !done.contains(&query) && tracker.stream_complete(Stream::Results(query)) {
                 done.insert(query);
-                frames.send(GatewayFrame::QueryDone { query })?;
+                n += 1;
+                frames.send(GatewayFrame::QueryDone { n, query })?;
+                pending.push_back((n, None));
                 info!(%session, %query, "query complete");
             }
         }
+        // The client has every result and every query end: the session is over (the caller cleans up, then
+        // says Done).
         if done.len() == Query::ALL.len() && pending.is_empty() {
-            frames.send(GatewayFrame::Done)?;
             return Ok(());
         }
         tokio::select! {
@@ -310,7 +320,7 @@ async fn forward_results(
                     Admission::Apply => {
                         n += 1;
                         frames.send(GatewayFrame::Result { n, id, rows })?;
-                        pending.push_back((n, delivery.acker));
+                        pending.push_back((n, Some(delivery.acker)));
                         crate::failpoint!("gateway-results-unacked");
                     }
                     admission => {
@@ -322,8 +332,9 @@ async fn forward_results(
             upto = acks.recv() => {
                 let Some(upto) = upto else { anyhow::bail!("the client connection ended") };
                 while pending.front().is_some_and(|(k, _)| *k <= upto) {
-                    let (_, acker) = pending.pop_front().expect("checked");
-                    acker.ack(BasicAckOptions::default()).await?;
+                    if let (_, Some(acker)) = pending.pop_front().expect("checked") {
+                        acker.ack(BasicAckOptions::default()).await?;
+                    }
                 }
             }
         }
