@@ -72,6 +72,11 @@ impl Shared {
         self.update_gauge();
     }
 
+    /// Whether a connection serves `session` now.
+    fn sessions_include(&self, session: SessionId) -> bool {
+        self.live.lock().expect("live lock").contains_key(&session)
+    }
+
     /// Sessions this gateway serves now.
     fn sessions(&self) -> usize {
         self.live.lock().expect("live lock").len()
@@ -106,6 +111,20 @@ impl Gateway {
             live: Mutex::default(),
             next_connection: 0.into(),
         });
+        // Sessions a previous gateway left open: their clients have the grace period to resume them, after
+        // which they are purged (a client that never learned its session id, say, cannot).
+        for session in progress::UploadLog::sessions(&shared.state_dir) {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(shared.grace).await;
+                if shared.sessions_include(session) || !progress::UploadLog::exists(&shared.state_dir, session) {
+                    return;
+                }
+                if let Err(e) = session::purge(session, &shared).await {
+                    warn!(%session, error = %e, "could not purge a session left by a previous gateway");
+                }
+            });
+        }
         let connections = Arc::new(limits::Connections::default());
         let mut broker_check = tokio::time::interval(Duration::from_millis(500));
         loop {

@@ -73,6 +73,17 @@ impl UploadLog {
         self.append(&Record::Progress(kind, batches))
     }
 
+    /// The sessions that have a log here (open, or left by a gateway that died).
+    pub fn sessions(dir: &Path) -> Vec<SessionId> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".upload")?.parse().ok()).collect()
+    }
+
+    /// Whether `session` still has a log (it has not ended).
+    pub fn exists(dir: &Path, session: SessionId) -> bool {
+        path(dir, session).exists()
+    }
+
     /// The session is over: its log goes.
     pub fn remove(dir: &Path, session: SessionId) {
         let _ = std::fs::remove_file(path(dir, session));

@@ -342,7 +342,7 @@ async fn forward_results(
 }
 
 /// Tells every stage replica to drop `session` (state, files), and deletes its results queue.
-async fn purge(session: SessionId, shared: &Shared) -> anyhow::Result<()> {
+pub(super) async fn purge(session: SessionId, shared: &Shared) -> anyhow::Result<()> {
     let topology = &shared.topology;
     let mut confirms = Vec::new();
     for node in topology.nodes() {
