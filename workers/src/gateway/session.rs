@@ -17,7 +17,7 @@ use lapin::types::FieldTable;
 use lapin::{Acker, PublisherConfirm};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -40,42 +40,8 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, ClientFrame>::new(read);
     let mut writer = FrameWriter::<_, GatewayFrame>::new(write);
-    let first = tokio::time::timeout(shared.limits.handshake_timeout, reader.next())
-        .await
-        .map_err(|_| anyhow::anyhow!("no handshake within {:?}", shared.limits.handshake_timeout))?;
-    if matches!(first, Ok(ClientFrame::Hello)) && shared.sessions() >= shared.limits.max_sessions {
-        let message =
-            format!("the gateway serves its maximum of {} sessions; try again later", shared.limits.max_sessions);
-        writer.send(&GatewayFrame::Error { message: message.clone() }).await?;
-        anyhow::bail!(message);
-    }
-    let (session, secret, received, upload_log, resume_from) = match first {
-        Ok(ClientFrame::Hello) => {
-            let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
-            let log = UploadLog::create(&shared.state_dir, session, secret)?;
-            (session, secret, Vec::new(), log, BTreeMap::new())
-        }
-        Ok(ClientFrame::Resume { session, secret, received }) => match UploadLog::resume(&shared.state_dir, session)? {
-            Some((log, recovered)) if recovered.secret == Some(secret) => {
-                (session, secret, received, log, recovered.done)
-            }
-            found => {
-                let why = if found.is_some() { "wrong secret for session" } else { "unknown session" };
-                warn!(%session, why, "resume refused");
-                writer.send(&GatewayFrame::Error { message: format!("{why} {session}") }).await?;
-                anyhow::bail!("{why} {session}");
-            }
-        },
-        Ok(other) => {
-            let message = format!("expected Hello or Resume, got {}", frame_name(&other));
-            writer.send(&GatewayFrame::Error { message: message.clone() }).await?;
-            anyhow::bail!(message);
-        }
-        Err(e) => {
-            let _ = writer.send(&GatewayFrame::Error { message: e.to_string() }).await;
-            return Err(e.into());
-        }
-    };
+    let Opened { session, secret, received, upload_log, resume_from } =
+        handshake(&mut reader, &mut writer, &shared).await?;
     let resumed = !resume_from.is_empty() || !received.is_empty();
     let number = shared.claim(session);
     let channel = shared.connection.create_channel().await?;
@@ -138,6 +104,62 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
                 shared.release(session, number);
             }
             Err(e)
+        }
+    }
+}
+
+/// A session opened by a handshake.
+struct Opened {
+    session: SessionId,
+    secret: u128,
+    /// The results the client already has (on a resume).
+    received: Vec<ResultId>,
+    upload_log: UploadLog,
+    /// Batches per file kind already durably in the pipeline (on a resume).
+    resume_from: BTreeMap<FileKind, u64>,
+}
+
+/// The first frame: `Hello` opens a new session (within the session limit), `Resume` reopens one with its
+/// secret. Anything else, or nothing within the handshake timeout, ends the connection.
+async fn handshake(
+    reader: &mut FrameReader<OwnedReadHalf, ClientFrame>,
+    writer: &mut FrameWriter<OwnedWriteHalf, GatewayFrame>,
+    shared: &Shared,
+) -> anyhow::Result<Opened> {
+    let first = tokio::time::timeout(shared.limits.handshake_timeout, reader.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("no handshake within {:?}", shared.limits.handshake_timeout))?;
+    if matches!(first, Ok(ClientFrame::Hello)) && shared.sessions() >= shared.limits.max_sessions {
+        let message =
+            format!("the gateway serves its maximum of {} sessions; try again later", shared.limits.max_sessions);
+        writer.send(&GatewayFrame::Error { message: message.clone() }).await?;
+        anyhow::bail!(message);
+    }
+    match first {
+        Ok(ClientFrame::Hello) => {
+            let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
+            let log = UploadLog::create(&shared.state_dir, session, secret)?;
+            Ok(Opened { session, secret, received: Vec::new(), upload_log: log, resume_from: BTreeMap::new() })
+        }
+        Ok(ClientFrame::Resume { session, secret, received }) => match UploadLog::resume(&shared.state_dir, session)? {
+            Some((log, recovered)) if recovered.secret == Some(secret) => {
+                Ok(Opened { session, secret, received, upload_log: log, resume_from: recovered.done })
+            }
+            found => {
+                let why = if found.is_some() { "wrong secret for session" } else { "unknown session" };
+                warn!(%session, why, "resume refused");
+                writer.send(&GatewayFrame::Error { message: format!("{why} {session}") }).await?;
+                anyhow::bail!("{why} {session}");
+            }
+        },
+        Ok(other) => {
+            let message = format!("expected Hello or Resume, got {}", frame_name(&other));
+            writer.send(&GatewayFrame::Error { message: message.clone() }).await?;
+            anyhow::bail!(message);
+        }
+        Err(e) => {
+            let _ = writer.send(&GatewayFrame::Error { message: e.to_string() }).await;
+            Err(e.into())
         }
     }
 }
