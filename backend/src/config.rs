@@ -1,14 +1,21 @@
 //! The console's settings, from the command line (or built by tests).
 
-use clap::Parser;
+use clap::{Args, Parser};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "coffee-console", about = "The web console of Coffee Shop Analysis")]
 pub struct Config {
-    /// Address the console serves the page and the API on.
+    /// Address the console serves the page and the API on. Any address but loopback needs a token (`--token`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: String,
+    /// The token the API and the event stream require (`Authorization: Bearer <token>` or `?token=<token>`).
+    /// Required whenever it is given; on a non-loopback `--bind` without one, a random token is made and printed.
+    #[arg(long, env = "COFFEE_CONSOLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub uploads: UploadLimits,
     /// The data folder: `sample/` (bundled), `generated/`, `uploads/` and `results/` live under it.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -35,7 +42,47 @@ pub struct Config {
     pub amqp_url: String,
 }
 
+/// Caps on one upload, enforced while it streams in.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct UploadLimits {
+    /// Files per upload.
+    #[arg(long = "max-upload-files", default_value_t = 200)]
+    pub max_files: usize,
+    /// MiB per uploaded file.
+    #[arg(long = "max-file-mib", default_value_t = 64)]
+    pub max_file_mib: u64,
+    /// MiB per upload, all files together.
+    #[arg(long = "max-upload-mib", default_value_t = 256)]
+    pub max_total_mib: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits { max_files: 200, max_file_mib: 64, max_total_mib: 256 }
+    }
+}
+
 impl Config {
+    /// Whether `--bind` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`): only the local machine can
+    /// reach the console there, so it needs no token.
+    pub fn bind_is_loopback(&self) -> bool {
+        let host = self.bind.rsplit_once(':').map_or(self.bind.as_str(), |(host, _port)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The token the API requires: `--token` if given, else a fresh random one off loopback, else none.
+    pub fn effective_token(&self) -> Option<String> {
+        use rand::Rng;
+        match self.token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => Some(token.to_owned()),
+            None if self.bind_is_loopback() => None,
+            None => Some(
+                rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(32).map(char::from).collect(),
+            ),
+        }
+    }
+
     /// The `coffee` binary: `--coffee-bin`, else the one beside the console's own executable.
     pub fn coffee_exe(&self) -> PathBuf {
         if let Some(path) = &self.coffee_bin {
@@ -48,5 +95,25 @@ impl Config {
     /// Where session results (`client-<id>.ndjson`) are written.
     pub fn results_dir(&self) -> PathBuf {
         self.data_dir.join("results")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_binds_need_no_token() {
+        let config = |bind: &str| Config::parse_from(["coffee-console", "--bind", bind]);
+        for bind in ["127.0.0.1:8080", "127.1.2.3:1", "[::1]:8080", "localhost:8080", "LOCALHOST:1"] {
+            assert!(config(bind).bind_is_loopback(), "{bind}");
+            assert_eq!(config(bind).effective_token(), None, "{bind}");
+        }
+        for bind in ["0.0.0.0:8080", "[::]:8080", "192.168.1.4:80", "example.org:80", ":8080"] {
+            assert!(!config(bind).bind_is_loopback(), "{bind}");
+            assert_eq!(config(bind).effective_token().map(|t| t.len()), Some(32), "{bind}");
+        }
+        let given = Config::parse_from(["coffee-console", "--token", "s3cret"]);
+        assert_eq!(given.effective_token().as_deref(), Some("s3cret"));
     }
 }

@@ -2,8 +2,10 @@
 //! with the client library, streams events over one WebSocket, and serves the Leptos frontend.
 //!
 //! Modules: [`config`] (command line), [`routes`] (HTTP API), [`events`] (the WebSocket stream), [`nodes`] (the
-//! cluster, kills, chaos), [`sessions`] (client sessions), [`datasets`] and [`uploads`] (the data folder).
+//! cluster, kills, chaos), [`sessions`] (client sessions), [`datasets`] and [`uploads`] (the data folder),
+//! [`auth`] (the token and Origin checks in front of the API).
 
+pub mod auth;
 pub mod config;
 pub mod datasets;
 pub mod events;
@@ -12,7 +14,7 @@ pub mod routes;
 pub mod sessions;
 pub mod uploads;
 
-pub use config::Config;
+pub use config::{Config, UploadLimits};
 
 use coffee::cluster::{ClusterSpec, StartOptions};
 use coffee::topology::Topology;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub events: events::Events,
     /// Held while a dataset is generated.
     pub generating: Arc<tokio::sync::Mutex<()>>,
+    /// The token the API and the event stream require, if any (see [`Config::effective_token`]).
+    pub token: Option<Arc<str>>,
 }
 
 /// A started console: its router (serve it on any listener) and its background supervisor.
@@ -60,8 +64,15 @@ impl App {
             warn!(error = %format!("{e:#}"), "serving without a cluster for now; retrying in the background");
         }
         let supervisor = tokio::spawn(nodes.clone().run());
-        let state =
-            AppState { config: Arc::new(config), nodes, sessions: Arc::default(), events, generating: Arc::default() };
+        let token = config.effective_token().map(Arc::from);
+        let state = AppState {
+            config: Arc::new(config),
+            nodes,
+            sessions: Arc::default(),
+            events,
+            generating: Arc::default(),
+            token,
+        };
         Ok(App { router: routes::router(state.clone()), state, supervisor })
     }
 
@@ -77,8 +88,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+    let generated = config.token.as_deref().is_none_or(str::is_empty);
     let app = App::start(config).await?;
-    info!("console at http://{}", listener.local_addr()?);
+    let url = format!("http://{}/", listener.local_addr()?);
+    match &app.state.token {
+        None => info!("console at {url}"),
+        // A made-up token is useless unless the user sees it: print it where a log filter cannot hide it.
+        Some(token) if generated => println!("console at {url}?token={token}  (the API needs this token)"),
+        Some(_) => info!("console at {url} (the API needs the token given by --token or COFFEE_CONSOLE_TOKEN)"),
+    }
     axum::serve(listener, app.router.clone()).with_graceful_shutdown(coffee::cluster::shutdown_signal()).await?;
     app.shutdown().await;
     Ok(())

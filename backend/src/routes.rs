@@ -2,7 +2,7 @@
 
 use crate::datasets;
 use crate::sessions::{self, Launch, SessionState, MAX_LAUNCH};
-use crate::uploads::{self, MAX_TOTAL_BYTES};
+use crate::uploads;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -47,6 +47,7 @@ fn ok(value: impl serde::Serialize) -> ApiResult {
 /// The whole app: the API under `/api`, anything else from the frontend build (client-side routes fall back
 /// to `index.html`).
 pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.uploads.max_total_mib.saturating_mul(1 << 20).saturating_add(1 << 20);
     let api = Router::new()
         .route("/status", get(status))
         .route("/cluster/retry", post(retry))
@@ -55,8 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/datasets/generate", post(generate))
         .route(
             "/datasets/upload",
-            // The whole body is bounded here; each file is bounded again while it streams to disk.
-            post(upload).layer(DefaultBodyLimit::max(MAX_TOTAL_BYTES as usize + (1 << 20))),
+            // The whole body is bounded here (as it streams, with room for the multipart framing); each file and
+            // the files' total are bounded again while they stream to disk.
+            post(upload).layer(DefaultBodyLimit::max(usize::try_from(body_limit).unwrap_or(usize::MAX))),
         )
         .route("/sessions", get(list_sessions).post(launch))
         .route("/sessions/{id}", get(session))
@@ -70,7 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chaos/start", post(chaos_start))
         .route("/chaos/stop", post(chaos_stop))
         .route("/events", get(crate::events::websocket))
-        .fallback(|| async { not_found("no such API route") });
+        .fallback(|| async { not_found("no such API route") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::guard));
     let dir = state.config.static_dir.clone();
     let frontend = ServeDir::new(&dir).not_found_service(ServeFile::new(dir.join("index.html")));
     Router::new()
@@ -151,7 +154,9 @@ async fn generate(State(state): State<AppState>, Json(request): Json<GenerateReq
 }
 
 async fn upload(State(state): State<AppState>, multipart: Multipart) -> ApiResult {
-    let view = uploads::receive(&state.config.data_dir, multipart).await.map_err(|e| bad_request(e.0))?;
+    let view = uploads::receive(&state.config.data_dir, state.config.uploads, multipart)
+        .await
+        .map_err(|e| ApiError(e.status, e.message))?;
     state.events.send(crate::events::Event::DatasetReady { id: view.id.clone() });
     ok(view)
 }

@@ -1,48 +1,77 @@
 //! Uploading a dataset: several CSV files in one multipart request, each stored under
 //! `uploads/<uuid>/<kind>/<sanitized name>`. A file's kind is recognised by its header line, so the user just
 //! picks files; a file with an unknown header, too many files, or too many bytes refuses the whole upload with a
-//! message that names the file, and nothing of it is kept.
+//! message that names the file, and nothing of it is kept. The caps ([`UploadLimits`]) are checked as the request
+//! streams in: a file is counted before it is read, and bytes are counted chunk by chunk as they are written.
 
 use crate::datasets::{self, DatasetView, UploadMeta, UPLOAD_META};
-use axum::extract::multipart::Field;
+use crate::UploadLimits;
+use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::Multipart;
+use axum::http::StatusCode;
 use coffee::model::FileKind;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
-/// The real dataset has a file per month of each kind: a few dozen files per dataset.
-pub const MAX_FILES: usize = 200;
-pub const MAX_FILE_BYTES: u64 = 64 << 20;
-pub const MAX_TOTAL_BYTES: u64 = 256 << 20;
 /// How far into a file its header line must end.
 const MAX_HEADER_BYTES: usize = 4096;
 
-/// An upload refused for a reason the user can fix (HTTP 400).
+/// An upload refused for a reason the user can fix: 400, or 413 when it is too large.
 #[derive(Debug)]
-pub struct Refused(pub String);
+pub struct Refused {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(message: String) -> Refused {
+        Refused { status: StatusCode::BAD_REQUEST, message }
+    }
+
+    fn too_large(limits: UploadLimits) -> Refused {
+        let message = format!(
+            "too large: at most {} MiB per file and {} MiB per upload",
+            limits.max_file_mib, limits.max_total_mib
+        );
+        Refused { status: StatusCode::PAYLOAD_TOO_LARGE, message }
+    }
+
+    /// A broken multipart stream; the request body's limit shows up here as a 413.
+    fn multipart(e: MultipartError, limits: UploadLimits) -> Refused {
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Refused::too_large(limits),
+            _ => Refused::new(format!("bad upload: {}", e.body_text())),
+        }
+    }
+
+    fn naming(self, original: &str) -> Refused {
+        Refused { message: format!("`{original}`: {}", self.message), ..self }
+    }
+}
 
 /// Reads every file of the request into a new upload folder; on any failure the folder is removed.
-pub async fn receive(data_dir: &Path, mut multipart: Multipart) -> Result<DatasetView, Refused> {
+pub async fn receive(data_dir: &Path, limits: UploadLimits, mut multipart: Multipart) -> Result<DatasetView, Refused> {
     let id = Uuid::new_v4();
     let dir = data_dir.join("uploads").join(id.to_string());
     let outcome = async {
         let mut names = HashSet::new();
-        let mut total = 0u64;
-        while let Some(field) = multipart.next_field().await.map_err(|e| Refused(format!("bad upload: {e}")))? {
+        let mut left = limits.max_total_mib.saturating_mul(1 << 20);
+        while let Some(field) = multipart.next_field().await.map_err(|e| Refused::multipart(e, limits))? {
             let Some(original) = field.file_name().map(str::to_owned) else { continue };
-            if names.len() == MAX_FILES {
-                return Err(Refused(format!("too many files: at most {MAX_FILES} per upload")));
+            if names.len() == limits.max_files {
+                return Err(Refused::new(format!("too many files: at most {} per upload", limits.max_files)));
             }
-            let name = sanitize(&original).ok_or_else(|| Refused(format!("`{original}`: not a .csv file name")))?;
+            let name =
+                sanitize(&original).ok_or_else(|| Refused::new(format!("`{original}`: not a .csv file name")))?;
             if !names.insert(name.clone()) {
-                return Err(Refused(format!("`{original}`: two files with the same name")));
+                return Err(Refused::new(format!("`{original}`: two files with the same name")));
             }
-            total += store(field, &dir, &original, &name, MAX_TOTAL_BYTES - total).await?;
+            left -= store(field, &dir, &name, limits, left).await.map_err(|e| e.naming(&original))?;
         }
         if names.is_empty() {
-            return Err(Refused("no files in the upload: choose one or more CSV files".into()));
+            return Err(Refused::new("no files in the upload: choose one or more CSV files".into()));
         }
         let mut listed: Vec<String> = names.into_iter().collect();
         listed.sort();
@@ -53,64 +82,71 @@ pub async fn receive(data_dir: &Path, mut multipart: Multipart) -> Result<Datase
         };
         let meta = UploadMeta { name, created_ms: crate::now_ms() };
         std::fs::write(dir.join(UPLOAD_META), serde_json::to_vec(&meta).expect("serializes"))
-            .map_err(|e| Refused(format!("cannot save the upload: {e}")))?;
-        datasets::view(data_dir, &format!("upload-{id}")).ok_or_else(|| Refused("the upload vanished".into()))
+            .map_err(|e| Refused::new(format!("cannot save the upload: {e}")))?;
+        datasets::view(data_dir, &format!("upload-{id}")).ok_or_else(|| Refused::new("the upload vanished".into()))
     }
     .await;
     if outcome.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
+        // Read (and drop) the rest of the request, at most the body limit, so the client is not cut off while
+        // still sending and gets to read the refusal.
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
     }
     outcome
 }
 
-/// Streams one file to disk under its kind's folder; returns its size.
-async fn store(mut field: Field<'_>, dir: &Path, original: &str, name: &str, budget: u64) -> Result<u64, Refused> {
-    let fail = |why: String| Refused(format!("`{original}`: {why}"));
+/// Streams one file to disk under its kind's folder, refusing it past the per-file cap or past `budget` (what is
+/// left of the upload's total); returns its size.
+async fn store(
+    mut field: Field<'_>,
+    dir: &Path,
+    name: &str,
+    limits: UploadLimits,
+    budget: u64,
+) -> Result<u64, Refused> {
+    let io = |e: std::io::Error| Refused::new(e.to_string());
+    let chunk = |r: Result<Option<axum::body::Bytes>, MultipartError>| r.map_err(|e| Refused::multipart(e, limits));
     // Buffer until the header line is complete, to know the folder.
     let mut head = Vec::new();
     let mut ended = false;
     let kind = loop {
         if let Some(end) = head.iter().position(|&b| b == b'\n') {
-            break kind_of(&head[..end]).map_err(fail)?;
+            break kind_of(&head[..end]).map_err(Refused::new)?;
         }
         if ended {
             if head.is_empty() {
-                return Err(fail("the file is empty".into()));
+                return Err(Refused::new("the file is empty".into()));
             }
-            break kind_of(&head).map_err(fail)?;
+            break kind_of(&head).map_err(Refused::new)?;
         }
         if head.len() > MAX_HEADER_BYTES {
-            return Err(fail("no header line".into()));
+            return Err(Refused::new("no header line".into()));
         }
-        match field.chunk().await.map_err(|e| fail(e.to_string()))? {
-            Some(chunk) => head.extend_from_slice(&chunk),
+        match chunk(field.chunk().await)? {
+            Some(bytes) => head.extend_from_slice(&bytes),
             None => ended = true,
         }
     };
+    // `dir` is this upload's folder, the kind's folder is a fixed name and `name` is sanitized: no path escapes.
     let path: PathBuf = dir.join(kind.dir_name()).join(name);
-    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| fail(e.to_string()))?;
-    let mut file = std::fs::File::create(&path).map_err(|e| fail(e.to_string()))?;
-    let limit = MAX_FILE_BYTES.min(budget);
-    let too_large = || {
-        fail(format!(
-            "too large: at most {} MiB per file and {} MiB per upload",
-            MAX_FILE_BYTES >> 20,
-            MAX_TOTAL_BYTES >> 20
-        ))
-    };
+    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
+    let mut file = std::fs::File::create(&path).map_err(io)?;
+    let limit = limits.max_file_mib.saturating_mul(1 << 20).min(budget);
     let mut size = head.len() as u64;
     if size > limit {
-        return Err(too_large());
+        return Err(Refused::too_large(limits));
     }
-    file.write_all(&head).map_err(|e| fail(e.to_string()))?;
+    file.write_all(&head).map_err(io)?;
     // A field that ended while its header was read has nothing more to give.
     if !ended {
-        while let Some(chunk) = field.chunk().await.map_err(|e| fail(e.to_string()))? {
-            size += chunk.len() as u64;
+        while let Some(bytes) = chunk(field.chunk().await)? {
+            size += bytes.len() as u64;
             if size > limit {
-                return Err(too_large());
+                return Err(Refused::too_large(limits));
             }
-            file.write_all(&chunk).map_err(|e| fail(e.to_string()))?;
+            file.write_all(&bytes).map_err(io)?;
         }
     }
     Ok(size)

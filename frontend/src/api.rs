@@ -1,7 +1,7 @@
 //! The console's JSON API as typed calls. The types mirror the backend's views (`backend/src/*.rs`); only the
 //! fields the page uses are declared.
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -134,18 +134,50 @@ pub struct Launched {
     pub sessions: Vec<String>,
 }
 
+/// The console's token, from the page's own URL (`?token=...`): a console bound beyond loopback requires it on
+/// every API call and on the event stream. `None` when the URL has none (a loopback console needs none).
+pub fn token() -> Option<String> {
+    thread_local! {
+        static TOKEN: Option<String> = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok())
+            .and_then(|params| params.get("token"))
+            .filter(|t| !t.is_empty());
+    }
+    TOKEN.with(Clone::clone)
+}
+
+/// `url` with the token as a query parameter, for what cannot carry a header (the WebSocket, download links).
+pub fn with_token(url: &str) -> String {
+    match token() {
+        Some(token) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}token={}", js_sys::encode_uri_component(&token))
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The request with the token as a bearer header, if there is one.
+fn authorized(request: RequestBuilder) -> RequestBuilder {
+    match token() {
+        Some(token) => request.header("Authorization", &format!("Bearer {token}")),
+        None => request,
+    }
+}
+
 pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, String> {
-    decode(Request::get(path).send().await.map_err(|e| e.to_string())?).await
+    decode(authorized(Request::get(path)).send().await.map_err(|e| e.to_string())?).await
 }
 
 pub async fn post<T: DeserializeOwned>(path: &str, body: &impl Serialize) -> Result<T, String> {
-    let request = Request::post(path).json(body).map_err(|e| e.to_string())?;
+    let request = authorized(Request::post(path)).json(body).map_err(|e| e.to_string())?;
     decode(request.send().await.map_err(|e| e.to_string())?).await
 }
 
 /// Posts a multipart form (an upload).
 pub async fn post_form<T: DeserializeOwned>(path: &str, form: web_sys::FormData) -> Result<T, String> {
-    let request = Request::post(path).body(form).map_err(|e| e.to_string())?;
+    let request = authorized(Request::post(path)).body(form).map_err(|e| e.to_string())?;
     decode(request.send().await.map_err(|e| e.to_string())?).await
 }
 

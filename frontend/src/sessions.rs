@@ -1,7 +1,7 @@
 //! The sessions table: state, progress (rows sent, queries finished), result counts per query, and links to
 //! the results and the NDJSON download.
 
-use crate::api::{thousands, Session};
+use crate::api::{self, thousands, Session};
 use crate::console;
 use leptos::prelude::*;
 
@@ -60,7 +60,7 @@ fn SessionRow(session: Session) -> impl IntoView {
         move |_| c.select(id.clone())
     };
     let total: u64 = session.results.values().sum();
-    let href = format!("/api/sessions/{id}/ndjson");
+    let href = api::with_token(&format!("/api/sessions/{id}/ndjson"));
     let file_name = format!("client-{id}.ndjson");
     let sent = format!("{} / {} rows sent", thousands(session.rows_sent), thousands(session.rows_total));
     let queries = format!("{}/4 queries done", session.queries_done.len().min(4));

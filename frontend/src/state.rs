@@ -189,7 +189,7 @@ impl Console {
         let location = window().location();
         let scheme = if location.protocol().ok().as_deref() == Some("https:") { "wss" } else { "ws" };
         let host = location.host().unwrap_or_default();
-        let Ok(socket) = web_sys::WebSocket::new(&format!("{scheme}://{host}/api/events")) else {
+        let Ok(socket) = web_sys::WebSocket::new(&api::with_token(&format!("{scheme}://{host}/api/events"))) else {
             set_timeout(move || self.connect(), Duration::from_secs(2));
             return;
         };

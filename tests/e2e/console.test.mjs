@@ -185,3 +185,42 @@ test('the console runs, kills, downloads and compares from the browser', async (
   for (let i = 0; i < 5; i++) assert.equal(await rows.nth(i).getAttribute('data-equal'), 'true');
   await shot('05-compare');
 });
+
+// A console bound beyond loopback (no cluster: its broker URL leads nowhere; the page still lists datasets):
+// the API answers 401 without its token, and the page opened with `?token=` sends it on every fetch and on the
+// WebSocket, while the same page without it gets nothing.
+test('a console bound beyond loopback needs its token, which the page takes from its URL', async () => {
+  const [port, gatewayPort] = [await freePort(), await freePort()];
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coffee-e2e-token-'));
+  fs.cpSync(path.join(ROOT, 'data/sample'), path.join(dataDir, 'sample'), { recursive: true });
+  const token = `e2e-token-${process.pid}`;
+  const args = [
+    '--bind', `0.0.0.0:${port}`, '--token', token,
+    '--gateway', `127.0.0.1:${gatewayPort}`, '--namespace', `e2e-token-${process.pid}`,
+    '--data-dir', dataDir, '--static-dir', path.join(ROOT, 'frontend/dist'),
+  ];
+  const child = spawn(CONSOLE_BIN, args, {
+    stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', AMQP_URL: 'amqp://127.0.0.1:1/%2f' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor('the tokened console', async () => (await fetch(`${url}/api/status`)).status === 401, 30_000);
+    const authorized = await fetch(`${url}/api/status`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(authorized.status, 200);
+
+    const withToken = await browser.newPage();
+    await withToken.goto(`${url}/?token=${token}`);
+    await withToken.locator('[data-testid="dataset"][data-id="sample"]').waitFor({ timeout: 30_000 });
+    await withToken.locator('.pill.ok', { hasText: 'live' }).waitFor({ timeout: 15_000 });
+    await withToken.close();
+
+    const without = await browser.newPage();
+    await without.goto(url);
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.equal(await without.locator('[data-testid="dataset"]').count(), 0);
+    assert.equal(await without.locator('.pill.ok', { hasText: 'live' }).count(), 0);
+    await without.close();
+  } finally {
+    child.kill('SIGTERM');
+  }
+});

@@ -41,7 +41,7 @@ async fn hostile_clients_are_dropped_and_normal_ones_stay_exact() {
         until_closed(&mut socket).await;
     }
 
-    // A length prefix past the 16 MiB limit: refused before anything is buffered.
+    // A length prefix past the 2 MiB limit: refused before anything is buffered.
     let mut socket = TcpStream::connect(&addr).await.unwrap();
     socket.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     let answer = until_closed(&mut socket).await;

@@ -23,6 +23,8 @@ impl Console {
     async fn start(data_dir: &Path) -> Console {
         let config = Config {
             bind: "127.0.0.1:0".into(),
+            token: None,
+            uploads: coffee_console::UploadLimits::default(),
             data_dir: data_dir.to_owned(),
             static_dir: data_dir.join("no-frontend"),
             coffee_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_coffee-node"))),

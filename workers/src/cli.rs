@@ -196,6 +196,15 @@ enum Command {
         #[command(flatten)]
         session: SessionArgs,
     },
+    /// Print the compose file of a topology (`coffee compose > docker-compose-dev.yaml`).
+    Compose {
+        /// Replicas per stage, `STAGE=N,...`; not read from COFFEE_REPLICAS, so the output depends on flags only.
+        #[arg(long, default_value = "")]
+        replicas: String,
+        /// Write it here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One shot: start a cluster if none runs, send one session, write the NDJSON, stop what it started.
     Run {
         #[command(flatten)]
@@ -374,6 +383,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pid = cluster::signal_down(&namespace)?;
             println!("asked the cluster (pid {pid}) to stop");
         }
+        Command::Compose { replicas, out } => crate::compose::run_cli(&replicas, out.as_deref())?,
         Command::Client { cluster, session } => {
             let summary = run_client(&cluster.gateway, session).await?;
             print_summary(&summary);

@@ -336,3 +336,128 @@ mod tests {
         assert_eq!(YearHalf::of(2024, 7).to_string(), "2024-H2");
     }
 }
+
+/// Property tests: no bytes crash the decoder, and encoding then decoding any envelope gives it back.
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use crate::model::prop_tests::{cents, date, menu_item, store, transaction, transaction_item, user};
+    use proptest::prelude::*;
+
+    fn stage() -> impl Strategy<Value = StageKind> {
+        prop::sample::select(StageKind::ALL.to_vec())
+    }
+
+    fn query() -> impl Strategy<Value = Query> {
+        prop::sample::select(Query::ALL.to_vec())
+    }
+
+    fn node() -> impl Strategy<Value = NodeId> {
+        let role = prop_oneof![Just(Role::Gateway), stage().prop_map(Role::Stage)];
+        (role, any::<u16>()).prop_map(|(role, replica)| NodeId { role, replica })
+    }
+
+    fn stream() -> impl Strategy<Value = Stream> {
+        use Stream::*;
+        let plain = [Transactions, TransactionItems, Users, Stores, MenuItems, Q2Partial, Q3Partial, Q4Partial];
+        prop_oneof![prop::sample::select(plain.to_vec()), Just(Q4Candidates), query().prop_map(Results)]
+    }
+
+    fn result_row() -> impl Strategy<Value = ResultRow> {
+        let text = "\\PC{0,16}";
+        let month = any::<u32>().prop_map(YearMonth);
+        let half = (any::<u16>(), 1u8..=2).prop_map(|(year, half)| YearHalf { year, half });
+        prop_oneof![
+            (text, cents()).prop_map(|(transaction_id, final_amount)| ResultRow::Q1 { transaction_id, final_amount }),
+            (month.clone(), text, any::<i64>()).prop_map(|(month, item_name, sellings_qty)| ResultRow::Q2Qty {
+                month,
+                item_name,
+                sellings_qty
+            }),
+            (month, text, cents()).prop_map(|(month, item_name, profit_sum)| ResultRow::Q2Profit {
+                month,
+                item_name,
+                profit_sum
+            }),
+            (half, text, cents()).prop_map(|(half, store_name, tpv)| ResultRow::Q3 { half, store_name, tpv }),
+            (text, prop::option::of(date()), any::<u32>(), any::<u64>()).prop_map(
+                |(store_name, birthdate, user_id, purchases_qty)| ResultRow::Q4 {
+                    store_name,
+                    birthdate,
+                    user_id,
+                    purchases_qty
+                }
+            ),
+        ]
+    }
+
+    fn batch() -> impl Strategy<Value = Batch> {
+        use prop::collection::vec;
+        let (n, month) = (0..6usize, any::<u32>().prop_map(YearMonth));
+        let half = (any::<u16>(), 1u8..=2).prop_map(|(year, half)| YearHalf { year, half });
+        prop_oneof![
+            vec(transaction(), n.clone()).prop_map(Batch::Transactions),
+            vec(transaction_item(), n.clone()).prop_map(Batch::TransactionItems),
+            vec(user(), n.clone()).prop_map(Batch::Users),
+            vec(store(), n.clone()).prop_map(Batch::Stores),
+            vec(menu_item(), n.clone()).prop_map(Batch::MenuItems),
+            vec((month, any::<u32>(), any::<i64>(), any::<i64>()), n.clone()).prop_map(|v| Batch::ItemSales(
+                v.into_iter()
+                    .map(|(month, item_id, quantity, subtotal)| ItemSales { month, item_id, quantity, subtotal })
+                    .collect()
+            )),
+            vec((half, any::<u32>(), any::<i64>()), n.clone()).prop_map(|v| Batch::StoreTpv(
+                v.into_iter().map(|(half, store_id, cents)| StoreTpv { half, store_id, cents }).collect()
+            )),
+            vec((any::<u32>(), any::<u32>(), any::<u64>()), n.clone()).prop_map(|v| Batch::Purchases(
+                v.into_iter().map(|(store_id, user_id, count)| Purchases { store_id, user_id, count }).collect()
+            )),
+            vec((any::<u32>(), any::<u32>(), any::<u64>(), prop::option::of(date())), n.clone()).prop_map(|v| {
+                Batch::Candidates(
+                    v.into_iter()
+                        .map(|(store_id, user_id, count, birthdate)| Candidate { store_id, user_id, count, birthdate })
+                        .collect(),
+                )
+            }),
+            vec(result_row(), n).prop_map(Batch::Results),
+        ]
+    }
+
+    fn envelope() -> impl Strategy<Value = Envelope> {
+        let body = prop_oneof![
+            4 => batch().prop_map(Body::Data),
+            1 => any::<u64>().prop_map(|count| Body::Eof { count }),
+            1 => Just(Body::Purge),
+        ];
+        (any::<u128>(), node(), stream(), any::<u64>(), body).prop_map(|(session, sender, stream, seq, body)| {
+            Envelope { session: uuid::Uuid::from_u128(session), sender, stream, seq, body }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Envelope::decode(&bytes);
+            // With the right version byte, the body parser itself is exercised.
+            let _ = Envelope::decode(&[&[WIRE_VERSION][..], &bytes].concat());
+        }
+
+        #[test]
+        fn encode_then_decode_is_identity(env in envelope()) {
+            let bytes = env.encode();
+            prop_assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+            // Every strict prefix is refused, never misread.
+            for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+                prop_assert!(Envelope::decode(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn mutated_encodings_never_panic(env in envelope(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = env.encode();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let _ = Envelope::decode(&bytes);
+        }
+    }
+}

@@ -371,3 +371,129 @@ mod tests {
         assert_eq!((i.item_id, i.quantity, i.subtotal), (8, 2, 1800));
     }
 }
+
+/// Property tests: no row of arbitrary bytes crashes a parser, and printed values parse back to themselves. The
+/// value strategies are shared with the message tests.
+#[cfg(test)]
+pub(crate) mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One CSV field: raw bytes, or text near the shapes the parsers expect (numbers, dates, timestamps).
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..24),
+            "[ 0-9.-]{0,12}".prop_map(String::into_bytes),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?".prop_map(String::into_bytes),
+            "\\PC{0,20}".prop_map(String::into_bytes),
+        ]
+    }
+
+    pub(crate) fn date() -> impl Strategy<Value = Date> {
+        (0u16..=9999, 1u8..=12, 1u8..=31).prop_map(|(year, month, day)| Date { year, month, day })
+    }
+
+    pub(crate) fn timestamp() -> impl Strategy<Value = Timestamp> {
+        (date(), 0u32..24, 0u32..60, 0u32..=60).prop_map(|(d, h, m, s)| Timestamp {
+            year: d.year,
+            month: d.month,
+            day: d.day,
+            secs_of_day: h * 3600 + m * 60 + s,
+        })
+    }
+
+    /// Any amount but `i64::MIN`, whose magnitude has no `i64`.
+    pub(crate) fn cents() -> impl Strategy<Value = Cents> {
+        (i64::MIN + 1)..=i64::MAX
+    }
+
+    pub(crate) fn transaction() -> impl Strategy<Value = Transaction> {
+        ("[0-9a-f]{1,8}(-[0-9a-f]{1,8}){0,4}", any::<u32>(), any::<Option<u32>>(), cents(), timestamp()).prop_map(
+            |(transaction_id, store_id, user_id, final_amount, created_at)| Transaction {
+                transaction_id,
+                store_id,
+                user_id,
+                final_amount,
+                created_at,
+            },
+        )
+    }
+
+    pub(crate) fn transaction_item() -> impl Strategy<Value = TransactionItem> {
+        (any::<u32>(), any::<i64>(), cents(), timestamp()).prop_map(|(item_id, quantity, subtotal, created_at)| {
+            TransactionItem { item_id, quantity, subtotal, created_at }
+        })
+    }
+
+    pub(crate) fn user() -> impl Strategy<Value = User> {
+        (any::<u32>(), date()).prop_map(|(user_id, birthdate)| User { user_id, birthdate })
+    }
+
+    pub(crate) fn store() -> impl Strategy<Value = Store> {
+        (any::<u32>(), "\\PC{0,30}").prop_map(|(store_id, store_name)| Store { store_id, store_name })
+    }
+
+    pub(crate) fn menu_item() -> impl Strategy<Value = MenuItem> {
+        (any::<u32>(), "\\PC{0,30}").prop_map(|(item_id, item_name)| MenuItem { item_id, item_name })
+    }
+
+    fn money(cents: Cents) -> String {
+        let sign = if cents < 0 { "-" } else { "" };
+        format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+    }
+
+    fn time(t: &Timestamp) -> String {
+        let s = t.secs_of_day;
+        format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", t.year, t.month, t.day, s / 3600, s / 60 % 60, s % 60)
+    }
+
+    fn row(fields: &[String]) -> csv::ByteRecord {
+        csv::ByteRecord::from(fields.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_rows_never_panic(fields in prop::collection::vec(field(), 0..12)) {
+            let record = csv::ByteRecord::from(fields);
+            let _ = Transaction::parse(&record);
+            let _ = TransactionItem::parse(&record);
+            let _ = User::parse(&record);
+            let _ = Store::parse(&record);
+            let _ = MenuItem::parse(&record);
+        }
+
+        #[test]
+        fn scalars_round_trip(cents in cents(), id in any::<u32>(), zeros in 0usize..4, t in timestamp()) {
+            prop_assert_eq!(parse_cents(&money(cents), "x"), Ok(cents));
+            prop_assert_eq!(parse_cents(&format!("{}{}", money(cents), "0".repeat(zeros)), "x"), Ok(cents));
+            prop_assert_eq!(parse_id(&id.to_string(), "x"), Ok(id));
+            prop_assert_eq!(parse_id(&format!("{id}.{}", "0".repeat(zeros)), "x"), Ok(id));
+            let date = Date { year: t.year, month: t.month, day: t.day };
+            prop_assert_eq!(parse_date(&date.to_string(), "x"), Ok(date));
+            prop_assert_eq!(parse_timestamp(&time(&t), "x"), Ok(t));
+        }
+
+        #[test]
+        fn printed_rows_parse_back(
+            t in transaction(), i in transaction_item(), u in user(), s in store(), m in menu_item()
+        ) {
+            let registered = time(&t.created_at);
+            let user_id = t.user_id.map_or_else(String::new, |u| format!("{u}.0"));
+            let amount = money(t.final_amount);
+            let fields = [&t.transaction_id, &t.store_id.to_string(), "1", "", &user_id, &amount, "0", &amount,
+                &time(&t.created_at)].map(str::to_owned);
+            prop_assert_eq!(Transaction::parse(&row(&fields)), Ok(t));
+            let fields = ["x", &i.item_id.to_string(), &i.quantity.to_string(), "1.0", &money(i.subtotal),
+                &time(&i.created_at)].map(str::to_owned);
+            prop_assert_eq!(TransactionItem::parse(&row(&fields)), Ok(i));
+            let fields = [u.user_id.to_string(), "female".into(), u.birthdate.to_string(), registered];
+            prop_assert_eq!(User::parse(&row(&fields)), Ok(u));
+            let mut fields = vec![String::new(); 8];
+            (fields[0], fields[1]) = (s.store_id.to_string(), s.store_name.clone());
+            prop_assert_eq!(Store::parse(&row(&fields)), Ok(s));
+            let mut fields = vec![String::new(); 7];
+            (fields[0], fields[1]) = (m.item_id.to_string(), m.item_name.clone());
+            prop_assert_eq!(MenuItem::parse(&row(&fields)), Ok(m));
+        }
+    }
+}

@@ -19,7 +19,11 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 pub const PROTOCOL_VERSION: u8 = 1;
 
 /// The largest frame either side accepts.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+///
+/// Small on purpose: the codec reserves buffer space for a frame's announced length as soon as it reads the
+/// prefix, so this bounds what a connection can make the gateway allocate (a batch of 2,000 rows is ~150 KB, a
+/// resume listing every result id of a `full` session ~200 KB).
+pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 /// The identity of one result message: which query, who sent it, its seq, and for an end of stream the count
 /// it announces. A resuming client lists the ids it has, so nothing is written twice.

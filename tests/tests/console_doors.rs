@@ -1,0 +1,203 @@
+//! The console's doors, against a console started in-process with no broker (its cluster stays down, the API
+//! answers anyway): a non-loopback bind needs its token on the API and the WebSocket (401 without it), a page of
+//! another origin is refused (403), uploads past their caps are refused with a clear message and leave nothing,
+//! and a file name with `../` is reduced to its last component inside the upload's folder.
+
+use coffee_console::{App, Config, UploadLimits};
+use coffee_tests::harness::{free_addr, unique_namespace};
+use reqwest::multipart::{Form, Part};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const STORES_HEADER: &str = "store_id,store_name,street,postal_code,city,state,latitude,longitude\n";
+
+struct Console {
+    app: App,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Console {
+    async fn start(data_dir: &Path, bind: &str, token: Option<&str>) -> Console {
+        let config = Config {
+            bind: bind.into(),
+            token: token.map(str::to_owned),
+            uploads: UploadLimits { max_files: 3, max_file_mib: 1, max_total_mib: 2 },
+            data_dir: data_dir.to_owned(),
+            static_dir: data_dir.join("no-frontend"),
+            coffee_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_coffee-node"))),
+            replicas: "all=1".into(),
+            namespace: unique_namespace("console-doors"),
+            gateway: free_addr(),
+            monitors: 0,
+            // Nothing listens there: the cluster fails at once and the console serves without it.
+            amqp_url: "amqp://127.0.0.1:1/%2f".into(),
+        };
+        let app = App::start(config).await.expect("console start");
+        // The test serves on loopback whatever `bind` says: the token rule follows the configured bind.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = app.router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Console { app, base, http: reqwest::Client::new() }
+    }
+
+    fn token(&self) -> String {
+        self.app.state.token.as_deref().expect("a token").to_owned()
+    }
+
+    async fn status_of(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    async fn upload(&self, files: Vec<(&str, Vec<u8>)>) -> (StatusCode, Value) {
+        let form = files
+            .into_iter()
+            .fold(Form::new(), |form, (name, bytes)| form.part("files", Part::bytes(bytes).file_name(name.to_owned())));
+        let url = format!("{}/api/datasets/upload?token={}", self.base, self.token());
+        self.status_of(self.http.post(url).multipart(form)).await
+    }
+
+    /// The status of a WebSocket handshake on `/api/events` (101 when it opens).
+    async fn websocket(&self, query: &str, origin: Option<&str>) -> u16 {
+        let url = format!("{}/api/events{query}", self.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().expect("ws request");
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().expect("header"));
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((_, response)) => response.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(e) => panic!("websocket: {e}"),
+        }
+    }
+}
+
+/// A stores file of about `bytes` bytes.
+fn stores_csv(bytes: usize) -> Vec<u8> {
+    let mut csv = STORES_HEADER.as_bytes().to_vec();
+    let mut id = 0;
+    while csv.len() < bytes {
+        id += 1;
+        csv.extend_from_slice(format!("{id},Store {id},Main St,1,City,ST,1.0,2.0\n").as_bytes());
+    }
+    csv
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_console_needs_its_token_and_its_origin() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let console = Console::start(data_dir.path(), "0.0.0.0:0", None).await;
+    let token = console.token();
+    assert_eq!(token.len(), 32, "a generated token");
+    let status = format!("{}/api/status", console.base);
+
+    // Without the token, or with a wrong one: 401 on the API and on the WebSocket.
+    let (code, body) = console.status_of(console.http.get(&status)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("token")), "{body}");
+    let (code, _) = console.status_of(console.http.get(&status).bearer_auth("wrong")).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = console.status_of(console.http.post(format!("{}/api/nodes/kill-random", console.base))).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(console.websocket("", None).await, 401);
+    assert_eq!(console.websocket("?token=wrong", None).await, 401);
+
+    // With it, as a bearer header or a query parameter: 200, and the WebSocket opens.
+    let (code, body) = console.status_of(console.http.get(&status).bearer_auth(&token)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, _) = console.status_of(console.http.get(format!("{status}?token={token}"))).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(console.websocket(&format!("?token={token}"), None).await, 101);
+    let own = console.base.clone();
+    assert_eq!(console.websocket(&format!("?token={token}"), Some(&own)).await, 101);
+
+    // Another origin is refused even with the token: the WebSocket and the API.
+    assert_eq!(console.websocket(&format!("?token={token}"), Some("http://evil.example")).await, 403);
+    let cross = console.http.get(&status).bearer_auth(&token).header("origin", "http://evil.example");
+    assert_eq!(console.status_of(cross).await.0, StatusCode::FORBIDDEN);
+
+    // The page itself is not behind the token (it reads the token from its own URL).
+    let page = console.http.get(format!("{}/", console.base)).send().await.expect("GET /");
+    assert_ne!(page.status(), StatusCode::UNAUTHORIZED);
+    console.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_needs_no_token_unless_given_one() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let open = Console::start(data_dir.path(), "127.0.0.1:0", None).await;
+    assert!(open.app.state.token.is_none());
+    assert_eq!(open.status_of(open.http.get(format!("{}/api/status", open.base))).await.0, StatusCode::OK);
+    assert_eq!(open.websocket("", None).await, 101);
+    open.app.shutdown().await;
+
+    let given = Console::start(data_dir.path(), "127.0.0.1:0", Some("s3cret")).await;
+    assert_eq!(given.status_of(given.http.get(format!("{}/api/status", given.base))).await.0, StatusCode::UNAUTHORIZED);
+    let authorized = given.http.get(format!("{}/api/status", given.base)).bearer_auth("s3cret");
+    assert_eq!(given.status_of(authorized).await.0, StatusCode::OK);
+    given.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_capped_and_stay_in_the_data_folder() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data_dir = root.path().join("data");
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let console = Console::start(&data_dir, "0.0.0.0:0", Some("t0ken")).await;
+    let uploads = data_dir.join("uploads");
+
+    // One file over the 1 MiB per-file cap: 413, a message saying so, nothing kept.
+    let (code, body) = console.upload(vec![("big.csv", stores_csv(3 << 19))]).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("big.csv") && error.contains("too large") && error.contains("1 MiB per file"), "{error}");
+    // Files under the per-file cap, together over the 2 MiB total.
+    let parts =
+        vec![("a.csv", stores_csv(900 << 10)), ("b.csv", stores_csv(900 << 10)), ("c.csv", stores_csv(900 << 10))];
+    let (code, body) = console.upload(parts).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("2 MiB per upload")), "{body}");
+    // More files than the cap of 3.
+    let parts = ["a.csv", "b.csv", "c.csv", "d.csv"].map(|n| (n, stores_csv(10))).to_vec();
+    let (code, body) = console.upload(parts).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("too many files: at most 3")), "{body}");
+    assert!(files_under(&uploads).is_empty(), "refused uploads leave nothing: {:?}", files_under(&uploads));
+
+    // Names that try to leave the folder are cut to their last component; a name with nothing left is refused.
+    let (code, body) = console.upload(vec![("..csv", stores_csv(10))]).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let hostile = ["../../escape-a.csv", "..\\..\\escape-b.csv", "/tmp/escape-c.csv"];
+    let (code, body) = console.upload(hostile.iter().map(|&n| (n, stores_csv(10))).collect()).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let id = body["id"].as_str().expect("dataset id").strip_prefix("upload-").expect("an upload").to_owned();
+    let mut written: Vec<PathBuf> = files_under(root.path());
+    written.sort();
+    let folder = uploads.join(&id);
+    let expected: Vec<PathBuf> = ["stores/escape-a.csv", "stores/escape-b.csv", "stores/escape-c.csv", "upload.json"]
+        .iter()
+        .map(|f| folder.join(f))
+        .collect();
+    assert_eq!(written, expected, "everything written is inside the upload's folder");
+    assert!(!Path::new("/tmp/escape-c.csv").exists());
+    console.app.shutdown().await;
+}
