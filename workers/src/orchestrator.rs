@@ -122,3 +122,24 @@ impl Orchestrator for tokio::sync::Mutex<LocalCluster> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        orchestrator: OrchestratorArgs,
+    }
+
+    #[test]
+    fn the_orchestrator_is_chosen_on_the_command_line() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        let cli = Cli::parse_from(["t", "--orchestrator", "docker", "--docker-host", "tcp://127.0.0.1:2375"]);
+        assert_eq!(cli.orchestrator.orchestrator, OrchestratorKind::Docker);
+        assert_eq!(cli.orchestrator.docker_host, "tcp://127.0.0.1:2375");
+        assert!(Cli::try_parse_from(["t", "--orchestrator", "kubernetes"]).is_err());
+    }
+}
