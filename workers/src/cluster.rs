@@ -65,6 +65,16 @@ impl ClusterSpec {
     }
 }
 
+/// The arguments of health monitor `replica` of `monitors` (the local launcher and the compose file both use them).
+pub fn monitor_args(topology: &Topology, replica: u16, monitors: u16) -> Vec<String> {
+    let (replica, monitors) = (replica.to_string(), monitors.to_string());
+    ["monitor", "--replica", &replica, "--monitors", &monitors]
+        .into_iter()
+        .map(String::from)
+        .chain(["--replicas".into(), topology.replicas_spec(), "--namespace".into(), topology.namespace.clone()])
+        .collect()
+}
+
 /// The run folder of a namespace's cluster.
 pub fn run_dir(namespace: &str) -> PathBuf {
     std::env::temp_dir().join(format!("coffee-{namespace}"))
@@ -206,14 +216,8 @@ impl LocalCluster {
     fn node_commands(&self) -> Vec<(String, Vec<String>)> {
         let mut nodes = self.spec.nodes();
         let n = self.options.monitors;
-        let common = ["--replicas", &self.spec.topology.replicas_spec(), "--namespace", &self.spec.topology.namespace];
         for replica in 0..n {
-            let args: Vec<String> = ["monitor", "--replica", &replica.to_string(), "--monitors", &n.to_string()]
-                .into_iter()
-                .chain(common)
-                .map(String::from)
-                .collect();
-            nodes.push((monitor::monitor_name(replica), args));
+            nodes.push((monitor::monitor_name(replica), monitor_args(&self.spec.topology, replica, n)));
         }
         nodes
     }

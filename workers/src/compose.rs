@@ -139,17 +139,6 @@ pub fn node_name(service: &str) -> String {
     }
 }
 
-/// The arguments of health monitor `replica` of `monitors`, as `coffee cluster up` starts it.
-// Kept in step with `LocalCluster::node_commands` (private there).
-pub fn monitor_args(topology: &Topology, replica: u16, monitors: u16) -> Vec<String> {
-    let (replica, monitors) = (replica.to_string(), monitors.to_string());
-    ["monitor", "--replica", &replica, "--monitors", &monitors]
-        .into_iter()
-        .map(String::from)
-        .chain(["--replicas".into(), topology.replicas_spec(), "--namespace".into(), topology.namespace.clone()])
-        .collect()
-}
-
 /// The compose file of `topology`.
 pub fn compose_file(topology: &Topology, options: &ComposeOptions) -> ComposeFile {
     let spec = ClusterSpec {
@@ -178,7 +167,8 @@ pub fn compose_file(topology: &Topology, options: &ComposeOptions) -> ComposeFil
     }
     for replica in 0..options.monitors {
         let node = monitor::monitor_name(replica);
-        let service = builder.docker_driver(builder.node(&node, &monitor_args(topology, replica, options.monitors)));
+        let service = builder
+            .docker_driver(builder.node(&node, &crate::cluster::monitor_args(topology, replica, options.monitors)));
         services.push((service_name(&node), service));
     }
     services.push(("console".into(), builder.console()));
