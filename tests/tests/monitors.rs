@@ -40,22 +40,30 @@ async fn kill_and_wait_for_revival(namespace: &str, name: &str) {
     .await;
 }
 
+/// Starts `coffee cluster up` with three monitors (2 s timeout, its stdout piped) and waits until every node of
+/// the default topology and every monitor has been heard.
+async fn cluster_up(namespace: &str, gateway: &str) -> tokio::process::Child {
+    let up = tokio::process::Command::new(node_binary())
+        .args(["cluster", "up", "--monitors", "3"])
+        .env("COFFEE_NAMESPACE", namespace)
+        .env("GATEWAY_ADDR", gateway)
+        .env("MONITOR_TIMEOUT", "2s")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for("every node heard", namespace, |s| {
+        s.len() == 16 && s.iter().all(|n| n.heartbeat_age_ms.is_some_and(|a| a < 1500))
+    })
+    .await;
+    up
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitors_revive_killed_nodes_and_each_other() {
     let namespace = unique_namespace("monitors");
     let gateway = free_addr();
-    let mut up = tokio::process::Command::new(node_binary())
-        .args(["cluster", "up", "--monitors", "3"])
-        .env("COFFEE_NAMESPACE", &namespace)
-        .env("GATEWAY_ADDR", &gateway)
-        .env("MONITOR_TIMEOUT", "2s")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for("every node heard", &namespace, |s| {
-        s.len() == 16 && s.iter().all(|n| n.heartbeat_age_ms.is_some_and(|a| a < 1500))
-    })
-    .await;
+    let mut up = cluster_up(&namespace, &gateway).await;
 
     kill_and_wait_for_revival(&namespace, "monitor-2").await; // the leader: monitor-1 takes over and revives it
     kill_and_wait_for_revival(&namespace, "q4_count-0").await;
@@ -79,19 +87,7 @@ async fn monitors_revive_killed_nodes_and_each_other() {
 async fn coffee_chaos_against_cluster_up_with_monitors() {
     let namespace = unique_namespace("chaos-cli");
     let gateway = free_addr();
-    let up = tokio::process::Command::new(node_binary())
-        .args(["cluster", "up", "--monitors", "3"])
-        .env("COFFEE_NAMESPACE", &namespace)
-        .env("GATEWAY_ADDR", &gateway)
-        .env("MONITOR_TIMEOUT", "2s")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for("every node heard", &namespace, |s| {
-        s.len() == 16 && s.iter().all(|n| n.heartbeat_age_ms.is_some_and(|a| a < 1500))
-    })
-    .await;
+    let up = cluster_up(&namespace, &gateway).await;
     let chaos = tokio::process::Command::new(node_binary())
         .args(["chaos", "--interval", "500ms..1500ms", "--target", "random", "--seed", "3", "--duration", "12s"])
         .env("COFFEE_NAMESPACE", &namespace)
