@@ -1,5 +1,7 @@
 //! Shared helpers of the integration tests (see `tests/`).
 
+pub mod console;
+pub mod fake_docker;
 pub mod harness;
 
 /// The real-data sample published by another team and its expected results (`shared/peer-data/`, read in place,

@@ -40,6 +40,10 @@ pub struct Config {
     pub monitors: u16,
     #[arg(long, env = "AMQP_URL", default_value = coffee::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// Who owns the nodes: `local` (the console starts them as processes) or `docker` (the containers of a
+    /// compose project; `--coffee-bin` and `--monitors` are then unused, the compose file has its own monitors).
+    #[command(flatten)]
+    pub orchestrator: coffee::orchestrator::OrchestratorArgs,
 }
 
 /// Caps on one upload, enforced while it streams in.

@@ -1,5 +1,6 @@
-//! The web console: an axum control plane that starts and supervises a local cluster, runs client sessions
-//! with the client library, streams events over one WebSocket, and serves the Leptos frontend.
+//! The web console: an axum control plane that starts and supervises a local cluster (or drives the containers
+//! of a compose project), runs client sessions with the client library, streams events over one WebSocket, and
+//! serves the Leptos frontend.
 //!
 //! Modules: [`config`] (command line), [`routes`] (HTTP API), [`events`] (the WebSocket stream), [`nodes`] (the
 //! cluster, kills, chaos), [`sessions`] (client sessions), [`datasets`] and [`uploads`] (the data folder),
@@ -17,6 +18,7 @@ pub mod uploads;
 pub use config::{Config, UploadLimits};
 
 use coffee::cluster::{ClusterSpec, StartOptions};
+use coffee::orchestrator::OrchestratorKind;
 use coffee::topology::Topology;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -42,8 +44,9 @@ pub struct App {
 }
 
 impl App {
-    /// Prepares the data folder and starts the cluster. A cluster that cannot start (RabbitMQ down) is not an
-    /// error: the page shows why, and the supervisor retries.
+    /// Prepares the data folder and starts the cluster (or, with `--orchestrator docker`, finds the compose
+    /// project's containers). A cluster that cannot start (RabbitMQ or the engine down) is not an error: the page
+    /// shows why, and the supervisor retries.
     pub async fn start(config: Config) -> anyhow::Result<App> {
         for dir in ["uploads", "generated", "results"] {
             std::fs::create_dir_all(config.data_dir.join(dir))?;
@@ -54,12 +57,17 @@ impl App {
             amqp_url: config.amqp_url.clone(),
             exe: config.coffee_exe(),
         };
-        if !spec.exe.is_file() {
-            warn!(exe = %spec.exe.display(), "the coffee binary is missing: build it or pass --coffee-bin");
-        }
         let events = events::Events::default();
-        let options = StartOptions { monitors: config.monitors, ..StartOptions::default() };
-        let nodes = nodes::Nodes::new(spec, options, events.clone());
+        let nodes = match config.orchestrator.orchestrator {
+            OrchestratorKind::Local => {
+                if !spec.exe.is_file() {
+                    warn!(exe = %spec.exe.display(), "the coffee binary is missing: build it or pass --coffee-bin");
+                }
+                let options = StartOptions { monitors: config.monitors, ..StartOptions::default() };
+                nodes::Nodes::local(spec, options, events.clone())
+            }
+            OrchestratorKind::Docker => nodes::Nodes::docker(spec, config.orchestrator.docker().await?, events.clone()),
+        };
         if let Err(e) = nodes.start().await {
             warn!(error = %format!("{e:#}"), "serving without a cluster for now; retrying in the background");
         }

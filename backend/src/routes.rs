@@ -88,6 +88,7 @@ async fn status(State(state): State<AppState>) -> ApiResult {
     let frontend_built = state.config.static_dir.join("index.html").is_file();
     ok(json!({
         "cluster": state.nodes.cluster_event(),
+        "orchestrator": state.nodes.orchestrator(),
         "namespace": spec.topology.namespace,
         "gateway": spec.gateway_addr,
         "replicas": spec.topology.replicas_spec(),

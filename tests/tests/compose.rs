@@ -113,6 +113,10 @@ fn every_node_runs_the_launchers_command_with_its_environment() {
     }
     assert_eq!(strings(&console["ports"]), ["8080:8080"]);
     assert!(strings(&console["volumes"]).contains(&"/var/run/docker.sock:/var/run/docker.sock"));
+    assert!(console.get("labels").is_none(), "the console is not a node: no chaos monkey may pick it");
+    // The console accepts the command the file gives it (the nodes' commands are the launcher's own).
+    let config = <coffee_console::Config as clap::Parser>::try_parse_from(&command).expect("the console's flags");
+    assert_eq!(config.orchestrator.orchestrator, coffee::orchestrator::OrchestratorKind::Docker);
 
     assert_eq!(services["rabbitmq"]["image"], "rabbitmq:3-management");
     assert_eq!(strings(&services["rabbitmq"]["healthcheck"]["test"]), ["CMD", "rabbitmq-diagnostics", "-q", "ping"]);
@@ -137,124 +141,33 @@ fn another_topology_gives_a_service_per_replica() {
     assert_eq!(schema_errors(&file), Vec::<String>::new());
 }
 
-/// A fake Docker Engine on loopback: it records every request and answers the few the orchestrator makes as the
-/// engine does (label filters included).
-mod fake_engine {
-    use axum::extract::{Query, State};
-    use axum::http::{Method, StatusCode, Uri};
-    use axum::response::{IntoResponse, Response};
-    use axum::Json;
-    use serde_json::{json, Value};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    pub struct Engine {
-        pub containers: Vec<Value>,
-        pub requests: Arc<Mutex<Vec<String>>>,
-    }
-
-    /// `com.docker.compose.*` labels of a compose container; `node` adds our `coffee.node` label.
-    pub fn container(id: &str, project: &str, service: &str, node: Option<&str>, state: &str) -> Value {
-        let mut labels = json!({"com.docker.compose.project": project, "com.docker.compose.service": service});
-        if let Some(node) = node {
-            labels["coffee.node"] = json!(node);
-        }
-        json!({"Id": id, "Names": [format!("/{project}-{service}-1")], "Labels": labels, "State": state,
-               "Status": format!("{state} (fake)")})
-    }
-
-    /// Serves `engine` on an ephemeral loopback port; returns its `tcp://` address.
-    pub async fn serve(engine: Engine) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(answer).with_state(engine);
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("tcp://{addr}")
-    }
-
-    async fn answer(
-        State(engine): State<Engine>,
-        method: Method,
-        uri: Uri,
-        Query(query): Query<Vec<(String, String)>>,
-    ) -> Response {
-        // Recorded with the query decoded, in a stable order, so assertions read like the API's documentation.
-        let mut pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        pairs.sort();
-        engine.requests.lock().unwrap().push(format!("{method} {} {}", uri.path(), pairs.join("&")).trim().into());
-        // The engine serves `/v1.NN/...` and unversioned paths alike (bollard 0.21 sends the latter).
-        let mut segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-        if segments.first().is_some_and(|s| s.starts_with("v1.")) {
-            segments.remove(0);
-        }
-        let find = |id: &str| engine.containers.iter().find(|c| c["Id"] == id).cloned();
-        match (method, segments.as_slice()) {
-            (Method::GET, ["containers", "json"]) => {
-                let filters: Value = query
-                    .iter()
-                    .find(|(k, _)| k == "filters")
-                    .map_or(json!({}), |(_, v)| serde_json::from_str(v).expect("filters are JSON"));
-                let wanted: Vec<&str> =
-                    filters["label"].as_array().map_or(vec![], |l| l.iter().filter_map(Value::as_str).collect());
-                let listed: Vec<Value> =
-                    engine.containers.iter().filter(|c| wanted.iter().all(|w| has_label(c, w))).cloned().collect();
-                Json(listed).into_response()
-            }
-            (Method::GET, ["containers", id, "json"]) => match find(id) {
-                Some(c) => Json(json!({"Id": c["Id"], "Config": {"Labels": c["Labels"]}})).into_response(),
-                None => no_such_container(id),
-            },
-            (Method::POST, ["containers", id, "kill" | "restart" | "start"]) => match find(id) {
-                Some(_) => StatusCode::NO_CONTENT.into_response(),
-                None => no_such_container(id),
-            },
-            _ => (StatusCode::NOT_FOUND, Json(json!({"message": format!("page not found: {uri}")}))).into_response(),
-        }
-    }
-
-    /// Docker's label filter: `key` (present) or `key=value`.
-    fn has_label(container: &Value, filter: &str) -> bool {
-        let labels = &container["Labels"];
-        match filter.split_once('=') {
-            Some((key, value)) => labels[key] == value,
-            None => labels.get(filter).is_some(),
-        }
-    }
-
-    fn no_such_container(id: &str) -> Response {
-        (StatusCode::NOT_FOUND, Json(json!({"message": format!("No such container: {id}")}))).into_response()
-    }
-}
-
 use coffee::docker::DockerOrchestrator;
 use coffee::orchestrator::{NodeState, Orchestrator, RunState};
-use fake_engine::{container, Engine};
+use coffee_tests::fake_docker::{self, container, Engine};
 
 fn engine() -> Engine {
     let mut oneoff = container("run1", "coffee", "gateway", Some("gateway"), "running");
     oneoff["Labels"]["com.docker.compose.oneoff"] = json!("True");
-    Engine {
-        containers: vec![
-            container("gw1", "coffee", "gateway", Some("gateway"), "running"),
-            container("tx0", "coffee", "tx-filter-0", Some("tx_filter-0"), "exited"),
-            container("mon0", "coffee", "monitor-0", Some("monitor-0"), "restarting"),
-            // Made from another compose file: no `coffee.node` label, named after its service.
-            container("tx1", "coffee", "tx-filter-1", None, "running"),
-            oneoff,
-            container("other-gw", "other", "gateway", Some("gateway"), "running"),
-        ],
-        requests: Default::default(),
-    }
+    Engine::new(vec![
+        container("gw1", "coffee", "gateway", Some("gateway"), "running"),
+        container("tx0", "coffee", "tx-filter-0", Some("tx_filter-0"), "exited"),
+        container("mon0", "coffee", "monitor-0", Some("monitor-0"), "restarting"),
+        container("tx1", "coffee", "tx-filter-1", Some("tx_filter-1"), "running"),
+        // Not nodes: no `coffee.node` label.
+        container("mq", "coffee", "rabbitmq", None, "running"),
+        container("web", "coffee", "console", None, "running"),
+        oneoff,
+        container("other-gw", "other", "gateway", Some("gateway"), "running"),
+    ])
 }
 
-const LIST: &str =
-    "GET /containers/json all=true&filters={\"label\":[\"com.docker.compose.project=coffee\"]}&size=false";
+const LIST: &str = "GET /containers/json \
+    all=true&filters={\"label\":[\"coffee.node\",\"com.docker.compose.project=coffee\"]}&size=false";
 
 #[tokio::test]
 async fn the_docker_orchestrator_lists_kills_restarts_and_starts_containers_by_label() {
     let engine = engine();
-    let requests = engine.requests.clone();
-    let endpoint = fake_engine::serve(engine).await;
+    let endpoint = fake_docker::serve(engine.clone()).await;
     let docker = DockerOrchestrator::connect(&endpoint, Some("coffee".into())).unwrap();
 
     let nodes = docker.nodes().await.unwrap();
@@ -267,56 +180,57 @@ async fn the_docker_orchestrator_lists_kills_restarts_and_starts_containers_by_l
             state("tx_filter-0", RunState::Stopped, "exited (fake)"),
             state("tx_filter-1", RunState::Running, "running (fake)"),
         ],
-        "the one-off container and the other project's are not nodes"
+        "the broker, the console, the one-off container and the other project's are not nodes"
     );
-    docker.kill("tx_filter-0").await.unwrap();
+    docker.kill("tx_filter-1").await.unwrap();
     docker.restart("gateway").await.unwrap();
     docker.start("tx_filter-0").await.unwrap();
-    docker.kill("tx_filter-1").await.unwrap(); // by its compose service name
     let err = docker.kill("q4_top-0").await.unwrap_err();
     assert!(err.to_string().contains("no container runs node q4_top-0"), "{err}");
+    let err = docker.kill("rabbitmq").await.unwrap_err();
+    assert!(err.to_string().contains("no container runs node rabbitmq"), "{err}");
 
     assert_eq!(
-        *requests.lock().unwrap(),
+        engine.requests(),
         [
             LIST,
             LIST,
-            "POST /containers/tx0/kill signal=SIGKILL",
+            "POST /containers/tx1/kill signal=SIGKILL",
             LIST,
             "POST /containers/gw1/restart t=0",
             LIST,
             "POST /containers/tx0/start",
             LIST,
-            "POST /containers/tx1/kill signal=SIGKILL",
             LIST,
         ]
     );
+    let states: Vec<RunState> = docker.nodes().await.unwrap().into_iter().map(|n| n.state).collect();
+    assert_eq!(states, [RunState::Running, RunState::Starting, RunState::Running, RunState::Stopped]);
 }
 
 #[tokio::test]
 async fn the_docker_orchestrator_takes_its_project_from_its_own_container() {
     let engine = engine();
-    let requests = engine.requests.clone();
-    let endpoint = fake_engine::serve(engine).await;
+    let endpoint = fake_docker::serve(engine.clone()).await;
 
     let mut docker = DockerOrchestrator::connect(&endpoint, None).unwrap();
     docker.detect_project("mon0").await;
     assert_eq!(docker.project(), Some("coffee"));
     assert_eq!(docker.nodes().await.unwrap().len(), 4);
-    assert_eq!(*requests.lock().unwrap(), ["GET /containers/mon0/json", LIST]);
+    assert_eq!(engine.requests(), ["GET /containers/mon0/json", LIST]);
 
-    // Outside compose (no such container) every compose service is a candidate, whatever its project.
-    requests.lock().unwrap().clear();
+    // Outside compose (no such container) the nodes of every project are candidates.
+    engine.requests.lock().unwrap().clear();
     let mut docker = DockerOrchestrator::connect(&endpoint, None).unwrap();
     docker.detect_project("my-laptop").await;
     assert_eq!(docker.project(), None);
     let names: Vec<String> = docker.nodes().await.unwrap().into_iter().map(|n| n.name).collect();
     assert_eq!(names, ["gateway", "gateway", "monitor-0", "tx_filter-0", "tx_filter-1"]);
     assert_eq!(
-        *requests.lock().unwrap(),
+        engine.requests(),
         [
             "GET /containers/my-laptop/json",
-            "GET /containers/json all=true&filters={\"label\":[\"com.docker.compose.service\"]}&size=false",
+            "GET /containers/json all=true&filters={\"label\":[\"coffee.node\"]}&size=false",
         ]
     );
 }

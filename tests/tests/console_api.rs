@@ -3,62 +3,13 @@
 //! downloads both NDJSON files and checks them against the reference, checks the compare endpoint, and kills a
 //! node to see the kill and the restart in the event stream.
 
-use coffee_console::{App, Config};
-use coffee_tests::harness::{amqp_url, free_addr, unique_namespace};
-use futures::StreamExt;
+use coffee_tests::console::{self, json_of, Console};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a tiny session may take on a loaded 2-core machine.
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
-
-struct Console {
-    app: App,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Console {
-    async fn start(data_dir: &Path) -> Console {
-        let config = Config {
-            bind: "127.0.0.1:0".into(),
-            token: None,
-            uploads: coffee_console::UploadLimits::default(),
-            data_dir: data_dir.to_owned(),
-            static_dir: data_dir.join("no-frontend"),
-            coffee_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_coffee-node"))),
-            replicas: "all=2".into(),
-            namespace: unique_namespace("console-api"),
-            gateway: free_addr(),
-            monitors: 0,
-            amqp_url: amqp_url(),
-        };
-        let app = App::start(config).await.expect("console start");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let router = app.router.clone();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Console { app, base, http: reqwest::Client::new() }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
-        json_of(response, path).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.expect("POST");
-        json_of(response, path).await
-    }
-}
-
-async fn json_of(response: reqwest::Response, path: &str) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
 
 /// A multipart form with every CSV file of a dataset folder.
 fn dataset_form(dir: &Path) -> (reqwest::multipart::Form, usize) {
@@ -76,48 +27,6 @@ fn dataset_form(dir: &Path) -> (reqwest::multipart::Form, usize) {
     (form, files)
 }
 
-/// Collects the event stream's JSON messages in the background.
-fn collect_events(base: &str) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
-    let url = format!("{}/api/events", base.replace("http://", "ws://"));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
-        while let Some(Ok(message)) = socket.next().await {
-            if let Ok(text) = message.to_text() {
-                if let Ok(value) = serde_json::from_str(text) {
-                    if tx.send(value).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for an event of `kind` matching `pred`, keeping the ones read on the way in `seen`.
-async fn wait_event(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
-    seen: &mut Vec<Value>,
-    kind: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    if let Some(found) = seen.iter().find(|e| e["type"] == kind && pred(e)) {
-        return found.clone();
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no `{kind}` event within 30 s"))
-            .expect("event stream open");
-        seen.push(event.clone());
-        if event["type"] == kind && pred(&event) {
-            return event;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upload_launch_download_compare_kill() {
     let data_dir = tempfile::tempdir().expect("tempdir");
@@ -128,11 +37,12 @@ async fn upload_launch_download_compare_kill() {
         out: generated.path().to_owned(),
     })
     .expect("generate");
-    let console = Console::start(data_dir.path()).await;
+    let mut config = console::config(data_dir.path(), "console-api");
+    config.replicas = "all=2".into();
+    let console = Console::start(config).await;
     let status = console.get("/api/status").await;
     assert_eq!(status["cluster"]["state"], "up", "cluster not up: {status}");
-    let mut events = collect_events(&console.base);
-    let mut seen = Vec::new();
+    let mut events = console.events();
 
     // A file with a header of no dataset kind refuses the upload, naming the file; nothing is kept.
     let bad = reqwest::multipart::Form::new()
@@ -173,7 +83,7 @@ async fn upload_launch_download_compare_kill() {
                 _ => panic!("session {session} did not complete: {view}"),
             }
         }
-        wait_event(&mut events, &mut seen, "session_done", |e| e["session"] == session.as_str()).await;
+        events.wait("session_done", |e| e["session"] == session.as_str()).await;
     }
 
     // Each download equals the reference, and the counts shown match the file.
@@ -210,8 +120,8 @@ async fn upload_launch_download_compare_kill() {
     let nodes = console.get("/api/nodes").await;
     assert_eq!(nodes.as_array().map(Vec::len), Some(13), "{nodes}");
     console.post("/api/nodes/q3_agg-1/kill", json!({})).await;
-    wait_event(&mut events, &mut seen, "node_killed", |e| e["node"] == "q3_agg-1").await;
-    wait_event(&mut events, &mut seen, "node_restarted", |e| e["node"] == "q3_agg-1").await;
+    events.wait("node_killed", |e| e["node"] == "q3_agg-1").await;
+    events.wait("node_restarted", |e| e["node"] == "q3_agg-1").await;
     let nodes = console.get("/api/nodes").await;
     let node = nodes.as_array().expect("nodes").iter().find(|n| n["name"] == "q3_agg-1").expect("q3_agg-1").clone();
     assert_eq!(node["restarts"], 1, "{node}");

@@ -3,8 +3,8 @@
 //! another origin is refused (403), uploads past their caps are refused with a clear message and leave nothing,
 //! and a file name with `../` is reduced to its last component inside the upload's folder.
 
-use coffee_console::{App, Config, UploadLimits};
-use coffee_tests::harness::{free_addr, unique_namespace};
+use coffee_console::UploadLimits;
+use coffee_tests::console::{self, Console};
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -13,37 +13,26 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const STORES_HEADER: &str = "store_id,store_name,street,postal_code,city,state,latitude,longitude\n";
 
-struct Console {
-    app: App,
-    base: String,
-    http: reqwest::Client,
+async fn start_console(data_dir: &Path, bind: &str, token: Option<&str>) -> Console {
+    let mut config = console::config(data_dir, "console-doors");
+    config.bind = bind.into();
+    config.token = token.map(str::to_owned);
+    config.uploads = UploadLimits { max_files: 3, max_file_mib: 1, max_total_mib: 2 };
+    config.replicas = "all=1".into();
+    // Nothing listens there: the cluster fails at once and the console serves without it.
+    config.amqp_url = "amqp://127.0.0.1:1/%2f".into();
+    Console::start(config).await
 }
 
-impl Console {
-    async fn start(data_dir: &Path, bind: &str, token: Option<&str>) -> Console {
-        let config = Config {
-            bind: bind.into(),
-            token: token.map(str::to_owned),
-            uploads: UploadLimits { max_files: 3, max_file_mib: 1, max_total_mib: 2 },
-            data_dir: data_dir.to_owned(),
-            static_dir: data_dir.join("no-frontend"),
-            coffee_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_coffee-node"))),
-            replicas: "all=1".into(),
-            namespace: unique_namespace("console-doors"),
-            gateway: free_addr(),
-            monitors: 0,
-            // Nothing listens there: the cluster fails at once and the console serves without it.
-            amqp_url: "amqp://127.0.0.1:1/%2f".into(),
-        };
-        let app = App::start(config).await.expect("console start");
-        // The test serves on loopback whatever `bind` says: the token rule follows the configured bind.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let router = app.router.clone();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Console { app, base, http: reqwest::Client::new() }
-    }
+/// What these tests ask of a console besides the shared helpers.
+trait Doors {
+    fn token(&self) -> String;
+    async fn status_of(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value);
+    async fn upload(&self, files: Vec<(&str, Vec<u8>)>) -> (StatusCode, Value);
+    async fn websocket(&self, query: &str, origin: Option<&str>) -> u16;
+}
 
+impl Doors for Console {
     fn token(&self) -> String {
         self.app.state.token.as_deref().expect("a token").to_owned()
     }
@@ -105,7 +94,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_console_needs_its_token_and_its_origin() {
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let console = Console::start(data_dir.path(), "0.0.0.0:0", None).await;
+    let console = start_console(data_dir.path(), "0.0.0.0:0", None).await;
     let token = console.token();
     assert_eq!(token.len(), 32, "a generated token");
     let status = format!("{}/api/status", console.base);
@@ -144,13 +133,13 @@ async fn a_public_console_needs_its_token_and_its_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_needs_no_token_unless_given_one() {
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let open = Console::start(data_dir.path(), "127.0.0.1:0", None).await;
+    let open = start_console(data_dir.path(), "127.0.0.1:0", None).await;
     assert!(open.app.state.token.is_none());
     assert_eq!(open.status_of(open.http.get(format!("{}/api/status", open.base))).await.0, StatusCode::OK);
     assert_eq!(open.websocket("", None).await, 101);
     open.app.shutdown().await;
 
-    let given = Console::start(data_dir.path(), "127.0.0.1:0", Some("s3cret")).await;
+    let given = start_console(data_dir.path(), "127.0.0.1:0", Some("s3cret")).await;
     assert_eq!(given.status_of(given.http.get(format!("{}/api/status", given.base))).await.0, StatusCode::UNAUTHORIZED);
     let authorized = given.http.get(format!("{}/api/status", given.base)).bearer_auth("s3cret");
     assert_eq!(given.status_of(authorized).await.0, StatusCode::OK);
@@ -162,7 +151,7 @@ async fn uploads_are_capped_and_stay_in_the_data_folder() {
     let root = tempfile::tempdir().expect("tempdir");
     let data_dir = root.path().join("data");
     std::fs::create_dir_all(&data_dir).expect("data dir");
-    let console = Console::start(&data_dir, "0.0.0.0:0", Some("t0ken")).await;
+    let console = start_console(&data_dir, "0.0.0.0:0", Some("t0ken")).await;
     let uploads = data_dir.join("uploads");
 
     // One file over the 1 MiB per-file cap: 413, a message saying so, nothing kept.

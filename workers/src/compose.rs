@@ -128,17 +128,6 @@ pub fn service_name(node: &str) -> String {
     node.replace('_', "-")
 }
 
-/// The topology node a compose service runs: the inverse of [`service_name`] for node names (`q4-count-1` is
-/// `q4_count-1`, `monitor-0` and `gateway` stay).
-pub fn node_name(service: &str) -> String {
-    match service.rsplit_once('-') {
-        Some((head, replica)) if replica.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{}-{replica}", head.replace('-', "_"))
-        }
-        _ => service.replace('-', "_"),
-    }
-}
-
 /// The compose file of `topology`.
 pub fn compose_file(topology: &Topology, options: &ComposeOptions) -> ComposeFile {
     let spec = ClusterSpec {
@@ -258,7 +247,8 @@ impl Builder<'_> {
         service.command = std::iter::once("coffee-console".to_owned()).chain(args).collect();
         // Empty: the console makes a random token and prints it (`docker compose logs console`).
         service.environment.insert("COFFEE_CONSOLE_TOKEN".into(), "${COFFEE_CONSOLE_TOKEN:-}".into());
-        service.labels.insert(NODE_LABEL.into(), "console".into());
+        // Not a node: the console drives the nodes, and nothing it drives (its chaos monkey) may pick it.
+        service.labels.clear();
         service.ports.push(format!("{CONSOLE_PORT}:{CONSOLE_PORT}"));
         service.volumes.insert(0, format!("console:{STATE_DIR}"));
         service.depends_on.insert("gateway".into(), DependsOn { condition: "service_healthy".into() });
@@ -304,9 +294,6 @@ mod tests {
     #[test]
     fn names_are_valid_hosts_and_the_order_is_fixed() {
         assert_eq!(service_name("q4_count-1"), "q4-count-1");
-        for node in ["q4_count-1", "tx_filter-0", "monitor-2", "gateway", "console"] {
-            assert_eq!(node_name(&service_name(node)), node);
-        }
         let file = compose_file(&Topology::default(), &ComposeOptions::default());
         let names: Vec<&str> = file.services.0.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names[..2], ["rabbitmq", "gateway"]);

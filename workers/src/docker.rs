@@ -1,9 +1,9 @@
 //! The Docker orchestrator: the nodes are the containers of a compose project, reached through the Docker
-//! Engine API (bollard). A node is found by the labels compose puts on its containers: the project
-//! (`com.docker.compose.project`) and the node name our compose file adds (`coffee.node`), else the node its
-//! compose service name stands for (`com.docker.compose.service`, for containers made from another file).
+//! Engine API (bollard). A node is a container that carries the node name our compose file adds (`coffee.node`),
+//! in the compose project (`com.docker.compose.project`) when one is known. Other containers (the broker, the
+//! console, anything else on the engine) are never listed, so nothing here can kill them by mistake.
 
-use crate::compose::{node_name, NODE_LABEL};
+use crate::compose::NODE_LABEL;
 use crate::orchestrator::{NodeState, Orchestrator, RunState};
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use tracing::{info, warn};
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
-pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Set on containers of `docker compose run`: one-off commands, never nodes.
 pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 /// Seconds an API call may take.
@@ -54,20 +53,20 @@ impl DockerOrchestrator {
                 self.project = labels.get(PROJECT_LABEL).cloned();
                 info!(project = ?self.project, "compose project from this container's labels");
             }
-            Err(e) => warn!(error = %e, %container, "cannot inspect this container; driving every compose project"),
+            Err(e) => {
+                warn!(error = %e, %container, "cannot inspect this container; driving the nodes of every compose project")
+            }
         }
     }
 
     /// The node's containers, by topology name, in name order.
     async fn containers(&self) -> anyhow::Result<Vec<(String, ContainerSummary)>> {
-        // One label filter: the project's when known, else any compose service.
-        let label = match &self.project {
-            Some(project) => format!("{PROJECT_LABEL}={project}"),
-            None => SERVICE_LABEL.to_owned(),
-        };
+        // Every label filter must match: a node's label, and the project's when known.
+        let mut labels = vec![NODE_LABEL.to_owned()];
+        labels.extend(self.project.iter().map(|project| format!("{PROJECT_LABEL}={project}")));
         let options = ListContainersOptions {
             all: true, // stopped nodes too: they are the ones to start
-            filters: Some(HashMap::from([("label".to_owned(), vec![label])])),
+            filters: Some(HashMap::from([("label".to_owned(), labels)])),
             ..Default::default()
         };
         let listed = self.docker.list_containers(Some(options)).await?;
@@ -78,11 +77,7 @@ impl DockerOrchestrator {
                 if labels.get(ONEOFF_LABEL).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
                     return None;
                 }
-                let name = match labels.get(NODE_LABEL) {
-                    Some(node) => node.clone(),
-                    None => node_name(labels.get(SERVICE_LABEL)?),
-                };
-                Some((name, c))
+                Some((labels.get(NODE_LABEL)?.clone(), c))
             })
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0));

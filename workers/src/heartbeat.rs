@@ -160,9 +160,89 @@ pub async fn subscribe(connection: &Connection, topology: &Topology) -> lapin::R
     Ok(consumer.filter_map(|delivery| async move { delivery.ok().and_then(|d| serde_json::from_slice(&d.data).ok()) }))
 }
 
+/// What a watcher knows of one node from its heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub at: std::time::Instant,
+    pub pid: u32,
+    pub seq: u64,
+    /// New processes heard after the first: a beat whose `seq` went back (or whose pid changed) comes from a
+    /// restarted node. Counted from heartbeats alone, so it holds for processes and containers alike.
+    pub restarts: u32,
+}
+
+/// The latest heartbeat of every node heard so far, shared between a [`watch`] task and its readers.
+#[derive(Debug, Clone, Default)]
+pub struct HeardNodes(Arc<std::sync::Mutex<std::collections::HashMap<String, Heard>>>);
+
+impl HeardNodes {
+    pub fn record(&self, beat: &Heartbeat) {
+        let mut heard = self.0.lock().expect("heard lock");
+        let restarts = match heard.get(&beat.node) {
+            Some(last) if beat.seq < last.seq || beat.pid != last.pid => last.restarts + 1,
+            Some(last) => last.restarts,
+            None => 0,
+        };
+        let now = std::time::Instant::now();
+        heard.insert(beat.node.clone(), Heard { at: now, pid: beat.pid, seq: beat.seq, restarts });
+    }
+
+    pub fn get(&self, node: &str) -> Option<Heard> {
+        self.0.lock().expect("heard lock").get(node).copied()
+    }
+}
+
+/// Records every heartbeat of the namespace into `heard`, reconnecting (patiently) whenever the broker goes
+/// away. Runs until its task is aborted.
+pub async fn watch(amqp_url: String, topology: Topology, heard: HeardNodes) {
+    loop {
+        let watching = async {
+            let connection = crate::amqp::connect_patiently(&amqp_url, "watcher", crate::amqp::NODE_PATIENCE).await?;
+            let mut beats = Box::pin(subscribe(&connection, &topology).await?);
+            while let Some(beat) = beats.next().await {
+                heard.record(&beat);
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = watching.await {
+            tracing::warn!(error = %format!("{e:#}"), "lost the heartbeats; watching again");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn beat(node: &str, pid: u32, seq: u64) -> Heartbeat {
+        Heartbeat {
+            node: node.into(),
+            pid,
+            seq,
+            consumed_messages: 0,
+            consumed_bytes: 0,
+            published_messages: 0,
+            published_bytes: 0,
+            open_sessions: 0,
+            peak_rss_kib: 0,
+            first_input_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_restart_is_a_beat_whose_seq_went_back_or_whose_pid_changed() {
+        let heard = HeardNodes::default();
+        heard.record(&beat("gateway", 1, 7));
+        heard.record(&beat("gateway", 1, 8));
+        assert_eq!(heard.get("gateway").map(|h| (h.seq, h.restarts)), Some((8, 0)), "first heard mid-life");
+        // In a container the pid is the same after a restart (1): the sequence tells.
+        heard.record(&beat("gateway", 1, 0));
+        assert_eq!(heard.get("gateway").map(|h| h.restarts), Some(1));
+        heard.record(&beat("gateway", 42, 1));
+        assert_eq!(heard.get("gateway").map(|h| (h.pid, h.restarts)), Some((42, 2)));
+        assert_eq!(heard.get("tx_filter-0"), None);
+    }
 
     #[test]
     fn peak_rss_of_this_process_is_known() {

@@ -1,14 +1,20 @@
-//! The cluster as the console runs it: starts a [`LocalCluster`] (retrying while RabbitMQ is down), supervises
-//! it (restarting any node that exits), reports node status every second, and kills nodes on request or from the
-//! chaos monkey.
+//! The nodes as the console drives them, through one of two drivers chosen by `--orchestrator`:
 //!
-//! Status comes from the cluster: process state (pid, restarts) and the age of each node's last heartbeat.
+//! - [`local`]: the console starts its own cluster of local processes, supervises it and stops it on exit;
+//! - [`docker`]: the nodes are the containers of a compose project, killed through the Docker Engine API and
+//!   restarted by the compose file's health monitors.
+//!
+//! Either way the page gets every node's state once a second (up, restarts, heartbeat age), and the user or the
+//! chaos monkey can kill any node.
+
+mod docker;
+mod local;
 
 use crate::events::{Event, Events};
-use coffee::cluster::{ClusterSpec, LocalCluster, NodeStatus, StartOptions};
+use coffee::cluster::{ClusterSpec, StartOptions};
+use coffee::docker::DockerOrchestrator;
 use rand::seq::SliceRandom;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -36,6 +42,8 @@ pub struct NodeView {
     pub restarts: u32,
     /// Milliseconds since the node's last heartbeat, if one was heard.
     pub heartbeat_age_ms: Option<u64>,
+    /// The orchestrator's own word: `pid 4242`, or the container's status (`Up 3 minutes`).
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,94 +64,81 @@ struct Chaos {
 
 pub struct Nodes {
     spec: ClusterSpec,
-    options: StartOptions,
-    cluster: tokio::sync::Mutex<Option<LocalCluster>>,
-    starting: AtomicBool,
-    /// Why the last start failed (cleared when the cluster is up).
-    error: Mutex<Option<String>>,
+    driver: Driver,
     chaos: Mutex<Chaos>,
     events: Events,
 }
 
+enum Driver {
+    Local(local::Local),
+    Docker(docker::Docker),
+}
+
 impl Nodes {
-    pub fn new(spec: ClusterSpec, options: StartOptions, events: Events) -> Arc<Nodes> {
-        Arc::new(Nodes {
-            spec,
-            options,
-            cluster: tokio::sync::Mutex::new(None),
-            starting: AtomicBool::new(false),
-            error: Mutex::new(None),
-            chaos: Mutex::new(Chaos::default()),
-            events,
-        })
+    /// Nodes the console starts itself, as local processes.
+    pub fn local(spec: ClusterSpec, options: StartOptions, events: Events) -> Arc<Nodes> {
+        Nodes::with(spec, Driver::Local(local::Local::new(options)), events)
+    }
+
+    /// The containers `docker` drives; `spec` names the namespace whose heartbeats are heard and the gateway.
+    pub fn docker(spec: ClusterSpec, docker: DockerOrchestrator, events: Events) -> Arc<Nodes> {
+        let driver = Driver::Docker(docker::Docker::new(docker, &spec.amqp_url, &spec.topology, events.clone()));
+        Nodes::with(spec, driver, events)
+    }
+
+    fn with(spec: ClusterSpec, driver: Driver, events: Events) -> Arc<Nodes> {
+        Arc::new(Nodes { spec, driver, chaos: Mutex::new(Chaos::default()), events })
     }
 
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
     }
 
-    /// Starts the cluster unless it is up or starting. A failure is kept for [`Nodes::cluster_event`] and
-    /// broadcast; the background loop tries again.
-    pub async fn start(&self) -> anyhow::Result<()> {
-        if self.cluster.lock().await.is_some() || self.starting.swap(true, Ordering::SeqCst) {
-            return Ok(());
+    /// Who owns the nodes, for the page: `local processes` or `docker (compose project P)`.
+    pub fn orchestrator(&self) -> String {
+        match &self.driver {
+            Driver::Local(_) => "local processes".to_owned(),
+            Driver::Docker(docker) => docker.describe(),
         }
-        self.events.send(Event::Cluster { state: "starting", error: None });
-        // Started without holding the lock: it takes seconds, and status requests must not wait for it.
-        let started = LocalCluster::start_with(self.spec.clone(), self.options.clone()).await;
-        let outcome = match started {
-            Ok(cluster) => {
-                *self.cluster.lock().await = Some(cluster);
-                *self.error.lock().expect("lock") = None;
-                info!(namespace = %self.spec.topology.namespace, "console cluster up");
-                Ok(())
-            }
-            Err(e) => {
-                let message = format!("{e:#}");
-                warn!(error = %message, "cluster did not start");
-                *self.error.lock().expect("lock") = Some(message.clone());
-                Err(anyhow::anyhow!(message))
-            }
+    }
+
+    /// Starts the local cluster unless it is up or starting, or checks that the Docker engine answers. A
+    /// failure is kept for [`Nodes::cluster_event`] and broadcast; the background loop tries again.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        let outcome = match &self.driver {
+            Driver::Local(local) => local.start(&self.spec, &self.events).await,
+            Driver::Docker(docker) => docker.start().await,
         };
-        self.starting.store(false, Ordering::SeqCst);
         self.events.send(self.cluster_event());
         outcome
     }
 
     /// The cluster's state as an event: `up`, `starting`, or `down` with the reason.
     pub fn cluster_event(&self) -> Event {
-        let error = self.error.lock().expect("lock").clone();
-        let state = if self.starting.load(Ordering::SeqCst) {
-            "starting"
-        } else if self.cluster.try_lock().map(|c| c.is_some()).unwrap_or(true) {
-            // A held lock means someone is using the cluster, so it is up.
-            "up"
-        } else {
-            "down"
-        };
-        Event::Cluster { state, error }
+        match &self.driver {
+            Driver::Local(local) => local.cluster_event(),
+            Driver::Docker(docker) => docker.cluster_event(),
+        }
     }
 
-    /// Every node, in the cluster's stable order (empty while the cluster is down).
+    /// Every node, in a stable order (empty while the cluster is down).
     pub async fn status(&self) -> Vec<NodeView> {
-        let cluster = self.cluster.lock().await;
-        let Some(cluster) = cluster.as_ref() else { return Vec::new() };
-        cluster.status().into_iter().map(node_view).collect()
+        match &self.driver {
+            Driver::Local(local) => local.status().await,
+            Driver::Docker(docker) => docker.status().await,
+        }
     }
 
-    /// SIGKILLs a node; the supervisor restarts it and reports `node_restarted`.
+    /// Kills a node at once (SIGKILL, to its process or its container); what supervises the nodes restarts it
+    /// and the page hears `node_restarted`.
     pub async fn kill(&self, name: &str, cause: &'static str) -> anyhow::Result<NodeView> {
-        let mut guard = self.cluster.lock().await;
-        let cluster = guard.as_mut().ok_or_else(|| anyhow::anyhow!("the cluster is not running"))?;
-        let status = cluster
-            .status()
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no node named `{name}`"))?;
-        cluster.kill(name)?;
-        warn!(node = name, pid = ?status.pid, cause, "node killed");
-        self.events.send(Event::NodeKilled { node: name.to_owned(), pid: status.pid, cause });
-        Ok(node_view(status))
+        let node = match &self.driver {
+            Driver::Local(local) => local.kill(name).await?,
+            Driver::Docker(docker) => docker.kill(name).await?,
+        };
+        warn!(node = name, pid = ?node.pid, cause, "node killed");
+        self.events.send(Event::NodeKilled { node: name.to_owned(), pid: node.pid, cause });
+        Ok(node)
     }
 
     /// Kills a random running node, the gateway included: its clients reconnect and resume their sessions.
@@ -209,21 +204,29 @@ impl Nodes {
         Event::Chaos { running: view.running, interval_ms: view.interval_ms, kills: view.kills }
     }
 
-    /// The background work: start (and retry) the cluster, restart exited nodes, broadcast status. Runs until
-    /// the task is aborted.
+    /// The background work, until the task is aborted: broadcast status every second; for a local cluster also
+    /// start (and retry) it and restart exited nodes.
     pub async fn run(self: Arc<Self>) {
         let mut supervise = tokio::time::interval(SUPERVISE_EVERY);
         let mut status = tokio::time::interval(STATUS_EVERY);
         let mut retry = tokio::time::interval(RETRY_EVERY);
         loop {
             tokio::select! {
-                _ = supervise.tick() => self.restart_exited().await,
+                _ = supervise.tick() => {
+                    if let Driver::Local(local) = &self.driver {
+                        local.supervise(&self.events).await;
+                    }
+                }
                 _ = status.tick() => {
                     let nodes = self.status().await;
                     self.events.send(Event::Nodes { nodes });
                 }
                 _ = retry.tick() => {
-                    if self.cluster.lock().await.is_none() {
+                    let down = match &self.driver {
+                        Driver::Local(local) => local.is_down().await,
+                        Driver::Docker(_) => false,
+                    };
+                    if down {
                         let nodes = self.clone();
                         // In its own task so supervision of nothing does not wait on a 10 s broker timeout.
                         tokio::spawn(async move { let _ = nodes.start().await; });
@@ -233,41 +236,28 @@ impl Nodes {
         }
     }
 
-    async fn restart_exited(&self) {
-        let mut guard = self.cluster.lock().await;
-        let Some(cluster) = guard.as_mut() else { return };
-        // One step: serves the monitors' restart requests, or restarts exited nodes when there are no monitors.
-        match cluster.supervise_step().await {
-            Ok(restarted) => {
-                let status = cluster.status();
-                for name in restarted {
-                    let (pid, restarts) =
-                        status.iter().find(|n| n.name == name).map(|n| (n.pid, n.restarts)).unwrap_or((None, 0));
-                    info!(node = %name, ?pid, restarts, "node restarted");
-                    self.events.send(Event::NodeRestarted { node: name, pid, restarts });
-                }
-            }
-            Err(e) => self.events.send(Event::Error { message: format!("restarting nodes: {e:#}") }),
-        }
-    }
-
-    /// Stops the chaos monkey and the cluster (its queues are deleted).
+    /// Stops the chaos monkey, and the cluster if the console started it (its queues are deleted).
     pub async fn shutdown(&self) {
         self.stop_chaos_task();
-        if let Some(cluster) = self.cluster.lock().await.take() {
-            if let Err(e) = cluster.stop().await {
-                warn!(error = %format!("{e:#}"), "stopping the cluster");
-            }
+        match &self.driver {
+            Driver::Local(local) => local.shutdown().await,
+            Driver::Docker(docker) => docker.shutdown(),
         }
     }
 }
 
-/// Splits `tx_filter-1` into role and replica; `gateway` is replica 0.
-fn node_view(status: NodeStatus) -> NodeView {
-    let NodeStatus { name, pid, restarts, heartbeat_age_ms } = status;
+/// A node's view; its role and replica come from its name (`tx_filter-1`; `gateway` is replica 0).
+fn node_view(
+    name: String,
+    up: bool,
+    pid: Option<u32>,
+    restarts: u32,
+    heartbeat_age_ms: Option<u64>,
+    detail: String,
+) -> NodeView {
     let (role, replica) = match name.rsplit_once('-') {
         Some((role, replica)) if replica.parse::<u16>().is_ok() => (role.to_owned(), replica.parse().unwrap_or(0)),
         _ => (name.clone(), 0),
     };
-    NodeView { up: pid.is_some(), name, role, replica, pid, restarts, heartbeat_age_ms }
+    NodeView { up, name, role, replica, pid, restarts, heartbeat_age_ms, detail }
 }
