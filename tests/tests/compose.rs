@@ -114,7 +114,12 @@ fn every_node_runs_the_launchers_command_with_its_environment() {
     assert_eq!(strings(&console["ports"]), ["8080:8080"]);
     assert!(strings(&console["volumes"]).contains(&"/var/run/docker.sock:/var/run/docker.sock"));
     assert!(console.get("labels").is_none(), "the console is not a node: no chaos monkey may pick it");
-    // The console accepts the command the file gives it (the nodes' commands are the launcher's own).
+    // Every command in the file is one its binary accepts.
+    for (name, service) in services.iter().filter(|(_, s)| s["command"][0] == "coffee") {
+        let command = strings(&service["command"]);
+        coffee::cli::check_args(&command).unwrap_or_else(|e| panic!("{name}: `coffee` refuses {command:?}: {e}"));
+    }
+    assert!(coffee::cli::check_args(["coffee", "monitor", "--no-such-flag"]).is_err(), "the check has teeth");
     let config = <coffee_console::Config as clap::Parser>::try_parse_from(&command).expect("the console's flags");
     assert_eq!(config.orchestrator.orchestrator, coffee::orchestrator::OrchestratorKind::Docker);
 

@@ -1,6 +1,9 @@
-//! The chaos monkey: SIGKILLs nodes at random intervals and writes each kill and restart as a JSON event line.
+//! The chaos monkey: SIGKILLs nodes (processes or containers) at random intervals and writes each kill and
+//! restart as a JSON event line.
 
 use crate::cluster::{self, LocalCluster};
+use crate::docker::DockerOrchestrator;
+use crate::orchestrator::{Orchestrator, RunState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -120,13 +123,46 @@ pub async fn run_on_cluster(
     }
 }
 
-/// `coffee chaos` against a `cluster up` in another process: kills by pid from its `nodes.json`, printing one
-/// JSON event line per kill (the cluster's supervisor restarts the node and logs that).
-pub async fn run_against_namespace(
-    namespace: &str,
-    monkey: &mut ChaosMonkey,
-    duration: Duration,
-) -> anyhow::Result<u32> {
+/// What `coffee chaos` kills: the processes of a `cluster up` running elsewhere on this machine (found in its
+/// `nodes.json`; its supervisor or monitors restart them), or the node containers of a compose project (its
+/// monitors restart them).
+pub enum Owner {
+    Processes { namespace: String },
+    Containers(DockerOrchestrator),
+}
+
+impl Owner {
+    /// The nodes that run now, with what identifies their current incarnation (a pid, or none for a container).
+    async fn running(&self) -> anyhow::Result<Vec<(String, Option<u32>)>> {
+        Ok(match self {
+            Owner::Processes { namespace } => {
+                cluster::read_status(namespace)?.into_iter().filter_map(|n| Some((n.name, Some(n.pid?)))).collect()
+            }
+            Owner::Containers(docker) => docker
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.state == RunState::Running)
+                .map(|n| (n.name, None))
+                .collect(),
+        })
+    }
+
+    async fn kill(&self, name: &str, pid: Option<u32>) -> anyhow::Result<()> {
+        match (self, pid) {
+            (Owner::Processes { .. }, Some(pid)) => {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                Ok(nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?)
+            }
+            (Owner::Processes { .. }, None) => anyhow::bail!("{name} has no process"),
+            (Owner::Containers(docker), _) => docker.kill(name).await,
+        }
+    }
+}
+
+/// `coffee chaos`: kills a running node of `owner` at the monkey's pace for `duration`, printing one JSON event
+/// line per kill (whoever supervises the nodes restarts them and logs that). Returns the number of kills.
+pub async fn run_against(owner: &Owner, monkey: &mut ChaosMonkey, duration: Duration) -> anyhow::Result<u32> {
     let deadline = tokio::time::Instant::now() + duration;
     let mut kills = 0;
     loop {
@@ -135,16 +171,16 @@ pub async fn run_against_namespace(
             return Ok(kills);
         }
         tokio::time::sleep(delay).await;
-        let status = cluster::read_status(namespace)?;
-        let names: Vec<String> = status.iter().filter(|n| n.pid.is_some()).map(|n| n.name.clone()).collect();
+        let running = owner.running().await?;
+        let names: Vec<String> = running.iter().map(|(name, _)| name.clone()).collect();
         let Some(victim) = monkey.pick(&names) else { continue };
-        let pid = status.iter().find(|n| n.name == victim).and_then(|n| n.pid).expect("listed with a pid");
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL) {
+        let pid = running.iter().find(|(name, _)| *name == victim).and_then(|(_, pid)| *pid);
+        match owner.kill(&victim, pid).await {
             Ok(()) => {
                 kills += 1;
-                println!("{}", ChaosEvent::now(&victim, "kill", Some(pid)).to_json_line());
+                println!("{}", ChaosEvent::now(&victim, "kill", pid).to_json_line());
             }
-            Err(e) => tracing::warn!(node = %victim, pid, error = %e, "could not kill"),
+            Err(e) => tracing::warn!(node = %victim, ?pid, error = %format!("{e:#}"), "could not kill"),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::operators::q2::Q2Agg;
 use crate::operators::q3::Q3Agg;
 use crate::operators::q4::{Q4Count, Q4Top};
 use crate::operators::Operator;
+use crate::orchestrator::{OrchestratorArgs, OrchestratorKind};
 use crate::runtime::StageNode;
 use crate::topology::Topology;
 use crate::{amqp, bench, client, compare, gateway, gen, monitor, reference};
@@ -136,10 +137,13 @@ enum Command {
         #[command(flatten)]
         durability: Durability,
     },
-    /// Kill nodes of a running `cluster up` with SIGKILL at random intervals (one JSON event line per kill).
+    /// Kill nodes of a running `cluster up` (or, with `--orchestrator docker`, the node containers of a compose
+    /// project) with SIGKILL at random intervals, one JSON event line per kill.
     Chaos {
         #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
         namespace: String,
+        #[command(flatten)]
+        orchestrator: OrchestratorArgs,
         /// Time between kills: `2s`, or a range `1s..3s`.
         #[arg(long, default_value = "2s", value_parser = parse_interval)]
         interval: (Duration, Duration),
@@ -183,6 +187,9 @@ enum Command {
         /// A node silent this long is restarted.
         #[arg(long, env = "MONITOR_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Who restarts nodes: `local` (the `cluster up` that owns them, asked on the control queue) or `docker`.
+        #[command(flatten)]
+        orchestrator: OrchestratorArgs,
     },
     /// Start or stop a local cluster.
     Cluster {
@@ -248,6 +255,16 @@ enum ClusterAction {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Whether `coffee` accepts `args` (the first is the program's name), with clap's message if not: tests check
+/// commands written elsewhere, such as the compose file's, against the real parser.
+pub fn check_args<I, T>(args: I) -> Result<(), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map(drop)
 }
 
 /// The entry point of every binary that is `coffee`.
@@ -368,15 +385,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             println!("dead letters (poison messages set aside): {}", dead.join(", "));
         }
-        Command::Monitor { cluster, replica, monitors, timeout } => {
+        Command::Monitor { cluster, replica, monitors, timeout, orchestrator } => {
             let topology = cluster.topology()?;
             let mut nodes: Vec<String> = cluster.spec()?.nodes().into_iter().map(|(name, _)| name).collect();
             nodes.extend((0..monitors).map(monitor::monitor_name));
-            monitor::Monitor { topology, replica, monitors, timeout, nodes }.run(&cluster.amqp_url).await?;
+            let restarter = match orchestrator.orchestrator {
+                OrchestratorKind::Local => monitor::Restarter::ControlQueue,
+                OrchestratorKind::Docker => monitor::Restarter::Orchestrator(Arc::new(orchestrator.docker().await?)),
+            };
+            let monitor = monitor::Monitor { topology, replica, monitors, timeout, nodes, restarter };
+            monitor.run(&cluster.amqp_url).await?;
         }
-        Command::Chaos { namespace, interval, target, seed, duration } => {
+        Command::Chaos { namespace, orchestrator, interval, target, seed, duration } => {
             let mut monkey = ChaosMonkey::new(seed, interval.0, interval.1, Targets::parse(&target));
-            let kills = chaos::run_against_namespace(&namespace, &mut monkey, duration).await?;
+            let owner = match orchestrator.orchestrator {
+                OrchestratorKind::Local => chaos::Owner::Processes { namespace },
+                OrchestratorKind::Docker => chaos::Owner::Containers(orchestrator.docker().await?),
+            };
+            let kills = chaos::run_against(&owner, &mut monkey, duration).await?;
             eprintln!("chaos: {kills} kills in {duration:?}");
         }
         Command::Cluster { action: ClusterAction::Down { namespace } } => {

@@ -7,10 +7,16 @@
 //! the highest of them takes over; when it comes back, it outranks the others again. Two monitors may briefly
 //! both believe they lead; that is harmless, because a restart request names the silent process and the
 //! orchestrator restarts a node only if that process is still the current one.
+//!
+//! How a restart is asked for depends on who owns the nodes ([`Restarter`]): local processes belong to one
+//! `coffee cluster up` (or console), so monitors send it a request on the control queue; containers belong to
+//! the Docker engine, so monitors restart them through its API. A container killed with SIGKILL counts as
+//! stopped on purpose for Docker, whose restart policy then leaves it down: the monitors bring it back.
 
 use crate::amqp;
 use crate::control::{self, RestartRequest};
 use crate::heartbeat::{self, Counters};
+use crate::orchestrator::Orchestrator;
 use crate::topology::Topology;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -36,6 +42,17 @@ pub struct Monitor {
     pub timeout: Duration,
     /// Every node to watch (workers, gateway, and the other monitors).
     pub nodes: Vec<String>,
+    pub restarter: Restarter,
+}
+
+/// How the leader has a silent node restarted.
+#[derive(Clone)]
+pub enum Restarter {
+    /// A request on the control queue, served by the process that owns the nodes.
+    ControlQueue,
+    /// A restart through the orchestrator itself (the Docker engine). Two monitors that both believe they lead
+    /// may restart a node twice in a row; nodes are built to die anywhere, so that costs only time.
+    Orchestrator(Arc<dyn Orchestrator>),
 }
 
 /// What a monitor has heard.
@@ -105,7 +122,22 @@ impl Monitor {
                     }
                     for (node, pid) in self.silent(&liveness, now, started) {
                         warn!(monitor = %me, %node, ?pid, "node silent past the timeout: asking for a restart");
-                        control::request_restart(&channel, &self.topology, &RestartRequest { node: node.clone(), pid, by: me.clone() }).await?;
+                        match &self.restarter {
+                            Restarter::ControlQueue => {
+                                let request = RestartRequest { node: node.clone(), pid, by: me.clone() };
+                                control::request_restart(&channel, &self.topology, &request).await?;
+                            }
+                            // In its own task: an engine call may take seconds, and heartbeats keep coming.
+                            Restarter::Orchestrator(orchestrator) => {
+                                let (orchestrator, node) = (orchestrator.clone(), node.clone());
+                                tokio::spawn(async move {
+                                    match orchestrator.restart(&node).await {
+                                        Ok(()) => info!(%node, "restarted through the orchestrator"),
+                                        Err(e) => warn!(%node, error = %format!("{e:#}"), "restart failed"),
+                                    }
+                                });
+                            }
+                        }
                         liveness.asked.insert(node, now);
                     }
                 }
@@ -125,6 +157,7 @@ mod tests {
             monitors: 3,
             timeout: Duration::from_secs(3),
             nodes: ["gateway", "tx_filter-0", "monitor-0", "monitor-1", "monitor-2"].map(String::from).to_vec(),
+            restarter: Restarter::ControlQueue,
         }
     }
 
