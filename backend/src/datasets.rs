@@ -15,17 +15,7 @@ const COMPLETE_MARKER: &str = ".complete";
 /// An upload's display name and files, beside its CSV folders.
 pub const UPLOAD_META: &str = "upload.json";
 
-#[derive(Debug, Clone, Serialize)]
-pub struct DatasetView {
-    pub id: String,
-    pub name: String,
-    /// `sample`, `generated` or `upload`.
-    pub kind: &'static str,
-    pub files: usize,
-    /// Data rows (header lines excluded).
-    pub rows: u64,
-    pub bytes: u64,
-}
+pub use coffee_types::DatasetView;
 
 /// What an upload remembers about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,7 +77,7 @@ pub fn view(data_dir: &Path, id: &str) -> Option<DatasetView> {
         _ => ("upload", read_meta(&dir).map_or_else(|| "Upload".to_owned(), |m| m.name)),
     };
     let (files, rows, bytes) = measure(&dir);
-    Some(DatasetView { id: id.to_owned(), name, kind, files, rows, bytes })
+    Some(DatasetView { id: id.to_owned(), name, kind: kind.to_owned(), files, rows, bytes })
 }
 
 fn read_meta(dir: &Path) -> Option<UploadMeta> {

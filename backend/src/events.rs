@@ -1,9 +1,9 @@
 //! The event stream: everything the page hears about, broadcast to every `/api/events` WebSocket as JSON.
 
-use crate::nodes::NodeView;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use coffee_types::{ClusterState, NodeView};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio::sync::broadcast;
@@ -16,10 +16,7 @@ pub const MAX_LINES_PER_EVENT: usize = 50;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The cluster came up, went down or failed to start (e.g. RabbitMQ is down: `error` says how to start it).
-    Cluster {
-        state: &'static str,
-        error: Option<String>,
-    },
+    Cluster(ClusterState),
     /// Every node, once a second.
     Nodes {
         nodes: Vec<NodeView>,
@@ -115,7 +112,7 @@ pub async fn websocket(State(state): State<crate::AppState>, upgrade: WebSocketU
 async fn stream(mut socket: WebSocket, state: crate::AppState) {
     let mut rx = state.events.subscribe();
     // The page learns the cluster's state at once instead of at the next change.
-    let hello = state.nodes.cluster_event();
+    let hello = Event::Cluster(state.nodes.cluster_state());
     if send(&mut socket, &hello).await.is_err() {
         return;
     }

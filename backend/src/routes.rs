@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use coffee::message::StageKind;
+use coffee_types::{CompareResponse, EdgeView, Launched, StageView, StatusView, TopologyView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -86,22 +87,22 @@ pub fn router(state: AppState) -> Router {
 async fn status(State(state): State<AppState>) -> ApiResult {
     let spec = state.nodes.spec();
     let frontend_built = state.config.static_dir.join("index.html").is_file();
-    ok(json!({
-        "cluster": state.nodes.cluster_event(),
-        "orchestrator": state.nodes.orchestrator(),
-        "namespace": spec.topology.namespace,
-        "gateway": spec.gateway_addr,
-        "replicas": spec.topology.replicas_spec(),
-        "amqp_url": spec.amqp_url,
-        "coffee_bin": spec.exe,
-        "frontend_built": frontend_built,
-        "chaos": state.nodes.chaos_view(),
-    }))
+    ok(StatusView {
+        cluster: state.nodes.cluster_state(),
+        orchestrator: state.nodes.orchestrator(),
+        namespace: spec.topology.namespace.clone(),
+        gateway: spec.gateway_addr.clone(),
+        replicas: spec.topology.replicas_spec(),
+        amqp_url: spec.amqp_url.clone(),
+        coffee_bin: spec.exe.display().to_string(),
+        frontend_built,
+        chaos: state.nodes.chaos_view(),
+    })
 }
 
 async fn retry(State(state): State<AppState>) -> ApiResult {
     state.nodes.start().await.map_err(unavailable)?;
-    ok(state.nodes.cluster_event())
+    ok(state.nodes.cluster_state())
 }
 
 /// Stages with their replicas and the streams between them (and the gateway), for the topology graph.
@@ -112,21 +113,24 @@ async fn topology(State(state): State<AppState>) -> ApiResult {
         Endpoint::Gateway => "gateway".to_owned(),
         Endpoint::Stage(s) => s.name().to_owned(),
     };
-    let stages: Vec<Value> =
-        StageKind::ALL.iter().map(|&s| json!({ "name": s.name(), "replicas": topology.replicas(s) })).collect();
-    let mut edges: Vec<Value> = StageKind::ALL
+    let edge = |from: &str, to: String, stream| EdgeView { from: from.to_owned(), to, stream: format!("{stream:?}") };
+    let stages: Vec<StageView> = StageKind::ALL
+        .iter()
+        .map(|&s| StageView { name: s.name().to_owned(), replicas: topology.replicas(s) })
+        .collect();
+    let mut edges: Vec<EdgeView> = StageKind::ALL
         .iter()
         .flat_map(|&s| outputs(s).iter().map(move |&(stream, to)| (s, stream, to)))
-        .map(|(s, stream, to)| json!({ "from": s.name(), "to": name(to), "stream": format!("{stream:?}") }))
+        .map(|(s, stream, to)| edge(s.name(), name(to), stream))
         .collect();
     for stage in StageKind::ALL {
         for &(stream, from) in coffee::topology::inputs(stage) {
             if from == Endpoint::Gateway {
-                edges.push(json!({ "from": "gateway", "to": stage.name(), "stream": format!("{stream:?}") }));
+                edges.push(edge("gateway", stage.name().to_owned(), stream));
             }
         }
     }
-    ok(json!({ "stages": stages, "edges": edges }))
+    ok(TopologyView { stages, edges })
 }
 
 async fn list_datasets(State(state): State<AppState>) -> ApiResult {
@@ -184,10 +188,9 @@ async fn launch(State(state): State<AppState>, Json(request): Json<LaunchRequest
     }
     let data_dir = datasets::resolve(&state.config.data_dir, &request.dataset)
         .ok_or_else(|| not_found(format!("no dataset `{}`", request.dataset)))?;
-    if let crate::events::Event::Cluster { state: cluster, error } = state.nodes.cluster_event() {
-        if cluster != "up" {
-            return Err(unavailable(error.unwrap_or_else(|| format!("the cluster is {cluster}"))));
-        }
+    let cluster = state.nodes.cluster_state();
+    if !cluster.is_up() {
+        return Err(unavailable(cluster.error.unwrap_or_else(|| format!("the cluster is {}", cluster.state))));
     }
     let measured = data_dir.clone();
     let (_, rows_total, _) =
@@ -203,7 +206,7 @@ async fn launch(State(state): State<AppState>, Json(request): Json<LaunchRequest
         sessions::launch(state.sessions.clone(), state.events.clone(), launch)
     });
     let ids: Vec<Uuid> = futures::future::try_join_all(launches).await.map_err(|e| unavailable(format!("{e:#}")))?;
-    ok(json!({ "sessions": ids }))
+    ok(Launched { sessions: ids })
 }
 
 fn session_id(text: &str) -> Result<Uuid, ApiError> {
@@ -239,21 +242,21 @@ struct CompareQuery {
 
 /// Compares two finished sessions' results per query (`coffee::compare`).
 async fn compare(State(state): State<AppState>, Query(query): Query<CompareQuery>) -> ApiResult {
+    let (left, right) = (session_id(&query.left)?, session_id(&query.right)?);
     let mut paths = Vec::new();
-    for id in [&query.left, &query.right] {
-        let (session_state, path) =
-            state.sessions.output(session_id(id)?).ok_or_else(|| not_found(format!("no session {id}")))?;
+    for id in [left, right] {
+        let (session_state, path) = state.sessions.output(id).ok_or_else(|| not_found(format!("no session {id}")))?;
         if session_state != SessionState::Done {
             return Err(ApiError(StatusCode::CONFLICT, format!("session {id} has not finished")));
         }
         paths.push(path);
     }
-    let (left, right) = (paths[0].clone(), paths[1].clone());
-    let comparison = tokio::task::spawn_blocking(move || coffee::compare::compare_files(&left, &right))
+    let (left_path, right_path) = (paths[0].clone(), paths[1].clone());
+    let comparison = tokio::task::spawn_blocking(move || coffee::compare::compare_files(&left_path, &right_path))
         .await
         .map_err(internal)?
         .map_err(|e| internal(format!("{e:#}")))?;
-    ok(json!({ "left": query.left, "right": query.right, "comparison": comparison }))
+    ok(CompareResponse { left, right, comparison })
 }
 
 async fn nodes(State(state): State<AppState>) -> ApiResult {

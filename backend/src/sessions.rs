@@ -6,7 +6,6 @@
 
 use crate::events::{Event, Events, MAX_LINES_PER_EVENT};
 use coffee::client::{ClientEvent, ClientOptions};
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,32 +23,7 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sessions launched in one request at most.
 pub const MAX_LAUNCH: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionState {
-    Running,
-    Done,
-    Failed,
-}
-
-/// One session as the page shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionView {
-    pub id: Uuid,
-    pub dataset: String,
-    pub state: SessionState,
-    pub rows_sent: u64,
-    /// Data rows of the dataset (the progress bar's end; malformed rows are never sent).
-    pub rows_total: u64,
-    /// Result lines received per kind (`Q1`, `Q2_QTY`, `Q2_PROFIT`, `Q3`, `Q4`).
-    pub results: BTreeMap<String, u64>,
-    /// Queries (`Q1`..`Q4`) whose results are complete.
-    pub queries_done: Vec<String>,
-    pub malformed: u64,
-    pub error: Option<String>,
-    pub started_ms: u64,
-    pub elapsed_ms: u64,
-}
+pub use coffee_types::{SessionResults, SessionState, SessionView};
 
 struct Session {
     view: SessionView,
@@ -63,13 +37,6 @@ struct Session {
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<Uuid, Session>>,
-}
-
-/// A session's kept result lines, per kind, with the full counts.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionResults {
-    pub session: SessionView,
-    pub lines: BTreeMap<String, Vec<String>>,
 }
 
 impl Sessions {

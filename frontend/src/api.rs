@@ -1,138 +1,14 @@
-//! The console's JSON API as typed calls. The types mirror the backend's views (`backend/src/*.rs`); only the
-//! fields the page uses are declared.
+//! The console's JSON API as typed calls, with the backend's own view types (the serde-only `coffee-types`
+//! crate, which both sides build).
 
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Dataset {
-    pub id: String,
-    pub name: String,
-    pub kind: String,
-    pub files: usize,
-    pub rows: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Session {
-    pub id: String,
-    pub dataset: String,
-    pub state: String,
-    pub rows_sent: u64,
-    pub rows_total: u64,
-    pub results: BTreeMap<String, u64>,
-    pub queries_done: Vec<String>,
-    pub malformed: u64,
-    pub error: Option<String>,
-    pub started_ms: u64,
-    pub elapsed_ms: u64,
-}
-
-impl Session {
-    pub fn short_id(&self) -> String {
-        self.id.chars().take(8).collect()
-    }
-
-    /// Sent rows over the dataset's rows, in percent (a finished session is full).
-    pub fn sent_pct(&self) -> f64 {
-        if self.state == "done" || self.rows_total == 0 {
-            return 100.0;
-        }
-        (self.rows_sent as f64 * 100.0 / self.rows_total as f64).min(100.0)
-    }
-
-    /// Finished queries over the four, in percent.
-    pub fn done_pct(&self) -> f64 {
-        self.queries_done.len().min(4) as f64 * 25.0
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Node {
-    pub name: String,
-    pub role: String,
-    pub replica: u16,
-    pub up: bool,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    pub heartbeat_age_ms: Option<u64>,
-}
-
-/// The chaos monkey. `chaos` events carry all but `max_kills`, hence the defaults.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Chaos {
-    pub running: bool,
-    pub interval_ms: u64,
-    pub kills: u32,
-    pub max_kills: u32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Status {
-    pub namespace: String,
-    pub gateway: String,
-    pub replicas: String,
-    pub amqp_url: String,
-    pub chaos: Chaos,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Stage {
-    pub name: String,
-    pub replicas: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Edge {
-    pub from: String,
-    pub to: String,
-    pub stream: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Topology {
-    pub stages: Vec<Stage>,
-    pub edges: Vec<Edge>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SessionResults {
-    pub lines: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct QueryComparison {
-    pub name: String,
-    pub left: usize,
-    pub right: usize,
-    pub equal: bool,
-    pub missing_from_right: Vec<String>,
-    pub missing_from_right_total: usize,
-    pub extra_in_right: Vec<String>,
-    pub extra_in_right_total: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Comparison {
-    pub queries: Vec<QueryComparison>,
-    pub equal: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct CompareResponse {
-    pub left: String,
-    pub right: String,
-    pub comparison: Comparison,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Launched {
-    pub sessions: Vec<String>,
-}
+pub use coffee_types::{
+    ChaosView, CompareResponse, DatasetView, Launched, NodeView, QueryComparison, SessionResults, SessionState,
+    SessionView, StatusView, TopologyView,
+};
 
 /// The console's token, from the page's own URL (`?token=...`): a console bound beyond loopback requires it on
 /// every API call and on the event stream. `None` when the URL has none (a loopback console needs none).

@@ -1,7 +1,7 @@
 //! Chaos controls (kill a random node, the chaos monkey) and the event log of kills, restarts, sessions and
 //! errors.
 
-use crate::api::{self, Chaos};
+use crate::api::{self, ChaosView};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -22,10 +22,10 @@ pub fn ChaosPanel() -> impl IntoView {
         let running = c.chaos.get_untracked().running;
         spawn_local(async move {
             let answer = if running {
-                api::post::<Chaos>("/api/chaos/stop", &json!({})).await
+                api::post::<ChaosView>("/api/chaos/stop", &json!({})).await
             } else {
                 let interval_ms = (seconds.get_untracked() * 1000.0) as u64;
-                api::post::<Chaos>("/api/chaos/start", &json!({ "interval_ms": interval_ms })).await
+                api::post::<ChaosView>("/api/chaos/start", &json!({ "interval_ms": interval_ms })).await
             };
             match answer {
                 Ok(chaos) => c.chaos.set(chaos),

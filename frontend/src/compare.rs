@@ -1,7 +1,7 @@
 //! Comparing two finished sessions side by side: per query, equal or not, with the rows missing from or extra
 //! in the right one.
 
-use crate::api::{self, CompareResponse, QueryComparison};
+use crate::api::{self, CompareResponse, QueryComparison, SessionState};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -12,11 +12,11 @@ pub fn ComparePanel() -> impl IntoView {
     let left = RwSignal::new(String::new());
     let right = RwSignal::new(String::new());
     let result = RwSignal::new(None::<CompareResponse>);
-    let done = move || c.sessions.get().into_iter().filter(|s| s.state == "done").collect::<Vec<_>>();
+    let done = move || c.sessions.get().into_iter().filter(|s| s.state == SessionState::Done).collect::<Vec<_>>();
     // Preselect the two latest finished sessions, so comparing a launch of two is one click.
     Effect::new(move |_| {
         let finished = done();
-        let ids: Vec<String> = finished.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = finished.iter().map(|s| s.id.to_string()).collect();
         if finished.len() >= 2 && (!ids.contains(&left.get_untracked()) || !ids.contains(&right.get_untracked())) {
             left.set(ids[ids.len() - 2].clone());
             right.set(ids[ids.len() - 1].clone());
@@ -40,7 +40,7 @@ pub fn ComparePanel() -> impl IntoView {
             <select id=id class="select" on:change=move |ev| which.set(event_target_value(&ev)) prop:value=move || which.get()>
                 <option value="">"— session —"</option>
                 {move || done().into_iter().map(|s| view! {
-                    <option value=s.id.clone() selected=which.get_untracked() == s.id>
+                    <option value=s.id.to_string() selected=which.get_untracked() == s.id.to_string()>
                         {format!("{} · {}", s.short_id(), s.dataset)}
                     </option>
                 }).collect_view()}
@@ -64,8 +64,8 @@ pub fn ComparePanel() -> impl IntoView {
                     <table class="table">
                         <thead><tr>
                             <th>"Query"</th>
-                            <th class="num">{format!("{} rows", r.left.chars().take(8).collect::<String>())}</th>
-                            <th class="num">{format!("{} rows", r.right.chars().take(8).collect::<String>())}</th>
+                            <th class="num">{format!("{} rows", r.left.to_string().chars().take(8).collect::<String>())}</th>
+                            <th class="num">{format!("{} rows", r.right.to_string().chars().take(8).collect::<String>())}</th>
                             <th>"Verdict"</th>
                             <th>"Missing from right"</th>
                             <th>"Extra in right"</th>

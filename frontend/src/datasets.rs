@@ -1,6 +1,6 @@
 //! Choosing a dataset (bundled sample, generated, uploaded) and launching sessions on it.
 
-use crate::api::{self, human_bytes, thousands, Dataset, Launched};
+use crate::api::{self, human_bytes, thousands, DatasetView, Launched};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -17,7 +17,7 @@ pub fn DatasetPanel() -> impl IntoView {
     let generate = move |scale: &'static str| {
         busy.set(Some(format!("generating {scale}…")));
         spawn_local(async move {
-            match api::post::<Dataset>("/api/datasets/generate", &json!({ "scale": scale })).await {
+            match api::post::<DatasetView>("/api/datasets/generate", &json!({ "scale": scale })).await {
                 Ok(dataset) => {
                     c.dataset.set(dataset.id.clone());
                     c.info(format!("{} ready: {} rows", dataset.name, thousands(dataset.rows)));
@@ -45,7 +45,7 @@ pub fn DatasetPanel() -> impl IntoView {
         }
         busy.set(Some(format!("uploading {} files…", files.length())));
         spawn_local(async move {
-            match api::post_form::<Dataset>("/api/datasets/upload", form).await {
+            match api::post_form::<DatasetView>("/api/datasets/upload", form).await {
                 Ok(dataset) => {
                     c.dataset.set(dataset.id.clone());
                     c.info(format!(
@@ -71,7 +71,7 @@ pub fn DatasetPanel() -> impl IntoView {
             match api::post::<Launched>("/api/sessions", &json!({ "dataset": dataset, "count": n })).await {
                 Ok(launched) => {
                     if let Some(first) = launched.sessions.first() {
-                        c.select(first.clone());
+                        c.select(first.to_string());
                     }
                     c.refresh_sessions();
                 }
@@ -129,7 +129,7 @@ pub fn DatasetPanel() -> impl IntoView {
 }
 
 #[component]
-fn DatasetOption(dataset: Dataset) -> impl IntoView {
+fn DatasetOption(dataset: DatasetView) -> impl IntoView {
     let c = console();
     let id = dataset.id.clone();
     let selected = {

@@ -73,6 +73,7 @@ fn Header() -> impl IntoView {
             <div class="meta">
                 <span class="meta-item">"namespace " <b>{move || c.status.get().namespace}</b></span>
                 <span class="meta-item">"gateway " <b>{move || c.status.get().gateway}</b></span>
+                <span class="meta-item" data-testid="orchestrator">"nodes " <b>{move || c.status.get().orchestrator}</b></span>
                 <span class="meta-item">"replicas " <b>{move || c.status.get().replicas}</b></span>
                 <span class=move || format!("pill {}", if c.connected.get() { "ok" } else { "warn" })>
                     {move || if c.connected.get() { "live" } else { "reconnecting" }}

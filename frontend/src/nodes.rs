@@ -1,7 +1,7 @@
 //! Every node (role, replica, up or down, pid, restarts, heartbeat age) with a kill button, and the topology
 //! as a graph whose replica dots show which nodes are up.
 
-use crate::api::{self, Node, Topology};
+use crate::api::{self, NodeView, TopologyView};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -35,7 +35,7 @@ pub fn NodesPanel() -> impl IntoView {
 }
 
 #[component]
-fn NodeRow(node: Node) -> impl IntoView {
+fn NodeRow(node: NodeView) -> impl IntoView {
     let c = console();
     let name = node.name.clone();
     let kill = move |_| {
@@ -52,7 +52,9 @@ fn NodeRow(node: Node) -> impl IntoView {
             <td><code>{node.name.clone()}</code></td>
             <td>{node.role.clone()}</td>
             <td class="num">{node.replica}</td>
-            <td><span class=if node.up { "dot up" } else { "dot down" }></span>{if node.up { "up" } else { "down" }}</td>
+            <td title=node.detail.clone()>
+                <span class=if node.up { "dot up" } else { "dot down" }></span>{if node.up { "up" } else { "down" }}
+            </td>
             <td class="num">{node.pid.map_or_else(|| "—".to_owned(), |p| p.to_string())}</td>
             <td class={if node.restarts > 0 { "num warn-text" } else { "num" }}>{node.restarts}</td>
             <td class="num">{heartbeat}</td>
@@ -78,7 +80,7 @@ fn position(name: &str) -> (f64, f64) {
 }
 
 #[component]
-fn TopologyGraph(topology: Topology, nodes: Vec<Node>) -> impl IntoView {
+fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView {
     let up: BTreeMap<String, bool> = nodes.iter().map(|n| (n.name.clone(), n.up)).collect();
     // One line per (from, to); streams from the gateway to aggregators are the broadcast joins: dashed.
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();

@@ -1,7 +1,7 @@
 //! The sessions table: state, progress (rows sent, queries finished), result counts per query, and links to
 //! the results and the NDJSON download.
 
-use crate::api::{self, thousands, Session};
+use crate::api::{self, thousands, SessionState, SessionView};
 use crate::console;
 use leptos::prelude::*;
 
@@ -11,7 +11,7 @@ pub const KINDS: [&str; 5] = ["Q1", "Q2_QTY", "Q2_PROFIT", "Q3", "Q4"];
 #[component]
 pub fn SessionsPanel() -> impl IntoView {
     let c = console();
-    let running = move || c.sessions.get().iter().filter(|s| s.state == "running").count();
+    let running = move || c.sessions.get().iter().filter(|s| s.state == SessionState::Running).count();
     view! {
         <div class="panel" id="sessions-panel">
             <div class="panel-head">
@@ -37,7 +37,7 @@ pub fn SessionsPanel() -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        <For each=move || c.sessions.get() key=|s| (s.id.clone(), s.state.clone(), s.rows_sent, s.results.clone(), s.queries_done.len(), s.elapsed_ms) let:s>
+                        <For each=move || c.sessions.get() key=|s| (s.id, s.state, s.rows_sent, s.results.clone(), s.queries_done.len(), s.elapsed_ms) let:s>
                             <SessionRow session=s/>
                         </For>
                     </tbody>
@@ -48,9 +48,9 @@ pub fn SessionsPanel() -> impl IntoView {
 }
 
 #[component]
-fn SessionRow(session: Session) -> impl IntoView {
+fn SessionRow(session: SessionView) -> impl IntoView {
     let c = console();
-    let id = session.id.clone();
+    let id = session.id.to_string();
     let is_selected = {
         let id = id.clone();
         move || c.selected.get().as_deref() == Some(id.as_str())
@@ -67,13 +67,13 @@ fn SessionRow(session: Session) -> impl IntoView {
     view! {
         <tr
             class=move || if is_selected() { "selected" } else { "" }
-            data-testid="session-row" data-session=id.clone() data-state=session.state.clone() data-results=total
+            data-testid="session-row" data-session=id.clone() data-state=session.state.as_str() data-results=total
         >
             <td><code title=id.clone()>{session.short_id()}</code></td>
             <td>{session.dataset.clone()}</td>
             <td>
                 <span class=format!("badge {}", session.state) title=session.error.clone().unwrap_or_default()>
-                    {session.state.clone()}
+                    {session.state.as_str()}
                 </span>
             </td>
             <td class="progress-col">
@@ -89,7 +89,7 @@ fn SessionRow(session: Session) -> impl IntoView {
             <td class="num">{format!("{:.1} s", session.elapsed_ms as f64 / 1000.0)}</td>
             <td class="actions">
                 <button class="btn small" data-testid="view-results" on:click=select>"Results"</button>
-                <Show when={let done = session.state == "done"; move || done}>
+                <Show when={let done = session.state == SessionState::Done; move || done}>
                     <a
                         class="btn small ghost" data-testid="download"
                         href=href.clone()

@@ -1,7 +1,7 @@
 //! The page's state: one set of signals shared by every panel, filled by the API and kept current by the
 //! `/api/events` WebSocket (reconnected when it drops).
 
-use crate::api::{self, Chaos, Dataset, Node, Session, Status, Topology};
+use crate::api::{self, ChaosView, DatasetView, NodeView, SessionView, StatusView, TopologyView};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::Value;
@@ -29,18 +29,18 @@ pub struct Console {
     /// `up`, `starting`, `down` (or `unknown` before the first answer).
     pub cluster: RwSignal<String>,
     pub cluster_error: RwSignal<Option<String>>,
-    pub status: RwSignal<Status>,
+    pub status: RwSignal<StatusView>,
     pub connected: RwSignal<bool>,
-    pub datasets: RwSignal<Vec<Dataset>>,
+    pub datasets: RwSignal<Vec<DatasetView>>,
     pub dataset: RwSignal<String>,
-    pub sessions: RwSignal<Vec<Session>>,
+    pub sessions: RwSignal<Vec<SessionView>>,
     /// The session whose results are shown.
     pub selected: RwSignal<Option<String>>,
     /// The selected session's result lines per kind.
     pub lines: RwSignal<BTreeMap<String, Vec<String>>>,
-    pub nodes: RwSignal<Vec<Node>>,
-    pub topology: RwSignal<Option<Topology>>,
-    pub chaos: RwSignal<Chaos>,
+    pub nodes: RwSignal<Vec<NodeView>>,
+    pub topology: RwSignal<Option<TopologyView>>,
+    pub chaos: RwSignal<ChaosView>,
     pub log: RwSignal<VecDeque<LogEntry>>,
     log_seq: StoredValue<u64>,
     /// The cluster state last written to the log.
@@ -60,7 +60,7 @@ impl Console {
         Console {
             cluster: RwSignal::new("unknown".into()),
             cluster_error: RwSignal::new(None),
-            status: RwSignal::new(Status::default()),
+            status: RwSignal::new(StatusView::default()),
             connected: RwSignal::new(false),
             datasets: RwSignal::new(Vec::new()),
             dataset: RwSignal::new("sample".into()),
@@ -69,7 +69,7 @@ impl Console {
             lines: RwSignal::new(BTreeMap::new()),
             nodes: RwSignal::new(Vec::new()),
             topology: RwSignal::new(None),
-            chaos: RwSignal::new(Chaos::default()),
+            chaos: RwSignal::new(ChaosView::default()),
             log: RwSignal::new(VecDeque::new()),
             log_seq: StoredValue::new(0),
             logged_cluster: StoredValue::new(String::new()),
@@ -84,7 +84,7 @@ impl Console {
         self.refresh_sessions();
         self.refresh_nodes();
         spawn_local(async move {
-            if let Ok(topology) = api::get::<Topology>("/api/topology").await {
+            if let Ok(topology) = api::get::<TopologyView>("/api/topology").await {
                 self.topology.set(Some(topology));
             }
         });
@@ -107,7 +107,7 @@ impl Console {
             match api::get::<Value>("/api/status").await {
                 Ok(status) => {
                     self.apply_cluster(&status["cluster"]);
-                    if let Ok(parsed) = serde_json::from_value::<Status>(status) {
+                    if let Ok(parsed) = serde_json::from_value::<StatusView>(status) {
                         self.chaos.set(parsed.chaos.clone());
                         self.status.set(parsed);
                     }
@@ -119,7 +119,7 @@ impl Console {
 
     pub fn refresh_datasets(self) {
         spawn_local(async move {
-            match api::get::<Vec<Dataset>>("/api/datasets").await {
+            match api::get::<Vec<DatasetView>>("/api/datasets").await {
                 Ok(list) => {
                     let selected = self.dataset.get_untracked();
                     if !list.iter().any(|d| d.id == selected) {
@@ -136,7 +136,7 @@ impl Console {
 
     pub fn refresh_sessions(self) {
         spawn_local(async move {
-            if let Ok(list) = api::get::<Vec<Session>>("/api/sessions").await {
+            if let Ok(list) = api::get::<Vec<SessionView>>("/api/sessions").await {
                 self.sessions.set(list);
             }
         });
@@ -144,7 +144,7 @@ impl Console {
 
     pub fn refresh_nodes(self) {
         spawn_local(async move {
-            if let Ok(list) = api::get::<Vec<Node>>("/api/nodes").await {
+            if let Ok(list) = api::get::<Vec<NodeView>>("/api/nodes").await {
                 self.nodes.set(list);
             }
         });
@@ -236,7 +236,7 @@ impl Console {
                 self.apply_cluster(&event);
             }
             "nodes" => {
-                if let Ok(nodes) = serde_json::from_value::<Vec<Node>>(event["nodes"].clone()) {
+                if let Ok(nodes) = serde_json::from_value::<Vec<NodeView>>(event["nodes"].clone()) {
                     self.nodes.set(nodes);
                 }
             }
@@ -256,7 +256,7 @@ impl Console {
                 self.push_log("restart", format!("restarted {node}{pid} (restart #{restarts})"));
             }
             "chaos" => {
-                if let Ok(chaos) = serde_json::from_value::<Chaos>(event.clone()) {
+                if let Ok(chaos) = serde_json::from_value::<ChaosView>(event.clone()) {
                     let was = self.chaos.get_untracked().running;
                     if was != chaos.running {
                         let text = if chaos.running {
@@ -339,9 +339,9 @@ impl Console {
         }
     }
 
-    fn update_session(self, id: &str, f: impl FnOnce(&mut Session)) {
+    fn update_session(self, id: &str, f: impl FnOnce(&mut SessionView)) {
         self.sessions.update(|list| {
-            if let Some(session) = list.iter_mut().find(|s| s.id == id) {
+            if let Some(session) = list.iter_mut().find(|s| s.id.to_string() == id) {
                 f(session);
             }
         });

@@ -8,9 +8,7 @@
 //! A line that is not a JSON object with a string `query` lands in the group `invalid`, which makes the whole
 //! comparison unequal even when both sides have the same invalid lines.
 
-use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
 /// The queries every comparison reports, present or not, in this order.
@@ -22,43 +20,8 @@ pub const INVALID: &str = "invalid";
 /// How many differing lines are kept per side and query (the totals are always exact).
 pub const MAX_LISTED: usize = 50;
 
-/// The comparison of two result sets, per query.
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    /// The five queries first (always), then any other `query` value met, then `invalid` if any line was.
-    pub queries: Vec<QueryComparison>,
-    /// Whether every group is equal and there is no invalid line.
-    pub equal: bool,
-}
-
-/// The comparison of one query's lines.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueryComparison {
-    pub name: String,
-    /// Lines of this query on the left side.
-    pub left: usize,
-    /// Lines of this query on the right side.
-    pub right: usize,
-    pub equal: bool,
-    /// Left lines (original text) with no equal line left on the right, at most [`MAX_LISTED`].
-    pub missing_from_right: Vec<String>,
-    pub missing_from_right_total: usize,
-    /// Right lines (original text) with no equal line left on the left, at most [`MAX_LISTED`].
-    pub extra_in_right: Vec<String>,
-    pub extra_in_right_total: usize,
-}
-
-impl Comparison {
-    /// Whether both sides hold the same valid lines.
-    pub fn all_equal(&self) -> bool {
-        self.equal
-    }
-
-    /// The comparison of one query (or of [`INVALID`]), if it is reported.
-    pub fn query(&self, name: &str) -> Option<&QueryComparison> {
-        self.queries.iter().find(|q| q.name == name)
-    }
-}
+// The views live in the serde-only types crate, so the console's page reads the same definitions.
+pub use coffee_types::{Comparison, QueryComparison};
 
 /// Compares two sets of result lines; blank lines are ignored.
 pub fn compare_lines(left: &[String], right: &[String]) -> Comparison {
@@ -159,40 +122,6 @@ fn unmatched(lines: &[Line], balance: &mut HashMap<&str, i64>, sign: i64) -> (Ve
         }
     }
     (listed, total)
-}
-
-impl fmt::Display for Comparison {
-    /// One line per query, then the differing lines (`-` missing from right, `+` extra in right).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for q in &self.queries {
-            let verdict = if q.equal {
-                "equal".to_owned()
-            } else {
-                format!(
-                    "DIFFERENT: {} missing from right, {} extra in right",
-                    q.missing_from_right_total, q.extra_in_right_total
-                )
-            };
-            writeln!(f, "{:<10} left {:>8}  right {:>8}  {verdict}", q.name, q.left, q.right)?;
-        }
-        for q in self.queries.iter().filter(|q| !q.equal) {
-            for (sign, lines, total) in [
-                ("-", &q.missing_from_right, q.missing_from_right_total),
-                ("+", &q.extra_in_right, q.extra_in_right_total),
-            ] {
-                for line in lines {
-                    writeln!(f, "{sign} {line}")?;
-                }
-                if total > lines.len() {
-                    writeln!(f, "{sign} ... and {} more {} lines", total - lines.len(), q.name)?;
-                }
-            }
-        }
-        if self.equal {
-            writeln!(f, "all equal")?;
-        }
-        Ok(())
-    }
 }
 
 /// Canonical text of a JSON value: keys sorted, strings re-escaped one way, numbers as exact minimal decimals.

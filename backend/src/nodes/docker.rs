@@ -3,12 +3,13 @@
 //! health monitors restart what dies (a killed container is "manually stopped" to Docker, so its restart policy
 //! does not bring it back: the monitors do, as they would any silent node).
 
-use super::{node_view, NodeView};
+use super::node_view;
 use crate::events::{Event, Events};
 use coffee::docker::DockerOrchestrator;
 use coffee::heartbeat::{self, HeardNodes};
 use coffee::orchestrator::{NodeState, Orchestrator, RunState};
 use coffee::topology::Topology;
+use coffee_types::{ClusterState, NodeView};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -53,12 +54,12 @@ impl Docker {
     }
 
     /// `up` once the engine has answered, `down` with the reason while it does not.
-    pub fn cluster_event(&self) -> Event {
+    pub fn cluster_state(&self) -> ClusterState {
         let seen = self.seen.lock().expect("lock");
         match (&seen.error, seen.listed) {
-            (Some(error), _) => Event::Cluster { state: "down", error: Some(error.clone()) },
-            (None, true) => Event::Cluster { state: "up", error: None },
-            (None, false) => Event::Cluster { state: "starting", error: None },
+            (Some(error), _) => ClusterState::down(Some(error.clone())),
+            (None, true) => ClusterState::up(),
+            (None, false) => ClusterState::starting(),
         }
     }
 

@@ -1,9 +1,10 @@
 //! The console's own cluster of local processes: started (and retried while RabbitMQ is down), supervised
 //! (exited nodes restarted, or the monitors' restart requests served), stopped with the console.
 
-use super::{node_view, NodeView};
+use super::node_view;
 use crate::events::{Event, Events};
 use coffee::cluster::{ClusterSpec, LocalCluster, NodeStatus, StartOptions};
+use coffee_types::{ClusterState, NodeView};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use tracing::{info, warn};
@@ -26,12 +27,12 @@ impl Local {
         }
     }
 
-    /// Starts the cluster unless it is up or starting. A failure is kept for [`Local::cluster_event`].
+    /// Starts the cluster unless it is up or starting. A failure is kept for [`Local::cluster_state`].
     pub async fn start(&self, spec: &ClusterSpec, events: &Events) -> anyhow::Result<()> {
         if self.cluster.lock().await.is_some() || self.starting.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        events.send(Event::Cluster { state: "starting", error: None });
+        events.send(Event::Cluster(ClusterState::starting()));
         // Started without holding the lock: it takes seconds, and status requests must not wait for it.
         let started = LocalCluster::start_with(spec.clone(), self.options.clone()).await;
         let outcome = match started {
@@ -57,17 +58,15 @@ impl Local {
     }
 
     /// `up`, `starting`, or `down` with the reason.
-    pub fn cluster_event(&self) -> Event {
-        let error = self.error.lock().expect("lock").clone();
-        let state = if self.starting.load(Ordering::SeqCst) {
-            "starting"
+    pub fn cluster_state(&self) -> ClusterState {
+        if self.starting.load(Ordering::SeqCst) {
+            ClusterState::starting()
         } else if self.cluster.try_lock().map(|c| c.is_some()).unwrap_or(true) {
             // A held lock means someone is using the cluster, so it is up.
-            "up"
+            ClusterState::up()
         } else {
-            "down"
-        };
-        Event::Cluster { state, error }
+            ClusterState::down(self.error.lock().expect("lock").clone())
+        }
     }
 
     /// Every node, in the cluster's stable order (empty while the cluster is down).

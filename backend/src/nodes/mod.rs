@@ -13,8 +13,8 @@ mod local;
 use crate::events::{Event, Events};
 use coffee::cluster::{ClusterSpec, StartOptions};
 use coffee::docker::DockerOrchestrator;
+use coffee_types::ClusterState;
 use rand::seq::SliceRandom;
-use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -30,30 +30,7 @@ const MIN_CHAOS_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_CHAOS_INTERVAL: Duration = Duration::from_secs(600);
 pub const MAX_CHAOS_KILLS: u32 = 100;
 
-/// One node as the page shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    pub name: String,
-    /// `gateway` or the stage (`tx_filter`, ...).
-    pub role: String,
-    pub replica: u16,
-    pub up: bool,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    /// Milliseconds since the node's last heartbeat, if one was heard.
-    pub heartbeat_age_ms: Option<u64>,
-    /// The orchestrator's own word: `pid 4242`, or the container's status (`Up 3 minutes`).
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ChaosView {
-    pub running: bool,
-    pub interval_ms: u64,
-    /// Kills by the current (or last) run.
-    pub kills: u32,
-    pub max_kills: u32,
-}
+pub use coffee_types::{ChaosView, NodeView};
 
 #[derive(Default)]
 struct Chaos {
@@ -103,21 +80,21 @@ impl Nodes {
     }
 
     /// Starts the local cluster unless it is up or starting, or checks that the Docker engine answers. A
-    /// failure is kept for [`Nodes::cluster_event`] and broadcast; the background loop tries again.
+    /// failure is kept for [`Nodes::cluster_state`] and broadcast; the background loop tries again.
     pub async fn start(&self) -> anyhow::Result<()> {
         let outcome = match &self.driver {
             Driver::Local(local) => local.start(&self.spec, &self.events).await,
             Driver::Docker(docker) => docker.start().await,
         };
-        self.events.send(self.cluster_event());
+        self.events.send(Event::Cluster(self.cluster_state()));
         outcome
     }
 
-    /// The cluster's state as an event: `up`, `starting`, or `down` with the reason.
-    pub fn cluster_event(&self) -> Event {
+    /// The cluster's state: `up`, `starting`, or `down` with the reason.
+    pub fn cluster_state(&self) -> ClusterState {
         match &self.driver {
-            Driver::Local(local) => local.cluster_event(),
-            Driver::Docker(docker) => docker.cluster_event(),
+            Driver::Local(local) => local.cluster_state(),
+            Driver::Docker(docker) => docker.cluster_state(),
         }
     }
 

@@ -1,0 +1,268 @@
+//! The console API's views: what `coffee-console` serializes and the Leptos page deserializes. Serde only (no
+//! tokio, no lapin), so the wasm page and the backend share one definition of each and cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use uuid::Uuid;
+
+/// A dataset of the console's data folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetView {
+    pub id: String,
+    pub name: String,
+    /// `sample`, `generated` or `upload`.
+    pub kind: String,
+    pub files: usize,
+    /// Data rows (header lines excluded).
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Running,
+    Done,
+    Failed,
+}
+
+impl SessionState {
+    /// The name the API uses (`running`, `done`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Running => "running",
+            SessionState::Done => "done",
+            SessionState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One client session as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub dataset: String,
+    pub state: SessionState,
+    pub rows_sent: u64,
+    /// Data rows of the dataset (the progress bar's end; malformed rows are never sent).
+    pub rows_total: u64,
+    /// Result lines received per kind (`Q1`, `Q2_QTY`, `Q2_PROFIT`, `Q3`, `Q4`).
+    pub results: BTreeMap<String, u64>,
+    /// Queries (`Q1`..`Q4`) whose results are complete.
+    pub queries_done: Vec<String>,
+    pub malformed: u64,
+    pub error: Option<String>,
+    pub started_ms: u64,
+    pub elapsed_ms: u64,
+}
+
+impl SessionView {
+    /// The first 8 characters of the id, enough to tell sessions apart on a page.
+    pub fn short_id(&self) -> String {
+        self.id.to_string().chars().take(8).collect()
+    }
+
+    /// Sent rows over the dataset's rows, in percent (a finished session is full).
+    pub fn sent_pct(&self) -> f64 {
+        if self.state == SessionState::Done || self.rows_total == 0 {
+            return 100.0;
+        }
+        (self.rows_sent as f64 * 100.0 / self.rows_total as f64).min(100.0)
+    }
+
+    /// Finished queries over the four, in percent.
+    pub fn done_pct(&self) -> f64 {
+        self.queries_done.len().min(4) as f64 * 25.0
+    }
+}
+
+/// A session's kept result lines, per kind, with the session's full counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResults {
+    pub session: SessionView,
+    pub lines: BTreeMap<String, Vec<String>>,
+}
+
+/// The answer to a launch: the new sessions' ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launched {
+    pub sessions: Vec<Uuid>,
+}
+
+/// One node as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    /// `gateway`, `monitor` or the stage (`tx_filter`, ...).
+    pub role: String,
+    pub replica: u16,
+    pub up: bool,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// Milliseconds since the node's last heartbeat, if one was heard.
+    pub heartbeat_age_ms: Option<u64>,
+    /// The orchestrator's own word: `pid 4242`, or the container's status (`Up 3 minutes`).
+    pub detail: String,
+}
+
+/// The chaos monkey. `chaos` events carry all but `max_kills`, hence the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChaosView {
+    pub running: bool,
+    pub interval_ms: u64,
+    /// Kills by the current (or last) run.
+    pub kills: u32,
+    pub max_kills: u32,
+}
+
+/// Whether the cluster is `up`, `starting` or `down` (with why).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub state: String,
+    pub error: Option<String>,
+}
+
+impl ClusterState {
+    pub fn up() -> ClusterState {
+        ClusterState { state: "up".into(), error: None }
+    }
+
+    pub fn starting() -> ClusterState {
+        ClusterState { state: "starting".into(), error: None }
+    }
+
+    /// Down, with why when it is known (e.g. RabbitMQ is down, and how to start it).
+    pub fn down(error: Option<String>) -> ClusterState {
+        ClusterState { state: "down".into(), error }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == "up"
+    }
+}
+
+/// The console and its cluster at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusView {
+    pub cluster: ClusterState,
+    /// Who owns the nodes: `local processes` or `docker (compose project P)`.
+    pub orchestrator: String,
+    pub namespace: String,
+    pub gateway: String,
+    pub replicas: String,
+    pub amqp_url: String,
+    pub coffee_bin: String,
+    pub frontend_built: bool,
+    pub chaos: ChaosView,
+}
+
+/// A stage of the pipeline and its replica count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageView {
+    pub name: String,
+    pub replicas: u16,
+}
+
+/// A stream between two stages (or the gateway).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeView {
+    pub from: String,
+    pub to: String,
+    pub stream: String,
+}
+
+/// The pipeline as a graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopologyView {
+    pub stages: Vec<StageView>,
+    pub edges: Vec<EdgeView>,
+}
+
+/// The comparison of two result sets, per query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The five queries first (always), then any other `query` value met, then `invalid` if any line was.
+    pub queries: Vec<QueryComparison>,
+    /// Whether every group is equal and there is no invalid line.
+    pub equal: bool,
+}
+
+/// The comparison of one query's lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryComparison {
+    pub name: String,
+    /// Lines of this query on the left side.
+    pub left: usize,
+    /// Lines of this query on the right side.
+    pub right: usize,
+    pub equal: bool,
+    /// Left lines (original text) with no equal line left on the right, at most a few dozen.
+    pub missing_from_right: Vec<String>,
+    pub missing_from_right_total: usize,
+    /// Right lines (original text) with no equal line left on the left, at most a few dozen.
+    pub extra_in_right: Vec<String>,
+    pub extra_in_right_total: usize,
+}
+
+impl Comparison {
+    /// Whether both sides hold the same valid lines.
+    pub fn all_equal(&self) -> bool {
+        self.equal
+    }
+
+    /// The comparison of one query (or of `invalid`), if it is reported.
+    pub fn query(&self, name: &str) -> Option<&QueryComparison> {
+        self.queries.iter().find(|q| q.name == name)
+    }
+}
+
+impl fmt::Display for Comparison {
+    /// One line per query, then the differing lines (`-` missing from right, `+` extra in right).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for q in &self.queries {
+            let verdict = if q.equal {
+                "equal".to_owned()
+            } else {
+                format!(
+                    "DIFFERENT: {} missing from right, {} extra in right",
+                    q.missing_from_right_total, q.extra_in_right_total
+                )
+            };
+            writeln!(f, "{:<10} left {:>8}  right {:>8}  {verdict}", q.name, q.left, q.right)?;
+        }
+        for q in self.queries.iter().filter(|q| !q.equal) {
+            for (sign, lines, total) in [
+                ("-", &q.missing_from_right, q.missing_from_right_total),
+                ("+", &q.extra_in_right, q.extra_in_right_total),
+            ] {
+                for line in lines {
+                    writeln!(f, "{sign} {line}")?;
+                }
+                if total > lines.len() {
+                    writeln!(f, "{sign} ... and {} more {} lines", total - lines.len(), q.name)?;
+                }
+            }
+        }
+        if self.equal {
+            writeln!(f, "all equal")?;
+        }
+        Ok(())
+    }
+}
+
+/// Two sessions' results compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareResponse {
+    pub left: Uuid,
+    pub right: Uuid,
+    pub comparison: Comparison,
+}
