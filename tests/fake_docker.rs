@@ -1,7 +1,8 @@
 //! A fake Docker Engine on loopback for the Docker orchestrator's tests (no engine runs on our machines). It
 //! records every request and answers the few the orchestrator makes as the engine does: the container list with
 //! its label filters, inspect, kill, restart and start. It keeps each container's state, so a kill shows as
-//! `exited` in the next list and a restart or start as `running`.
+//! `exited` in the next list and a restart or start as `running`. A [`Hook`] can make the containers real
+//! (see `compose_up`, which runs each one as a local process).
 
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -10,15 +11,29 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
+/// Called with a container's id and `kill`, `restart` or `start` before its state changes; an error is
+/// answered as the engine's 500.
+pub type Hook = Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct Engine {
     pub containers: Arc<Mutex<Vec<Value>>>,
     pub requests: Arc<Mutex<Vec<String>>>,
+    pub hook: Option<Hook>,
 }
 
 impl Engine {
     pub fn new(containers: Vec<Value>) -> Engine {
-        Engine { containers: Arc::new(Mutex::new(containers)), requests: Arc::default() }
+        Engine { containers: Arc::new(Mutex::new(containers)), ..Engine::default() }
+    }
+
+    /// Sets the state (and status) of container `id`.
+    pub fn set_state(&self, id: &str, state: &str) {
+        let mut containers = self.containers.lock().expect("lock");
+        if let Some(c) = containers.iter_mut().find(|c| c["Id"] == id) {
+            c["State"] = json!(state);
+            c["Status"] = json!(format!("{state} (fake)"));
+        }
     }
 
     /// The requests so far, as `METHOD /path sorted&decoded=query`.
@@ -53,9 +68,14 @@ pub fn container(id: &str, project: &str, service: &str, node: Option<&str>, sta
 pub async fn serve(engine: Engine) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
+    serve_on(listener, engine);
+    format!("tcp://{addr}")
+}
+
+/// Serves `engine` on `listener` until the runtime ends.
+pub fn serve_on(listener: tokio::net::TcpListener, engine: Engine) {
     let app = axum::Router::new().fallback(answer).with_state(engine);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("tcp://{addr}")
 }
 
 async fn answer(
@@ -72,6 +92,15 @@ async fn answer(
     let mut segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     if segments.first().is_some_and(|s| s.starts_with("v1.")) {
         segments.remove(0);
+    }
+    if let (&Method::POST, ["containers", id, action @ ("kill" | "restart" | "start")]) = (&method, segments.as_slice())
+    {
+        let known = engine.containers.lock().expect("lock").iter().any(|c| c["Id"] == *id);
+        if let Some(hook) = engine.hook.as_ref().filter(|_| known) {
+            if let Err(message) = hook(id, action) {
+                return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "message": message }))).into_response();
+            }
+        }
     }
     let mut containers = engine.containers.lock().expect("lock");
     let found = |id: &str| containers.iter().position(|c| c["Id"] == id);

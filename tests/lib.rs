@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests (see `tests/`).
 
+pub mod compose_up;
 pub mod console;
 pub mod fake_docker;
 pub mod harness;
