@@ -72,6 +72,8 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
         done = &mut results => done,
         ended = &mut input => match ended {
             Ok(()) => Err(anyhow::anyhow!("the client left before its results")),
+            // The client's fault ends its session; the broker's only this connection (see `broker_failed`).
+            Err(e) if broker_failed(&e) => Err(e),
             Err(e) => {
                 let _ = frames_tx.send(GatewayFrame::Error { message: e.to_string() });
                 Err(e)
@@ -106,6 +108,13 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             Err(e)
         }
     }
+}
+
+/// Whether `e` is the broker's failure rather than the client's. The client is then told nothing and only loses
+/// its connection, so it reconnects and resumes its session; meanwhile this gateway notices its broker link is
+/// gone and exits, to be restarted. An `Error` frame would have ended a session that nothing was wrong with.
+fn broker_failed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<lapin::Error>() || cause.is::<amqp::BrokerError>())
 }
 
 /// A session opened by a handshake.
@@ -378,4 +387,18 @@ pub(super) async fn purge(session: SessionId, shared: &Shared) -> anyhow::Result
     UploadLog::remove(&shared.state_dir, session);
     info!(%session, "abandoned session purged from every node");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_broker_failures_spare_the_session() {
+        assert!(broker_failed(&anyhow::Error::from(amqp::BrokerError::Nacked)));
+        assert!(broker_failed(&anyhow::Error::from(amqp::BrokerError::Nacked).context("publishing a batch")));
+        assert!(!broker_failed(&anyhow::anyhow!("no complete frame within 30s during the upload")));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "frame of 9 MiB");
+        assert!(!broker_failed(&anyhow::Error::from(io)));
+    }
 }
