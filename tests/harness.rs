@@ -4,9 +4,11 @@
 
 use coffee::client::{self, ClientOptions, ClientSummary};
 use coffee::cluster::{ClusterSpec, LocalCluster};
+use coffee::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame};
 use coffee::topology::Topology;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The broker the tests use (`AMQP_URL` overrides it).
 pub fn amqp_url() -> String {
@@ -214,4 +216,28 @@ pub async fn supervised<T: Send + 'static>(
     .expect("the work ends in time")
     .expect("supervision");
     (running.await.expect("the work does not panic"), events)
+}
+
+/// A client connection speaking raw frames, for tests that send what the client library never would.
+pub struct RawClient {
+    pub reader: FrameReader<OwnedReadHalf, GatewayFrame>,
+    pub writer: FrameWriter<OwnedWriteHalf, ClientFrame>,
+}
+
+impl RawClient {
+    pub async fn connect(gateway: &str) -> RawClient {
+        let socket = tokio::net::TcpStream::connect(gateway).await.expect("connect to the gateway");
+        let (read, write) = socket.into_split();
+        RawClient { reader: FrameReader::new(read), writer: FrameWriter::new(write) }
+    }
+
+    /// Connects and opens a new session: `Hello`, answered by `Welcome`. Returns the session and its secret.
+    pub async fn hello(gateway: &str) -> (RawClient, coffee::message::SessionId, u128) {
+        let mut client = RawClient::connect(gateway).await;
+        client.writer.send(&ClientFrame::Hello).await.expect("send Hello");
+        match client.reader.next().await.expect("an answer to Hello") {
+            GatewayFrame::Welcome { session, secret, .. } => (client, session, secret),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
 }

@@ -4,8 +4,8 @@
 
 use coffee::cluster::StartOptions;
 use coffee::gen::Scale;
-use coffee::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame};
-use coffee_tests::harness::{assert_matches_reference, generate, run_session, start_cluster_with};
+use coffee::protocol::{ClientFrame, GatewayFrame};
+use coffee_tests::harness::{assert_matches_reference, generate, run_session, start_cluster_with, RawClient};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,13 +51,8 @@ async fn hostile_clients_are_dropped_and_normal_ones_stay_exact() {
     let mut socket = TcpStream::connect(&addr).await.unwrap();
     socket.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
     until_closed(&mut socket).await;
-    let (read, write) = TcpStream::connect(&addr).await.unwrap().into_split();
-    let (mut reader, mut writer) =
-        (FrameReader::<_, GatewayFrame>::new(read), FrameWriter::<_, ClientFrame>::new(write));
-    writer.send(&ClientFrame::Hello).await.unwrap();
-    assert!(matches!(reader.next().await.unwrap(), GatewayFrame::Welcome { .. }));
-    let mut raw = writer;
-    raw.send(&ClientFrame::EndOfFile { kind: coffee::model::FileKind::Stores, batches: 0 }).await.unwrap();
+    let (RawClient { mut reader, mut writer }, _, _) = RawClient::hello(&addr).await;
+    writer.send(&ClientFrame::EndOfFile { kind: coffee::model::FileKind::Stores, batches: 0 }).await.unwrap();
     let stalled = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match reader.next().await {

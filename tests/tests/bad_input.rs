@@ -2,8 +2,8 @@
 //! name, a bad frame closes only its connection, and an unreachable broker is named with how to start it.
 
 use coffee::gen::Scale;
-use coffee::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame, PROTOCOL_VERSION};
-use coffee_tests::harness::{assert_matches_reference, generate, node_binary, run_session, start_cluster};
+use coffee::protocol::{ClientFrame, FrameReader, GatewayFrame, PROTOCOL_VERSION};
+use coffee_tests::harness::{assert_matches_reference, generate, node_binary, run_session, start_cluster, RawClient};
 use tokio::io::AsyncWriteExt;
 
 /// Appends malformed rows to a generated transactions file and adds a users file with a wrong header.
@@ -55,12 +55,7 @@ async fn a_bad_frame_closes_its_connection_not_the_gateway() {
     assert!(reader.next().await.is_err(), "the connection is closed after the error");
 
     // A valid Hello, then rows out of order.
-    let socket = tokio::net::TcpStream::connect(&spec.gateway_addr).await.unwrap();
-    let (read, write) = socket.into_split();
-    let mut writer = FrameWriter::<_, ClientFrame>::new(write);
-    let mut reader = FrameReader::<_, GatewayFrame>::new(read);
-    writer.send(&ClientFrame::Hello).await.unwrap();
-    assert!(matches!(reader.next().await.unwrap(), GatewayFrame::Welcome { .. }));
+    let (RawClient { mut reader, mut writer }, _, _) = RawClient::hello(&spec.gateway_addr).await;
     let batch = coffee::message::Batch::Stores(vec![]);
     writer.send(&ClientFrame::Rows { kind: coffee::model::FileKind::Stores, seq: 5, batch }).await.unwrap();
     match reader.next().await.unwrap() {

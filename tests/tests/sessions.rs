@@ -5,10 +5,10 @@ use coffee::cluster::StartOptions;
 use coffee::gen::Scale;
 use coffee::message::Batch;
 use coffee::model::FileKind;
-use coffee::protocol::{ClientFrame, FrameReader, FrameWriter, GatewayFrame};
+use coffee::protocol::{ClientFrame, GatewayFrame};
 use coffee_tests::harness::{
     assert_matches_reference, generate, queue_depths, run_session, session_files, start_cluster_with,
-    wait_for_no_session_files,
+    wait_for_no_session_files, RawClient,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,12 +19,8 @@ async fn a_vanished_client_is_purged_from_every_node() {
     let (spec, cluster) = start_cluster_with("purge", "all=2", options).await;
 
     // Half a session: some stores and users, then the connection drops.
-    let socket = tokio::net::TcpStream::connect(&spec.gateway_addr).await.unwrap();
-    let (read, write) = socket.into_split();
-    let mut writer = FrameWriter::<_, ClientFrame>::new(write);
-    let mut reader = FrameReader::<_, GatewayFrame>::new(read);
-    writer.send(&ClientFrame::Hello).await.unwrap();
-    assert!(matches!(reader.next().await.unwrap(), GatewayFrame::Welcome { .. }));
+    let (client, _, _) = RawClient::hello(&spec.gateway_addr).await;
+    let mut writer = client.writer;
     let mut stores = Vec::new();
     coffee::dataset::read_all(&data, |s| stores.push(s), |_, _| {}).unwrap();
     let mut users = Vec::new();
@@ -40,7 +36,7 @@ async fn a_vanished_client_is_purged_from_every_node() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(!session_files(&spec).is_empty(), "the half session was persisted");
-    drop((writer, reader));
+    drop((writer, client.reader));
 
     wait_for_no_session_files(&spec).await;
     let busy: Vec<_> = queue_depths(&spec).await.into_iter().filter(|(_, n)| *n > 0).collect();
@@ -56,20 +52,12 @@ async fn a_vanished_client_is_purged_from_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_needs_the_sessions_secret() {
     let (spec, cluster) = coffee_tests::harness::start_cluster("secret", "all=1").await;
-    let connect = || async {
-        let (read, write) = tokio::net::TcpStream::connect(&spec.gateway_addr).await.unwrap().into_split();
-        (FrameReader::<_, GatewayFrame>::new(read), FrameWriter::<_, ClientFrame>::new(write))
-    };
-    let (mut owner_reader, mut owner_writer) = connect().await;
-    owner_writer.send(&ClientFrame::Hello).await.unwrap();
-    let GatewayFrame::Welcome { session, secret, .. } = owner_reader.next().await.unwrap() else {
-        panic!("no welcome")
-    };
+    let (owner, session, secret) = RawClient::hello(&spec.gateway_addr).await;
 
     for (claimed, guess, expected) in
         [(session, secret.wrapping_add(1), "wrong secret"), (uuid::Uuid::new_v4(), secret, "unknown session")]
     {
-        let (mut reader, mut writer) = connect().await;
+        let RawClient { mut reader, mut writer } = RawClient::connect(&spec.gateway_addr).await;
         writer.send(&ClientFrame::Resume { session: claimed, secret: guess, received: vec![] }).await.unwrap();
         match reader.next().await.unwrap() {
             GatewayFrame::Error { message } => assert!(message.contains(expected), "{message}"),
@@ -79,8 +67,8 @@ async fn a_resume_needs_the_sessions_secret() {
     }
 
     // The owner, with its secret, gets its session back.
-    drop((owner_reader, owner_writer));
-    let (mut reader, mut writer) = connect().await;
+    drop(owner);
+    let RawClient { mut reader, mut writer } = RawClient::connect(&spec.gateway_addr).await;
     writer.send(&ClientFrame::Resume { session, secret, received: vec![] }).await.unwrap();
     match reader.next().await.unwrap() {
         GatewayFrame::Welcome { session: resumed, .. } => assert_eq!(resumed, session),
