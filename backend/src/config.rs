@@ -34,9 +34,9 @@ pub struct Config {
     /// Address of the cluster's gateway (it differs from the CLI's 7070 so both can run at once).
     #[arg(long, default_value = "127.0.0.1:7171")]
     pub gateway: String,
-    /// Health monitors to run. With none a node is restarted as soon as its process exits; with some, when the
-    /// monitors notice it is silent.
-    #[arg(long, default_value_t = 0)]
+    /// Health monitors to run (they are nodes too: kill one and the others revive it). With none, a node is
+    /// restarted as soon as its process exits; with some, when the leading monitor notices it is silent.
+    #[arg(long, default_value_t = coffee::monitor::DEFAULT_MONITORS)]
     pub monitors: u16,
     #[arg(long, env = "AMQP_URL", default_value = coffee::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,

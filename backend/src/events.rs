@@ -30,6 +30,9 @@ pub enum Event {
         node: String,
         pid: Option<u32>,
         restarts: u32,
+        /// Who restarted it: a monitor (`monitor-2`), the console's `supervisor`, or unknown (a container seen
+        /// running again).
+        by: Option<String>,
     },
     Chaos {
         running: bool,

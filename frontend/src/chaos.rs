@@ -37,7 +37,7 @@ pub fn ChaosPanel() -> impl IntoView {
         <div class="panel" id="chaos-panel">
             <h2>"Chaos"</h2>
             <p class="muted small">
-                "Kill nodes while sessions run, the gateway included: the supervisor restarts them and clients resume."
+                "Kill nodes while sessions run, the gateway and the monitors included: the health monitors notice the silence and restart them, and clients resume."
             </p>
             <div class="row gap">
                 <button class="btn danger" id="kill-random" data-testid="kill-random" on:click=kill_random>"Kill a random node"</button>

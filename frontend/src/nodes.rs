@@ -1,5 +1,5 @@
 //! Every node (role, replica, up or down, pid, restarts, heartbeat age) with a kill button, and the topology
-//! as a graph whose replica dots show which nodes are up.
+//! as a graph whose replica dots show which nodes are up (the health monitors in a box of their own).
 
 use crate::api::{self, NodeView, TopologyView};
 use crate::console;
@@ -75,7 +75,8 @@ fn position(name: &str) -> (f64, f64) {
         "q4_count" => (490.0, 125.0),
         "q2_agg" => (490.0, 210.0),
         "q4_top" => (700.0, 125.0),
-        _ => (900.0, 125.0), // the gateway again, receiving results
+        "monitors" => (900.0, 210.0), // outside the data flow: they watch every node's heartbeat
+        _ => (900.0, 125.0),          // the gateway again, receiving results
     }
 }
 
@@ -90,6 +91,7 @@ fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView 
     }
     let (bw, bh) = (120.0, 46.0);
     let gateway_up = up.get("gateway").copied().unwrap_or(false);
+    let monitors: Vec<bool> = nodes.iter().filter(|n| n.role == "monitor").map(|n| n.up).collect();
     let boxes: Vec<(String, String, Vec<bool>)> =
         std::iter::once(("gateway".to_owned(), "gateway".to_owned(), vec![gateway_up]))
             .chain(topology.stages.iter().map(|s| {
@@ -98,6 +100,9 @@ fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView 
                 (s.name.clone(), s.name.clone(), dots)
             }))
             .chain(std::iter::once(("results".to_owned(), "gateway · results".to_owned(), vec![gateway_up])))
+            .chain(
+                Some(("monitors".to_owned(), "health monitors".to_owned(), monitors)).filter(|(_, _, m)| !m.is_empty()),
+            )
             .collect();
     view! {
         <svg viewBox="0 0 980 250" class="topology" data-testid="topology">

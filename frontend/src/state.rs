@@ -253,7 +253,8 @@ impl Console {
                 let node = event["node"].as_str().unwrap_or("?");
                 let pid = event["pid"].as_u64().map(|p| format!(" as pid {p}")).unwrap_or_default();
                 let restarts = event["restarts"].as_u64().unwrap_or(0);
-                self.push_log("restart", format!("restarted {node}{pid} (restart #{restarts})"));
+                let by = event["by"].as_str().map(|by| format!(", by {by}")).unwrap_or_default();
+                self.push_log("restart", format!("restarted {node}{pid} (restart #{restarts}{by})"));
             }
             "chaos" => {
                 if let Ok(chaos) = serde_json::from_value::<ChaosView>(event.clone()) {

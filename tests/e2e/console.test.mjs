@@ -152,12 +152,14 @@ test('the console runs, kills, downloads and compares from the browser', async (
   await page.locator('[data-testid="chart"] svg rect').first().waitFor();
   await shot('03-sessions-done');
 
-  // Kill a node from the page: the log shows the kill, then the supervisor's restart.
+  // Kill a node from the page: the log shows the kill, then the restart a health monitor asked for.
   await page.click('[data-testid="kill-q3_agg-0"]');
   await page.locator('[data-testid="event"][data-kind="kill"]').first().waitFor({ timeout: 15_000 });
   await page.locator('[data-testid="event"][data-kind="restart"]').first().waitFor({ timeout: 15_000 });
   const killText = await page.locator('[data-testid="event"][data-kind="kill"]').first().innerText();
   assert.match(killText, /q3_agg-0/);
+  const restartText = await page.locator('[data-testid="event"][data-kind="restart"]').first().innerText();
+  assert.match(restartText, /q3_agg-0 .*by monitor-\d/);
   await page.locator('[data-testid="node-row"][data-node="q3_agg-0"][data-restarts="1"][data-up="true"]').waitFor({ timeout: 15_000 });
   await shot('04-node-killed');
 

@@ -37,7 +37,7 @@ async fn killed_at(test: &str, node: &str, failpoint: &str, env: &[(&str, &str)]
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        restarted = cluster.supervise_step().await.unwrap().iter().any(|n| n == node);
+        restarted = cluster.supervise_step().await.unwrap().iter().any(|r| r.node == node);
     }
     assert!(restarted, "{node} was expected to die at {failpoint} and be restarted; events: {events:?}");
     assert_matches_reference(&summary, &data);

@@ -1,7 +1,7 @@
 //! The console's HTTP API and event stream against the real broker: a console started in-process runs its own
 //! cluster of `coffee-node` processes; the test uploads a generated tiny dataset, launches two sessions on it,
 //! downloads both NDJSON files and checks them against the reference, checks the compare endpoint, and kills a
-//! node to see the kill and the restart in the event stream.
+//! worker and then the leading monitor to see each kill, and the monitors' restart, in the event stream.
 
 use coffee_tests::console::{self, json_of, Console};
 use serde_json::{json, Value};
@@ -118,13 +118,19 @@ async fn upload_launch_download_compare_kill() {
 
     // Kill a node: the event stream reports the kill, then the supervisor's restart.
     let nodes = console.get("/api/nodes").await;
-    assert_eq!(nodes.as_array().map(Vec::len), Some(13), "{nodes}");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(13 + 3), "the gateway, 12 stage replicas, 3 monitors: {nodes}");
     console.post("/api/nodes/q3_agg-1/kill", json!({})).await;
     events.wait("node_killed", |e| e["node"] == "q3_agg-1").await;
-    events.wait("node_restarted", |e| e["node"] == "q3_agg-1").await;
+    let restarted = events.wait("node_restarted", |e| e["node"] == "q3_agg-1").await;
+    assert!(restarted["by"].as_str().is_some_and(|by| by.starts_with("monitor-")), "{restarted}");
     let nodes = console.get("/api/nodes").await;
     let node = nodes.as_array().expect("nodes").iter().find(|n| n["name"] == "q3_agg-1").expect("q3_agg-1").clone();
     assert_eq!(node["restarts"], 1, "{node}");
+
+    // The leading monitor is a node too: killed, it is revived by the next one.
+    console.post("/api/nodes/monitor-2/kill", json!({})).await;
+    let revived = events.wait("node_restarted", |e| e["node"] == "monitor-2").await;
+    assert_eq!(revived["by"], "monitor-1", "{revived}");
 
     console.app.shutdown().await;
 }

@@ -104,7 +104,7 @@ pub async fn run_on_cluster(
         tokio::select! {
             _ = &mut stop => return Ok(events),
             _ = supervise.tick() => {
-                for name in cluster.supervise_step().await? {
+                for cluster::Restarted { node: name, .. } in cluster.supervise_step().await? {
                     let pid = cluster.status().into_iter().find(|n| n.name == name).and_then(|n| n.pid);
                     record(ChaosEvent::now(&name, "restart", pid), &mut events);
                 }

@@ -127,6 +127,17 @@ pub fn read_status(namespace: &str) -> anyhow::Result<Vec<NodeStatus>> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Who restarts a node that exited when no monitors run.
+pub const SUPERVISOR: &str = "supervisor";
+
+/// A node that [`LocalCluster::supervise_step`] restarted, and who asked: a monitor (`monitor-2`), or
+/// [`SUPERVISOR`] when it exited and no monitors run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restarted {
+    pub node: String,
+    pub by: String,
+}
+
 /// A running local cluster.
 pub struct LocalCluster {
     spec: ClusterSpec,
@@ -291,17 +302,18 @@ impl LocalCluster {
 
     /// One round of supervision: serve the monitors' restart requests, and without monitors restart what
     /// exited (with monitors, an exited node is only reaped: the monitors notice its silence). Returns the
-    /// nodes restarted.
-    pub async fn supervise_step(&mut self) -> anyhow::Result<Vec<String>> {
+    /// nodes restarted, with who asked.
+    pub async fn supervise_step(&mut self) -> anyhow::Result<Vec<Restarted>> {
         let mut restarted = Vec::new();
         while let Ok(request) = self.requests.try_recv() {
             if self.restart(&request.node, request.pid).await? {
                 info!(node = %request.node, by = %request.by, "restarted at a monitor's request");
-                restarted.push(request.node);
+                restarted.push(Restarted { node: request.node, by: request.by });
             }
         }
         if self.options.monitors == 0 {
-            restarted.extend(self.restart_exited()?);
+            let exited = self.restart_exited()?;
+            restarted.extend(exited.into_iter().map(|node| Restarted { node, by: SUPERVISOR.to_owned() }));
         } else {
             for node in self.nodes.values_mut() {
                 let _ = node.child.try_wait();
@@ -362,7 +374,7 @@ impl LocalCluster {
                 _ = &mut stop => return Ok(()),
                 _ = tick.tick() => {
                     // Each restart as a JSON event line, like `coffee chaos` prints its kills.
-                    for name in self.supervise_step().await? {
+                    for Restarted { node: name, .. } in self.supervise_step().await? {
                         let pid = self.nodes.get(&name).and_then(|n| n.child.id());
                         println!("{}", crate::chaos::ChaosEvent::now(&name, "restart", pid).to_json_line());
                     }

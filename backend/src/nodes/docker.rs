@@ -99,7 +99,8 @@ impl Docker {
                     if seen.running.insert(node.name.clone(), running) == Some(false) && running {
                         let heard = self.heard.get(&node.name);
                         let (pid, restarts) = (heard.map(|h| h.pid), heard.map_or(0, |h| h.restarts));
-                        self.events.send(Event::NodeRestarted { node: node.name.clone(), pid, restarts });
+                        let node = node.name.clone();
+                        self.events.send(Event::NodeRestarted { node, pid, restarts, by: None });
                     }
                 }
                 Ok(nodes)

@@ -3,7 +3,7 @@
 
 use super::node_view;
 use crate::events::{Event, Events};
-use coffee::cluster::{ClusterSpec, LocalCluster, NodeStatus, StartOptions};
+use coffee::cluster::{ClusterSpec, LocalCluster, NodeStatus, Restarted, StartOptions};
 use coffee_types::{ClusterState, NodeView};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -96,11 +96,11 @@ impl Local {
         match cluster.supervise_step().await {
             Ok(restarted) => {
                 let status = cluster.status();
-                for name in restarted {
+                for Restarted { node, by } in restarted {
                     let (pid, restarts) =
-                        status.iter().find(|n| n.name == name).map(|n| (n.pid, n.restarts)).unwrap_or((None, 0));
-                    info!(node = %name, ?pid, restarts, "node restarted");
-                    events.send(Event::NodeRestarted { node: name, pid, restarts });
+                        status.iter().find(|n| n.name == node).map(|n| (n.pid, n.restarts)).unwrap_or((None, 0));
+                    info!(%node, ?pid, restarts, %by, "node restarted");
+                    events.send(Event::NodeRestarted { node, pid, restarts, by: Some(by) });
                 }
             }
             Err(e) => events.send(Event::Error { message: format!("restarting nodes: {e:#}") }),
