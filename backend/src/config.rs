@@ -40,6 +40,9 @@ pub struct Config {
     pub monitors: u16,
     #[arg(long, env = "AMQP_URL", default_value = coffee::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// `quorum` on a RabbitMQ cluster (replicated queues); the console's nodes are told the same.
+    #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = coffee::topology::QueueType::Classic)]
+    pub queue_type: coffee::topology::QueueType,
     /// Who owns the nodes: `local` (the console starts them as processes) or `docker` (the containers of a
     /// compose project; `--coffee-bin` and `--monitors` are then unused, the compose file has its own monitors).
     #[command(flatten)]

@@ -51,8 +51,10 @@ impl App {
         for dir in ["uploads", "generated", "results"] {
             std::fs::create_dir_all(config.data_dir.join(dir))?;
         }
+        let mut topology = Topology::with_replicas(&config.namespace, &config.replicas)?;
+        topology.queue_type = config.queue_type;
         let spec = ClusterSpec {
-            topology: Topology::with_replicas(&config.namespace, &config.replicas)?,
+            topology,
             gateway_addr: config.gateway.clone(),
             amqp_url: config.amqp_url.clone(),
             exe: config.coffee_exe(),

@@ -39,7 +39,7 @@ fn the_committed_file_is_what_coffee_compose_generates() {
     );
     // The subcommand writes the same bytes.
     let dir = tempfile::tempdir().unwrap();
-    compose::run_cli("", Some(&dir.path().join("out.yaml"))).unwrap();
+    compose::run_cli(&Topology::default(), Some(&dir.path().join("out.yaml"))).unwrap();
     assert_eq!(std::fs::read_to_string(dir.path().join("out.yaml")).unwrap(), generated);
 }
 
@@ -135,7 +135,8 @@ fn every_node_runs_the_launchers_command_with_its_environment() {
 
 #[test]
 fn another_topology_gives_a_service_per_replica() {
-    let topology = Topology::with_replicas("coffee", "all=1,q4_count=3").unwrap();
+    let mut topology = Topology::with_replicas("coffee", "all=1,q4_count=3").unwrap();
+    topology.queue_type = coffee::topology::QueueType::Quorum;
     let file: Value =
         serde_norway::from_str(&compose::generate(&topology, &ComposeOptions::default())).expect("parses");
     let services = file["services"].as_object().unwrap();
@@ -144,6 +145,12 @@ fn another_topology_gives_a_service_per_replica() {
     assert!(["q4-count-0", "q4-count-1", "q4-count-2", "q4-top-0"].iter().all(|n| services.contains_key(*n)));
     assert!(!services.contains_key("q4-top-1"));
     assert_eq!(schema_errors(&file), Vec::<String>::new());
+    // Every node of a quorum-queue topology is told so (a node declaring classic queues would be refused).
+    for (name, service) in services.iter().filter(|(_, s)| s["command"][0] == "coffee") {
+        let command = strings(&service["command"]);
+        assert!(command.windows(2).any(|w| w == ["--queue-type", "quorum"]), "{name}: {command:?}");
+        coffee::cli::check_args(&command).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }
 
 use coffee::docker::DockerOrchestrator;

@@ -1,8 +1,10 @@
 //! The whole system on the real broker: a cluster of real processes, several clients at once, each compared with
 //! the reference on its own data.
 
+use coffee::cluster::LocalCluster;
 use coffee::gen::Scale;
-use coffee_tests::harness::{assert_matches_reference, generate, run_session, start_cluster};
+use coffee::topology::QueueType;
+use coffee_tests::harness::{assert_matches_reference, cluster_spec, generate, run_session, start_cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_clients_at_once_each_get_exactly_the_reference() {
@@ -34,4 +36,30 @@ async fn one_replica_per_stage_gives_the_same_results() {
     let summary = run_session(&spec, &data, &dir.path().join("out")).await;
     cluster.stop().await.unwrap();
     assert_matches_reference(&summary, &data);
+}
+
+/// With `--queue-type quorum` (for a RabbitMQ cluster, docs/deploy.md) every node declares the pipeline's queues
+/// and each session's result queue as quorum queues, and the results are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_give_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 9, &dir.path().join("data"));
+    let mut spec = cluster_spec("quorum", "all=1");
+    spec.topology.queue_type = QueueType::Quorum;
+    let cluster = LocalCluster::start(spec.clone()).await.expect("cluster start");
+    let summary = run_session(&spec, &data, &dir.path().join("out")).await;
+    assert_matches_reference(&summary, &data);
+
+    // The broker holds them as quorum queues: declaring one as classic is refused as inequivalent.
+    let connection = coffee::amqp::connect(&spec.amqp_url, "test").await.expect("broker");
+    let queue = spec.topology.all_queues().into_iter().next().expect("a queue");
+    let mut classic = spec.topology.clone();
+    classic.queue_type = QueueType::Classic;
+    let refused = coffee::amqp::declare_durable(&connection.create_channel().await.unwrap(), &classic, &queue).await;
+    let error = refused.expect_err("a quorum queue redeclared as classic").to_string();
+    assert!(error.contains("x-queue-type"), "{error}");
+    coffee::amqp::declare_durable(&connection.create_channel().await.unwrap(), &spec.topology, &queue)
+        .await
+        .expect("the same declaration is accepted");
+    cluster.stop().await.unwrap();
 }

@@ -2,11 +2,11 @@
 
 use crate::heartbeat::Counters;
 use crate::message::Envelope;
-use crate::topology::Topology;
+use crate::topology::{QueueType, Topology};
 use lapin::options::{
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,14 +62,20 @@ pub async fn connect_patiently(url: &str, name: &str, patience: Duration) -> Res
 /// Declares every queue of the topology (idempotent: every node does it at start, so start order is free).
 pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
     for queue in topology.all_queues().into_iter().chain(topology.dead_letter_queues()) {
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions { durable: true, ..Default::default() },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_durable(channel, topology, &queue).await?;
     }
+    Ok(())
+}
+
+/// Declares one durable queue of the topology, of its queue type (`x-queue-type`). Every declarer passes the
+/// same arguments, or the broker refuses the declaration (and closes the channel).
+pub async fn declare_durable(channel: &Channel, topology: &Topology, queue: &str) -> Result<(), BrokerError> {
+    let mut arguments = FieldTable::default();
+    if topology.queue_type == QueueType::Quorum {
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(queue.into(), options, arguments).await?;
     Ok(())
 }
 

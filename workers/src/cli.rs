@@ -12,7 +12,7 @@ use crate::operators::q4::{Q4Count, Q4Top};
 use crate::operators::Operator;
 use crate::orchestrator::{OrchestratorArgs, OrchestratorKind};
 use crate::runtime::StageNode;
-use crate::topology::Topology;
+use crate::topology::{QueueType, Topology};
 use crate::{amqp, bench, client, compare, gateway, gen, monitor, reference};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -41,11 +41,16 @@ struct ClusterArgs {
     /// The RabbitMQ broker.
     #[arg(long, env = "AMQP_URL", default_value = amqp::DEFAULT_AMQP_URL)]
     amqp_url: String,
+    /// `quorum` on a RabbitMQ cluster (replicated queues); every node of a cluster must be given the same.
+    #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    queue_type: QueueType,
 }
 
 impl ClusterArgs {
     fn topology(&self) -> anyhow::Result<Topology> {
-        Ok(Topology::with_replicas(&self.namespace, &self.replicas)?)
+        let mut topology = Topology::with_replicas(&self.namespace, &self.replicas)?;
+        topology.queue_type = self.queue_type;
+        Ok(topology)
     }
 
     fn spec(&self) -> anyhow::Result<ClusterSpec> {
@@ -208,6 +213,9 @@ enum Command {
         /// Replicas per stage, `STAGE=N,...`; not read from COFFEE_REPLICAS, so the output depends on flags only.
         #[arg(long, default_value = "")]
         replicas: String,
+        /// `quorum` for a RabbitMQ cluster (docs/deploy.md); not read from COFFEE_QUEUE_TYPE either.
+        #[arg(long, value_enum, default_value_t = QueueType::Classic)]
+        queue_type: QueueType,
         /// Write it here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -409,7 +417,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let pid = cluster::signal_down(&namespace)?;
             println!("asked the cluster (pid {pid}) to stop");
         }
-        Command::Compose { replicas, out } => crate::compose::run_cli(&replicas, out.as_deref())?,
+        Command::Compose { replicas, queue_type, out } => {
+            let mut topology = Topology::with_replicas(&Topology::default().namespace, &replicas)?;
+            topology.queue_type = queue_type;
+            crate::compose::run_cli(&topology, out.as_deref())?
+        }
         Command::Client { cluster, session } => {
             let summary = run_client(&cluster.gateway, session).await?;
             print_summary(&summary);

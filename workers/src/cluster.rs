@@ -5,7 +5,7 @@
 use crate::amqp;
 use crate::control::{self, RestartRequest};
 use crate::message::Role;
-use crate::topology::Topology;
+use crate::topology::{QueueType, Topology};
 use crate::{heartbeat, monitor};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -36,12 +36,7 @@ impl ClusterSpec {
 
     /// Every node: its name and the arguments that start it.
     pub fn nodes(&self) -> Vec<(String, Vec<String>)> {
-        let common = vec![
-            "--replicas".to_owned(),
-            self.topology.replicas_spec(),
-            "--namespace".to_owned(),
-            self.topology.namespace.clone(),
-        ];
+        let common = common_args(&self.topology);
         let mut nodes = vec![(
             "gateway".to_owned(),
             [vec!["gateway".to_owned(), "--listen".to_owned(), self.gateway_addr.clone()], common.clone()].concat(),
@@ -71,8 +66,18 @@ pub fn monitor_args(topology: &Topology, replica: u16, monitors: u16) -> Vec<Str
     ["monitor", "--replica", &replica, "--monitors", &monitors]
         .into_iter()
         .map(String::from)
-        .chain(["--replicas".into(), topology.replicas_spec(), "--namespace".into(), topology.namespace.clone()])
+        .chain(common_args(topology))
         .collect()
+}
+
+/// What every node is told of the topology: replicas and namespace, and the queue type unless it is the default.
+fn common_args(topology: &Topology) -> Vec<String> {
+    let mut args =
+        vec!["--replicas".to_owned(), topology.replicas_spec(), "--namespace".to_owned(), topology.namespace.clone()];
+    if topology.queue_type != QueueType::default() {
+        args.extend(["--queue-type".to_owned(), topology.queue_type.as_str().to_owned()]);
+    }
+    args
 }
 
 /// The run folder of a namespace's cluster.

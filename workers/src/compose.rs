@@ -171,10 +171,9 @@ pub fn generate(topology: &Topology, options: &ComposeOptions) -> String {
     format!("{HEADER}{yaml}")
 }
 
-/// `coffee compose`: prints the file (or writes it to `out`).
-pub fn run_cli(replicas: &str, out: Option<&Path>) -> anyhow::Result<()> {
-    let topology = Topology::with_replicas(&Topology::default().namespace, replicas)?;
-    let text = generate(&topology, &ComposeOptions::default());
+/// `coffee compose`: prints the file of `topology` (or writes it to `out`).
+pub fn run_cli(topology: &Topology, out: Option<&Path>) -> anyhow::Result<()> {
+    let text = generate(topology, &ComposeOptions::default());
     match out {
         Some(path) => std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
         None => {

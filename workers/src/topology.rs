@@ -14,6 +14,28 @@ pub struct Topology {
     /// Prefix of every queue name, so several clusters (tests) can share one broker.
     pub namespace: String,
     replicas: BTreeMap<StageKind, u16>,
+    /// How the pipeline's durable queues are declared; every node must agree (the broker refuses a queue
+    /// redeclared with another type).
+    pub queue_type: QueueType,
+}
+
+/// The kind of the pipeline's durable queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum QueueType {
+    /// Durable queues held by one broker node: for a single broker.
+    #[default]
+    Classic,
+    /// Replicated by Raft over a RabbitMQ cluster: they survive the loss of a minority of its nodes.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
 }
 
 /// Where a stream comes from or goes to.
@@ -36,6 +58,7 @@ impl Default for Topology {
         Topology {
             namespace: "coffee".into(),
             replicas: StageKind::ALL.into_iter().map(|s| (s, DEFAULT_REPLICAS)).collect(),
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -190,7 +213,11 @@ pub fn round_robin_count(batches: u64, replica: u16, replicas: u16) -> u64 {
 
 impl fmt::Display for Topology {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} [{}]", self.namespace, self.replicas_spec())
+        write!(f, "{} [{}]", self.namespace, self.replicas_spec())?;
+        match self.queue_type {
+            QueueType::Classic => Ok(()),
+            other => write!(f, " ({} queues)", other.as_str()),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::runtime::queue_of;
 use crate::runtime::tracker::{Admission, InputTracker};
 use crate::topology::{result_source, Endpoint, Topology};
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, PublisherConfirm};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,8 +47,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
     let channel = shared.connection.create_channel().await?;
     channel.basic_qos(RESULTS_IN_FLIGHT, BasicQosOptions::default()).await?;
     let results_queue = shared.topology.results_queue(session);
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    channel.queue_declare(results_queue.as_str().into(), durable, FieldTable::default()).await?;
+    amqp::declare_durable(&channel, &shared.topology, &results_queue).await?;
     info!(%session, resumed, received = received.len(), "session opened");
 
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
