@@ -192,6 +192,9 @@ enum Command {
         /// A node silent this long is restarted.
         #[arg(long, env = "MONITOR_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// How long a node it restarted may take to send its first heartbeat before it is judged again.
+        #[arg(long, env = "MONITOR_START_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+        start_grace: Duration,
         /// Who restarts nodes: `local` (the `cluster up` that owns them, asked on the control queue) or `docker`.
         #[command(flatten)]
         orchestrator: OrchestratorArgs,
@@ -393,7 +396,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             println!("dead letters (poison messages set aside): {}", dead.join(", "));
         }
-        Command::Monitor { cluster, replica, monitors, timeout, orchestrator } => {
+        Command::Monitor { cluster, replica, monitors, timeout, start_grace, orchestrator } => {
             let topology = cluster.topology()?;
             let mut nodes: Vec<String> = cluster.spec()?.nodes().into_iter().map(|(name, _)| name).collect();
             nodes.extend((0..monitors).map(monitor::monitor_name));
@@ -401,7 +404,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 OrchestratorKind::Local => monitor::Restarter::ControlQueue,
                 OrchestratorKind::Docker => monitor::Restarter::Orchestrator(Arc::new(orchestrator.docker().await?)),
             };
-            let monitor = monitor::Monitor { topology, replica, monitors, timeout, nodes, restarter };
+            let monitor = monitor::Monitor { topology, replica, monitors, timeout, start_grace, nodes, restarter };
             monitor.run(&cluster.amqp_url).await?;
         }
         Command::Chaos { namespace, orchestrator, interval, target, seed, duration } => {

@@ -28,6 +28,10 @@ use tracing::{info, warn};
 /// A node silent this long is restarted, unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a node restarted at a monitor's request may take to send its first heartbeat (waiting for the
+/// broker, replaying its logs) before it is judged, and restarted, again.
+pub const DEFAULT_START_GRACE: Duration = Duration::from_secs(30);
+
 /// How many monitors `cluster up` starts by default.
 pub const DEFAULT_MONITORS: u16 = 3;
 
@@ -40,6 +44,8 @@ pub struct Monitor {
     pub replica: u16,
     pub monitors: u16,
     pub timeout: Duration,
+    /// See [`DEFAULT_START_GRACE`].
+    pub start_grace: Duration,
     /// Every node to watch (workers, gateway, and the other monitors).
     pub nodes: Vec<String>,
     pub restarter: Restarter,
@@ -78,15 +84,20 @@ impl Monitor {
             .unwrap_or(self.replica)
     }
 
-    /// Nodes silent past the timeout and not asked about within it. `started` stands in for a node never heard.
+    /// Nodes silent past the timeout, not asked about within it, and not restarting: a node asked about and not
+    /// heard since is given the start grace, so a slow start is not cut short by restart after restart (the
+    /// local orchestrator also ignores a request naming a pid that is gone; containers keep their pid, 1).
+    /// `started` stands in for a node never heard.
     fn silent(&self, liveness: &Liveness, now: Instant, started: Instant) -> Vec<(String, Option<u32>)> {
         self.nodes
             .iter()
             .filter(|node| **node != self.me())
             .filter_map(|node| {
                 let (last, pid) = liveness.last_seen.get(node).map_or((started, None), |(at, pid)| (*at, Some(*pid)));
-                let asked_recently = liveness.asked.get(node).is_some_and(|at| now - *at <= self.timeout);
-                (now - last > self.timeout && !asked_recently).then(|| (node.clone(), pid))
+                let asked = liveness.asked.get(node);
+                let asked_recently = asked.is_some_and(|at| now - *at <= self.timeout);
+                let starting = asked.is_some_and(|at| last <= *at && now - *at <= self.start_grace);
+                (now - last > self.timeout && !asked_recently && !starting).then(|| (node.clone(), pid))
             })
             .collect()
     }
@@ -156,6 +167,7 @@ mod tests {
             replica,
             monitors: 3,
             timeout: Duration::from_secs(3),
+            start_grace: Duration::from_secs(30),
             nodes: ["gateway", "tx_filter-0", "monitor-0", "monitor-1", "monitor-2"].map(String::from).to_vec(),
             restarter: Restarter::ControlQueue,
         }
@@ -193,5 +205,24 @@ mod tests {
         assert!(silent.contains(&("tx_filter-0".to_owned(), Some(7))));
         liveness.asked.insert("tx_filter-0".into(), later);
         assert_eq!(m.silent(&liveness, later, started).len(), 2, "asked once per timeout");
+    }
+
+    #[test]
+    fn a_restarted_node_gets_the_start_grace_then_the_timeout_again() {
+        let started = Instant::now();
+        let m = monitor(2);
+        let mut liveness = Liveness::default();
+        let asked = started + Duration::from_secs(10);
+        liveness.last_seen.insert("tx_filter-0".into(), (started + Duration::from_secs(5), 7));
+        liveness.asked.insert("tx_filter-0".into(), asked);
+        let is_silent =
+            |liveness: &Liveness, at| m.silent(liveness, at, started).iter().any(|(n, _)| n == "tx_filter-0");
+        // Not heard since the restart: left alone for the grace, then restarted again (it may hang at start).
+        assert!(!is_silent(&liveness, asked + Duration::from_secs(20)));
+        assert!(is_silent(&liveness, asked + Duration::from_secs(31)));
+        // Heard after the restart: the plain timeout applies from its last beat.
+        liveness.last_seen.insert("tx_filter-0".into(), (asked + Duration::from_secs(2), 8));
+        assert!(!is_silent(&liveness, asked + Duration::from_secs(4)));
+        assert!(is_silent(&liveness, asked + Duration::from_secs(6)));
     }
 }
