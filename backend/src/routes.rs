@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes", get(nodes))
         .route("/nodes/kill-random", post(kill_random))
         .route("/nodes/{name}/kill", post(kill))
+        .route("/nodes/{name}/restart", post(restart))
         .route("/chaos", get(chaos))
         .route("/chaos/start", post(chaos_start))
         .route("/chaos/stop", post(chaos_stop))
@@ -265,6 +266,10 @@ async fn nodes(State(state): State<AppState>) -> ApiResult {
 
 async fn kill(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     ok(state.nodes.kill(&name, "user").await.map_err(not_found)?)
+}
+
+async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    ok(state.nodes.restart(&name).await.map_err(not_found)?)
 }
 
 async fn kill_random(State(state): State<AppState>) -> ApiResult {

@@ -37,14 +37,17 @@ pub fn NodesPanel() -> impl IntoView {
 #[component]
 fn NodeRow(node: NodeView) -> impl IntoView {
     let c = console();
-    let name = node.name.clone();
-    let kill = move |_| {
-        let name = name.clone();
-        spawn_local(async move {
-            if let Err(e) = api::post::<Value>(&format!("/api/nodes/{name}/kill"), &json!({})).await {
-                c.error(format!("kill {name}: {e}"));
-            }
-        });
+    // `kill` or `restart` this node.
+    let act = |action: &'static str| {
+        let name = node.name.clone();
+        move |_| {
+            let name = name.clone();
+            spawn_local(async move {
+                if let Err(e) = api::post::<Value>(&format!("/api/nodes/{name}/{action}"), &json!({})).await {
+                    c.error(format!("{action} {name}: {e}"));
+                }
+            });
+        }
     };
     let heartbeat = node.heartbeat_age_ms.map_or_else(|| "—".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
     view! {
@@ -59,7 +62,8 @@ fn NodeRow(node: NodeView) -> impl IntoView {
             <td class={if node.restarts > 0 { "num warn-text" } else { "num" }}>{node.restarts}</td>
             <td class="num">{heartbeat}</td>
             <td class="actions">
-                <button class="btn small danger" data-testid=format!("kill-{}", node.name) on:click=kill>"Kill"</button>
+                <button class="btn small" data-testid=format!("restart-{}", node.name) on:click=act("restart")>"Restart"</button>
+                <button class="btn small danger" data-testid=format!("kill-{}", node.name) on:click=act("kill")>"Kill"</button>
             </td>
         </tr>
     }

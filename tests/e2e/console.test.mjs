@@ -161,6 +161,11 @@ test('the console runs, kills, downloads and compares from the browser', async (
   const restartText = await page.locator('[data-testid="event"][data-kind="restart"]').first().innerText();
   assert.match(restartText, /q3_agg-0 .*by monitor-\d/);
   await page.locator('[data-testid="node-row"][data-node="q3_agg-0"][data-restarts="1"][data-up="true"]').waitFor({ timeout: 15_000 });
+  // Restart one from the page: at once, and the log says the console asked.
+  await page.click('[data-testid="restart-q4_top-1"]');
+  await page.locator('[data-testid="event"][data-kind="restart"]', { hasText: 'q4_top-1' }).waitFor({ timeout: 15_000 });
+  const consoleRestart = await page.locator('[data-testid="event"][data-kind="restart"]', { hasText: 'q4_top-1' }).innerText();
+  assert.match(consoleRestart, /by the console/);
   await shot('04-node-killed');
 
   // Download one session's NDJSON.

@@ -127,6 +127,11 @@ async fn upload_launch_download_compare_kill() {
     let node = nodes.as_array().expect("nodes").iter().find(|n| n["name"] == "q3_agg-1").expect("q3_agg-1").clone();
     assert_eq!(node["restarts"], 1, "{node}");
 
+    // A restart from the page, at once and attributed to the console.
+    console.post("/api/nodes/q3_agg-1/restart", json!({})).await;
+    let restarted = events.wait("node_restarted", |e| e["node"] == "q3_agg-1" && e["restarts"] == 2).await;
+    assert_eq!(restarted["by"], "the console", "{restarted}");
+
     // The leading monitor is a node too: killed, it is revived by the next one.
     console.post("/api/nodes/monitor-2/kill", json!({})).await;
     let revived = events.wait("node_restarted", |e| e["node"] == "monitor-2").await;

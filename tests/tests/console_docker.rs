@@ -80,6 +80,12 @@ async fn the_console_drives_compose_containers_through_the_engine_api() {
     monitor.restart("tx_filter-0").await.expect("restart");
     events.wait("node_restarted", |e| e["node"] == "tx_filter-0").await;
 
+    // A restart from the page goes to the engine too, and is reported once, as the console's.
+    console.post("/api/nodes/gateway/restart", json!({})).await;
+    let restarted = events.wait("node_restarted", |e| e["node"] == "gateway").await;
+    assert_eq!(restarted["by"], "the console", "{restarted}");
+    assert_eq!(engine.actions().last().map(String::as_str), Some("POST /containers/gw/restart t=0"));
+
     // What is not a node cannot be killed.
     for name in ["rabbitmq", "console", "q4_top-0"] {
         let url = format!("{}/api/nodes/{name}/kill", console.base);

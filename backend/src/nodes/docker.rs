@@ -82,6 +82,20 @@ impl Docker {
         Ok(self.view(node))
     }
 
+    /// Restarts the node's container (stopped at once, no grace period, then started).
+    pub async fn restart(&self, name: &str) -> anyhow::Result<NodeView> {
+        let node = self
+            .list()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no node named `{name}`"))?;
+        self.docker.restart(name).await?;
+        // Running again: the caller reports the restart, so the next listing must not report it a second time.
+        self.seen.lock().expect("lock").running.insert(name.to_owned(), true);
+        Ok(NodeView { up: true, detail: "restarted".into(), ..self.view(node) })
+    }
+
     /// Stops hearing heartbeats; the containers are compose's and keep running.
     pub fn shutdown(&self) {
         self.watcher.abort();

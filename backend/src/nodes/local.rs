@@ -89,6 +89,15 @@ impl Local {
         Ok(view(status))
     }
 
+    /// Restarts a node whatever its state; returns it as it runs now.
+    pub async fn restart(&self, name: &str) -> anyhow::Result<NodeView> {
+        let mut guard = self.cluster.lock().await;
+        let cluster = guard.as_mut().ok_or_else(|| anyhow::anyhow!("the cluster is not running"))?;
+        anyhow::ensure!(cluster.restart(name, None).await?, "no node named `{name}`");
+        let status = cluster.status().into_iter().find(|n| n.name == name).expect("a node just restarted");
+        Ok(view(status))
+    }
+
     /// One step: serves the monitors' restart requests, or restarts exited nodes when there are no monitors.
     pub async fn supervise(&self, events: &Events) {
         let mut guard = self.cluster.lock().await;

@@ -29,6 +29,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(5);
 const MIN_CHAOS_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_CHAOS_INTERVAL: Duration = Duration::from_secs(600);
 pub const MAX_CHAOS_KILLS: u32 = 100;
+/// Who a restart asked for on the page is attributed to.
+const BY_CONSOLE: &str = "the console";
 
 pub use coffee_types::{ChaosView, NodeView};
 
@@ -115,6 +117,24 @@ impl Nodes {
         };
         warn!(node = name, pid = ?node.pid, cause, "node killed");
         self.events.send(Event::NodeKilled { node: name.to_owned(), pid: node.pid, cause });
+        Ok(node)
+    }
+
+    /// Restarts a node now, whether it runs or not (a node that is down comes back without waiting for the
+    /// monitors; one that runs is stopped at once and started again).
+    pub async fn restart(&self, name: &str) -> anyhow::Result<NodeView> {
+        let node = match &self.driver {
+            Driver::Local(local) => local.restart(name).await?,
+            Driver::Docker(docker) => docker.restart(name).await?,
+        };
+        info!(node = name, pid = ?node.pid, "node restarted from the console");
+        let event = Event::NodeRestarted {
+            node: name.to_owned(),
+            pid: node.pid,
+            restarts: node.restarts,
+            by: Some(BY_CONSOLE.to_owned()),
+        };
+        self.events.send(event);
         Ok(node)
     }
 
