@@ -3,85 +3,12 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use coffee_types::{ClusterState, NodeView};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 /// Result lines sent in one `session_results` event; the rest are counted (`more`) and can be fetched.
 pub const MAX_LINES_PER_EVENT: usize = 50;
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// The cluster came up, went down or failed to start (e.g. RabbitMQ is down: `error` says how to start it).
-    Cluster(ClusterState),
-    /// Every node, once a second.
-    Nodes {
-        nodes: Vec<NodeView>,
-    },
-    NodeKilled {
-        node: String,
-        pid: Option<u32>,
-        cause: &'static str,
-    },
-    NodeRestarted {
-        node: String,
-        pid: Option<u32>,
-        restarts: u32,
-        /// Who restarted it: a monitor (`monitor-2`), the console's `supervisor`, or unknown (a container seen
-        /// running again).
-        by: Option<String>,
-    },
-    Chaos {
-        running: bool,
-        interval_ms: u64,
-        kills: u32,
-    },
-    SessionStarted {
-        session: Uuid,
-        dataset: String,
-        rows_total: u64,
-    },
-    SessionProgress {
-        session: Uuid,
-        rows_sent: u64,
-    },
-    SessionFile {
-        session: Uuid,
-        file: String,
-        rows_sent: u64,
-        malformed: u64,
-        refused: Option<String>,
-    },
-    /// Result lines as they arrive (at most [`MAX_LINES_PER_EVENT`]) and the session's counts so far.
-    SessionResults {
-        session: Uuid,
-        lines: Vec<String>,
-        more: usize,
-        counts: BTreeMap<String, u64>,
-    },
-    SessionQueryDone {
-        session: Uuid,
-        query: String,
-    },
-    SessionDone {
-        session: Uuid,
-        counts: BTreeMap<String, u64>,
-        elapsed_ms: u64,
-    },
-    SessionFailed {
-        session: Uuid,
-        error: String,
-    },
-    DatasetReady {
-        id: String,
-    },
-    Error {
-        message: String,
-    },
-}
+pub use coffee_types::{Event, KillCause};
 
 /// The sending side, cloned into every task that reports something.
 #[derive(Clone)]

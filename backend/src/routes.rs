@@ -1,6 +1,7 @@
 //! The HTTP API (`/api/...`, JSON) and the static frontend.
 
 use crate::datasets;
+use crate::events::KillCause;
 use crate::sessions::{self, Launch, SessionState, MAX_LAUNCH};
 use crate::uploads;
 use crate::AppState;
@@ -265,7 +266,7 @@ async fn nodes(State(state): State<AppState>) -> ApiResult {
 }
 
 async fn kill(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    ok(state.nodes.kill(&name, "user").await.map_err(not_found)?)
+    ok(state.nodes.kill(&name, KillCause::User).await.map_err(not_found)?)
 }
 
 async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
@@ -273,7 +274,7 @@ async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Api
 }
 
 async fn kill_random(State(state): State<AppState>) -> ApiResult {
-    ok(state.nodes.kill_random("random").await.map_err(unavailable)?)
+    ok(state.nodes.kill_random(KillCause::Random).await.map_err(unavailable)?)
 }
 
 async fn chaos(State(state): State<AppState>) -> ApiResult {

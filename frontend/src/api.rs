@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use coffee_types::{
-    ChaosView, CompareResponse, DatasetView, Launched, NodeView, QueryComparison, SessionResults, SessionState,
-    SessionView, StatusView, TopologyView,
+    ChaosView, ClusterState, CompareResponse, DatasetView, Event, KillCause, Launched, NodeView, QueryComparison,
+    SessionResults, SessionState, SessionView, StatusView, TopologyView, Uuid,
 };
 
 /// The console's token, from the page's own URL (`?token=...`): a console bound beyond loopback requires it on

@@ -1,7 +1,9 @@
 //! The page's state: one set of signals shared by every panel, filled by the API and kept current by the
 //! `/api/events` WebSocket (reconnected when it drops).
 
-use crate::api::{self, ChaosView, DatasetView, NodeView, SessionView, StatusView, TopologyView};
+use crate::api::{
+    self, ChaosView, ClusterState, DatasetView, Event, KillCause, NodeView, SessionView, StatusView, TopologyView, Uuid,
+};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::Value;
@@ -104,13 +106,11 @@ impl Console {
 
     pub fn refresh_status(self) {
         spawn_local(async move {
-            match api::get::<Value>("/api/status").await {
+            match api::get::<StatusView>("/api/status").await {
                 Ok(status) => {
-                    self.apply_cluster(&status["cluster"]);
-                    if let Ok(parsed) = serde_json::from_value::<StatusView>(status) {
-                        self.chaos.set(parsed.chaos.clone());
-                        self.status.set(parsed);
-                    }
+                    self.apply_cluster(status.cluster.clone());
+                    self.chaos.set(status.chaos.clone());
+                    self.status.set(status);
                 }
                 Err(e) => self.error(format!("status: {e}")),
             }
@@ -174,14 +174,12 @@ impl Console {
         });
     }
 
-    fn apply_cluster(self, cluster: &Value) {
-        let state = cluster["state"].as_str().unwrap_or("unknown").to_owned();
-        let error = cluster["error"].as_str().map(str::to_owned);
-        if state == "up" && self.cluster.get_untracked() != "up" {
+    fn apply_cluster(self, cluster: ClusterState) {
+        if cluster.is_up() && self.cluster.get_untracked() != "up" {
             self.refresh_nodes();
         }
-        self.cluster.set(state);
-        self.cluster_error.set(error);
+        self.cluster.set(cluster.state);
+        self.cluster_error.set(cluster.error);
     }
 
     /// Opens the event stream; on close, retries every two seconds.
@@ -201,8 +199,9 @@ impl Console {
         });
         let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
             if let Some(text) = event.data().as_string() {
-                if let Ok(value) = serde_json::from_str::<Value>(&text) {
-                    self.on_event(value);
+                // An event this page does not know (a newer console) is skipped, not fatal.
+                if let Ok(event) = serde_json::from_str::<Event>(&text) {
+                    self.on_event(event);
                 }
             }
         });
@@ -220,138 +219,105 @@ impl Console {
     }
 
     /// Applies one event from the stream.
-    fn on_event(self, event: Value) {
-        let kind = event["type"].as_str().unwrap_or_default();
-        let session = event["session"].as_str().unwrap_or_default().to_owned();
-        let short: String = session.chars().take(8).collect();
-        match kind {
-            "cluster" => {
-                let state = event["state"].as_str().unwrap_or_default().to_owned();
+    fn on_event(self, event: Event) {
+        let short = |session: &Uuid| session.to_string().chars().take(8).collect::<String>();
+        match event {
+            Event::Cluster(cluster) => {
                 // Retries pass through `starting` every few seconds: log only a change between up and down.
-                if state != "starting" && self.logged_cluster.get_value() != state {
-                    let why = event["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
-                    self.push_log("cluster", format!("cluster {state}{why}"));
-                    self.logged_cluster.set_value(state);
+                if cluster.state != "starting" && self.logged_cluster.get_value() != cluster.state {
+                    let why = cluster.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                    self.push_log("cluster", format!("cluster {}{why}", cluster.state));
+                    self.logged_cluster.set_value(cluster.state.clone());
                 }
-                self.apply_cluster(&event);
+                self.apply_cluster(cluster);
             }
-            "nodes" => {
-                if let Ok(nodes) = serde_json::from_value::<Vec<NodeView>>(event["nodes"].clone()) {
-                    self.nodes.set(nodes);
-                }
-            }
-            "node_killed" => {
-                let by = match event["cause"].as_str() {
-                    Some("chaos") => "by the chaos monkey",
-                    Some("random") => "at random",
-                    _ => "from the console",
+            Event::Nodes { nodes } => self.nodes.set(nodes),
+            Event::NodeKilled { node, pid, cause } => {
+                let by = match cause {
+                    KillCause::Chaos => "by the chaos monkey",
+                    KillCause::Random => "at random",
+                    KillCause::User => "from the console",
                 };
-                let pid = event["pid"].as_u64().map(|p| format!(" (pid {p})")).unwrap_or_default();
-                self.push_log("kill", format!("killed {}{pid} {by}", event["node"].as_str().unwrap_or("?")));
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                self.push_log("kill", format!("killed {node}{pid} {by}"));
             }
-            "node_restarted" => {
-                let node = event["node"].as_str().unwrap_or("?");
-                let pid = event["pid"].as_u64().map(|p| format!(" as pid {p}")).unwrap_or_default();
-                let restarts = event["restarts"].as_u64().unwrap_or(0);
-                let by = event["by"].as_str().map(|by| format!(", by {by}")).unwrap_or_default();
+            Event::NodeRestarted { node, pid, restarts, by } => {
+                let pid = pid.map(|p| format!(" as pid {p}")).unwrap_or_default();
+                let by = by.map(|by| format!(", by {by}")).unwrap_or_default();
                 self.push_log("restart", format!("restarted {node}{pid} (restart #{restarts}{by})"));
             }
-            "chaos" => {
-                if let Ok(chaos) = serde_json::from_value::<ChaosView>(event.clone()) {
-                    let was = self.chaos.get_untracked().running;
-                    if was != chaos.running {
-                        let text = if chaos.running {
-                            format!(
-                                "chaos monkey started: a random node every {:.1} s",
-                                chaos.interval_ms as f64 / 1000.0
-                            )
-                        } else {
-                            format!("chaos monkey stopped after {} kills", chaos.kills)
-                        };
-                        self.push_log("chaos", text);
-                    }
-                    self.chaos.update(|c| {
-                        c.running = chaos.running;
-                        c.interval_ms = chaos.interval_ms;
-                        c.kills = chaos.kills;
-                    });
+            Event::Chaos { running, interval_ms, kills } => {
+                if self.chaos.get_untracked().running != running {
+                    let text = if running {
+                        format!("chaos monkey started: a random node every {:.1} s", interval_ms as f64 / 1000.0)
+                    } else {
+                        format!("chaos monkey stopped after {kills} kills")
+                    };
+                    self.push_log("chaos", text);
                 }
+                self.chaos.update(|c| {
+                    c.running = running;
+                    c.interval_ms = interval_ms;
+                    c.kills = kills;
+                });
             }
-            "session_started" => {
-                self.push_log(
-                    "session",
-                    format!("session {short} started on {}", event["dataset"].as_str().unwrap_or("?")),
-                );
+            Event::SessionStarted { session, dataset, .. } => {
+                self.push_log("session", format!("session {} started on {dataset}", short(&session)));
                 self.refresh_sessions();
             }
-            "session_progress" => {
-                let rows = event["rows_sent"].as_u64().unwrap_or(0);
-                self.update_session(&session, |s| s.rows_sent = rows);
-            }
-            "session_results" => {
-                if let Ok(counts) = serde_json::from_value::<BTreeMap<String, u64>>(event["counts"].clone()) {
-                    self.update_session(&session, |s| s.results = counts);
-                }
-                if self.selected.get_untracked().as_deref() == Some(session.as_str()) {
-                    self.append_lines(&event["lines"]);
+            Event::SessionProgress { session, rows_sent } => self.update_session(session, |s| s.rows_sent = rows_sent),
+            Event::SessionResults { session, lines, counts, .. } => {
+                self.update_session(session, |s| s.results = counts);
+                if self.is_selected(session) {
+                    self.append_lines(&lines);
                 }
             }
-            "session_query_done" => {
-                let query = event["query"].as_str().unwrap_or_default().to_owned();
-                self.update_session(&session, |s| s.queries_done.push(query));
-            }
-            "session_done" => {
-                let seconds = event["elapsed_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
-                self.push_log("session", format!("session {short} done in {seconds:.1} s"));
+            Event::SessionQueryDone { session, query } => self.update_session(session, |s| s.queries_done.push(query)),
+            Event::SessionDone { session, elapsed_ms, .. } => {
+                let seconds = elapsed_ms as f64 / 1000.0;
+                self.push_log("session", format!("session {} done in {seconds:.1} s", short(&session)));
                 self.refresh_sessions();
                 // Live lines may have been dropped by a lagging stream: reload the kept ones.
-                if self.selected.get_untracked().as_deref() == Some(session.as_str()) {
-                    self.select(session);
+                if self.is_selected(session) {
+                    self.select(session.to_string());
                 }
             }
-            "session_failed" => {
-                self.push_log("error", format!("session {short} failed: {}", event["error"].as_str().unwrap_or("?")));
+            Event::SessionFailed { session, error } => {
+                self.push_log("error", format!("session {} failed: {error}", short(&session)));
                 self.refresh_sessions();
             }
-            "session_file" => {
-                if let Some(refused) = event["refused"].as_str() {
-                    self.push_log("error", format!("session {short}: file refused: {refused}"));
-                } else if event["malformed"].as_u64().unwrap_or(0) > 0 {
-                    let file = event["file"].as_str().unwrap_or("?");
-                    self.push_log(
-                        "session",
-                        format!("session {short}: {file}: {} malformed rows skipped", event["malformed"]),
-                    );
+            Event::SessionFile { session, file, malformed, refused, .. } => {
+                if let Some(refused) = refused {
+                    self.push_log("error", format!("session {}: file refused: {refused}", short(&session)));
+                } else if malformed > 0 {
+                    let text = format!("session {}: {file}: {malformed} malformed rows skipped", short(&session));
+                    self.push_log("session", text);
                 }
             }
-            "dataset_ready" => {
-                self.push_log("dataset", format!("dataset {} ready", event["id"].as_str().unwrap_or("?")));
+            Event::DatasetReady { id } => {
+                self.push_log("dataset", format!("dataset {id} ready"));
                 self.refresh_datasets();
             }
-            "error" => {
-                let message = event["message"].as_str().unwrap_or_default().to_owned();
-                if message.starts_with("lagged") {
-                    self.refresh_sessions();
-                } else {
-                    self.push_log("error", message);
-                }
-            }
-            _ => {}
+            Event::Error { message } if message.starts_with("lagged") => self.refresh_sessions(),
+            Event::Error { message } => self.push_log("error", message),
         }
     }
 
-    fn update_session(self, id: &str, f: impl FnOnce(&mut SessionView)) {
+    fn is_selected(self, session: Uuid) -> bool {
+        self.selected.get_untracked() == Some(session.to_string())
+    }
+
+    fn update_session(self, id: Uuid, f: impl FnOnce(&mut SessionView)) {
         self.sessions.update(|list| {
-            if let Some(session) = list.iter_mut().find(|s| s.id.to_string() == id) {
+            if let Some(session) = list.iter_mut().find(|s| s.id == id) {
                 f(session);
             }
         });
     }
 
-    fn append_lines(self, lines: &Value) {
-        let Some(lines) = lines.as_array() else { return };
+    fn append_lines(self, lines: &[String]) {
         self.lines.update(|kept| {
-            for line in lines.iter().filter_map(Value::as_str) {
+            for line in lines {
                 let parsed: Value = serde_json::from_str(line).unwrap_or_default();
                 let kind = parsed["query"].as_str().unwrap_or("invalid").to_owned();
                 let list = kept.entry(kind).or_default();

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use uuid::Uuid;
+/// Sessions are known by UUID; re-exported so the page needs no dependency of its own for it.
+pub use uuid::Uuid;
 
 /// A dataset of the console's data folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,10 +260,138 @@ impl fmt::Display for Comparison {
     }
 }
 
+/// Everything the page hears about on the console's event stream (`/api/events`), one JSON object each, tagged
+/// by `type` (`cluster`, `nodes`, `node_killed` ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The cluster came up, went down or failed to start (e.g. RabbitMQ is down: `error` says how to start it).
+    Cluster(ClusterState),
+    /// Every node, once a second.
+    Nodes {
+        nodes: Vec<NodeView>,
+    },
+    NodeKilled {
+        node: String,
+        pid: Option<u32>,
+        cause: KillCause,
+    },
+    NodeRestarted {
+        node: String,
+        pid: Option<u32>,
+        restarts: u32,
+        /// Who restarted it: a monitor (`monitor-2`), the console's `supervisor`, or unknown (a container seen
+        /// running again).
+        by: Option<String>,
+    },
+    Chaos {
+        running: bool,
+        interval_ms: u64,
+        kills: u32,
+    },
+    SessionStarted {
+        session: Uuid,
+        dataset: String,
+        rows_total: u64,
+    },
+    SessionProgress {
+        session: Uuid,
+        rows_sent: u64,
+    },
+    SessionFile {
+        session: Uuid,
+        file: String,
+        rows_sent: u64,
+        malformed: u64,
+        refused: Option<String>,
+    },
+    /// Result lines as they arrive (at most 50 per event; `more` counts the rest, which the page fetches) and the
+    /// session's counts so far.
+    SessionResults {
+        session: Uuid,
+        lines: Vec<String>,
+        more: usize,
+        counts: BTreeMap<String, u64>,
+    },
+    SessionQueryDone {
+        session: Uuid,
+        query: String,
+    },
+    SessionDone {
+        session: Uuid,
+        counts: BTreeMap<String, u64>,
+        elapsed_ms: u64,
+    },
+    SessionFailed {
+        session: Uuid,
+        error: String,
+    },
+    DatasetReady {
+        id: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Who killed a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillCause {
+    /// A click on the node's Kill button.
+    User,
+    /// The "kill a random node" button.
+    Random,
+    /// The console's chaos monkey.
+    Chaos,
+}
+
 /// Two sessions' results compared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareResponse {
     pub left: Uuid,
     pub right: Uuid,
     pub comparison: Comparison,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The wire shape the page and any other client of the event stream rely on: a `type` tag in snake case
+    /// beside the event's fields.
+    #[test]
+    fn events_are_tagged_objects_that_read_back() {
+        let events = [
+            (
+                Event::Cluster(ClusterState::down(Some("no broker".into()))),
+                json!({"type": "cluster", "state": "down", "error": "no broker"}),
+            ),
+            (
+                Event::NodeKilled { node: "q3_agg-1".into(), pid: Some(7), cause: KillCause::Chaos },
+                json!({"type": "node_killed", "node": "q3_agg-1", "pid": 7, "cause": "chaos"}),
+            ),
+            (
+                Event::NodeRestarted { node: "gateway".into(), pid: None, restarts: 2, by: Some("monitor-2".into()) },
+                json!({"type": "node_restarted", "node": "gateway", "pid": null, "restarts": 2, "by": "monitor-2"}),
+            ),
+            (
+                Event::SessionQueryDone { session: Uuid::nil(), query: "Q4".into() },
+                json!({"type": "session_query_done", "session": Uuid::nil().to_string(), "query": "Q4"}),
+            ),
+        ];
+        for (event, wire) in events {
+            assert_eq!(serde_json::to_value(&event).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<Event>(wire).unwrap(), event);
+        }
+        assert!(serde_json::from_value::<Event>(json!({"type": "from_the_future"})).is_err());
+    }
+
+    #[test]
+    fn a_status_missing_fields_still_reads() {
+        let status: StatusView = serde_json::from_value(json!({"namespace": "coffee"})).unwrap();
+        assert_eq!(status.namespace, "coffee");
+        assert_eq!(status.chaos, ChaosView::default());
+    }
 }

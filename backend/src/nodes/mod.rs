@@ -10,7 +10,7 @@
 mod docker;
 mod local;
 
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, KillCause};
 use coffee::cluster::{ClusterSpec, StartOptions};
 use coffee::docker::DockerOrchestrator;
 use coffee_types::ClusterState;
@@ -110,12 +110,12 @@ impl Nodes {
 
     /// Kills a node at once (SIGKILL, to its process or its container); what supervises the nodes restarts it
     /// and the page hears `node_restarted`.
-    pub async fn kill(&self, name: &str, cause: &'static str) -> anyhow::Result<NodeView> {
+    pub async fn kill(&self, name: &str, cause: KillCause) -> anyhow::Result<NodeView> {
         let node = match &self.driver {
             Driver::Local(local) => local.kill(name).await?,
             Driver::Docker(docker) => docker.kill(name).await?,
         };
-        warn!(node = name, pid = ?node.pid, cause, "node killed");
+        warn!(node = name, pid = ?node.pid, ?cause, "node killed");
         self.events.send(Event::NodeKilled { node: name.to_owned(), pid: node.pid, cause });
         Ok(node)
     }
@@ -139,7 +139,7 @@ impl Nodes {
     }
 
     /// Kills a random running node, the gateway included: its clients reconnect and resume their sessions.
-    pub async fn kill_random(&self, cause: &'static str) -> anyhow::Result<NodeView> {
+    pub async fn kill_random(&self, cause: KillCause) -> anyhow::Result<NodeView> {
         let candidates: Vec<String> = self.status().await.into_iter().filter(|n| n.up).map(|n| n.name).collect();
         let name = candidates
             .choose(&mut rand::thread_rng())
@@ -167,7 +167,7 @@ impl Nodes {
         let task = tokio::spawn(async move {
             for _ in 0..MAX_CHAOS_KILLS {
                 tokio::time::sleep(interval).await;
-                match nodes.kill_random("chaos").await {
+                match nodes.kill_random(KillCause::Chaos).await {
                     Ok(_) => nodes.chaos.lock().expect("lock").kills += 1,
                     Err(e) => nodes.events.send(Event::Error { message: format!("chaos monkey: {e:#}") }),
                 }
