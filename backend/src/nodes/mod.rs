@@ -1,11 +1,12 @@
 //! The nodes as the console drives them, through one of two drivers chosen by `--orchestrator`:
 //!
-//! - [`local`]: the console starts its own cluster of local processes, supervises it and stops it on exit;
-//! - [`docker`]: the nodes are the containers of a compose project, killed through the Docker Engine API and
-//!   restarted by the compose file's health monitors.
+//! - [`local`]: the console starts its own cluster of local processes (health monitors included), serves the
+//!   monitors' restart requests, and stops the cluster on exit;
+//! - [`docker`]: the nodes are the containers of a compose project, killed and restarted through the Docker
+//!   Engine API; the compose file's health monitors restart what dies.
 //!
-//! Either way the page gets every node's state once a second (up, restarts, heartbeat age), and the user or the
-//! chaos monkey can kill any node.
+//! Either way the page gets every node's state once a second (up, restarts, heartbeat age), the user or the
+//! chaos monkey can kill any node, and the user can restart one.
 
 mod docker;
 mod local;
