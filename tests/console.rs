@@ -66,12 +66,16 @@ impl Console {
         json_of(response, path).await
     }
 
-    /// The console's event stream, collected in the background.
-    pub fn events(&self) -> Events {
+    /// The console's event stream, collected in the background from the moment this returns: the console's
+    /// first message (the cluster's state) has arrived, so the socket is subscribed and no later event is missed.
+    pub async fn events(&self) -> Events {
         let url = format!("{}/api/events", self.base.replace("http://", "ws://"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+        let hello = socket.next().await.expect("a first event").expect("a readable first event");
+        let hello: Value = serde_json::from_str(hello.to_text().expect("text")).expect("JSON");
+        assert_eq!(hello["type"], "cluster", "the stream opens with the cluster's state: {hello}");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
             while let Some(Ok(message)) = socket.next().await {
                 let Ok(value) = message.to_text().map(serde_json::from_str::<Value>) else { continue };
                 if value.is_ok_and(|v| tx.send(v).is_err()) {

@@ -42,7 +42,7 @@ async fn upload_launch_download_compare_kill() {
     let console = Console::start(config).await;
     let status = console.get("/api/status").await;
     assert_eq!(status["cluster"]["state"], "up", "cluster not up: {status}");
-    let mut events = console.events();
+    let mut events = console.events().await;
 
     // A file with a header of no dataset kind refuses the upload, naming the file; nothing is kept.
     let bad = reqwest::multipart::Form::new()

@@ -70,7 +70,7 @@ async fn the_console_drives_compose_containers_through_the_engine_api() {
     assert_eq!(node(&nodes, "tx_filter-0")["role"], "tx_filter");
 
     // A kill by hand goes to the engine; the node shows down until something starts it again.
-    let mut events = console.events();
+    let mut events = console.events().await;
     console.post("/api/nodes/tx_filter-0/kill", json!({})).await;
     events.wait("node_killed", |e| e["node"] == "tx_filter-0" && e["cause"] == "user").await;
     assert_eq!(engine.actions(), ["POST /containers/tx0/kill signal=SIGKILL"]);

@@ -1,5 +1,5 @@
 //! The nodes as containers of a compose project (`--orchestrator docker`): the console starts nothing; it lists
-//! the containers, kills them through the Docker Engine API, and hears their heartbeats. The compose file's
+//! the containers, kills and restarts them through the Docker Engine API, and hears their heartbeats. The compose file's
 //! health monitors restart what dies (a killed container is "manually stopped" to Docker, so its restart policy
 //! does not bring it back: the monitors do, as they would any silent node).
 
@@ -70,12 +70,7 @@ impl Docker {
 
     /// Kills the node's container with SIGKILL.
     pub async fn kill(&self, name: &str) -> anyhow::Result<NodeView> {
-        let node = self
-            .list()
-            .await?
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no node named `{name}`"))?;
+        let node = self.find(name).await?;
         self.docker.kill(name).await?;
         // Down now, whether or not a listing sees it before a monitor restarts it.
         self.seen.lock().expect("lock").running.insert(name.to_owned(), false);
@@ -84,12 +79,7 @@ impl Docker {
 
     /// Restarts the node's container (stopped at once, no grace period, then started).
     pub async fn restart(&self, name: &str) -> anyhow::Result<NodeView> {
-        let node = self
-            .list()
-            .await?
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no node named `{name}`"))?;
+        let node = self.find(name).await?;
         self.docker.restart(name).await?;
         // Running again: the caller reports the restart, so the next listing must not report it a second time.
         self.seen.lock().expect("lock").running.insert(name.to_owned(), true);
@@ -99,6 +89,12 @@ impl Docker {
     /// Stops hearing heartbeats; the containers are compose's and keep running.
     pub fn shutdown(&self) {
         self.watcher.abort();
+    }
+
+    /// The node's container, or an error naming it (what is not a node, the broker say, is never found).
+    async fn find(&self, name: &str) -> anyhow::Result<NodeState> {
+        let nodes = self.list().await?;
+        nodes.into_iter().find(|n| n.name == name).ok_or_else(|| anyhow::anyhow!("no node named `{name}`"))
     }
 
     /// The node containers; a node that runs again since the last listing is reported as `node_restarted`.
