@@ -47,7 +47,8 @@ async fn a_leading_monitor_restarts_silent_containers_through_the_engine() {
     heartbeat::start(&connection, &topology, "gateway".into(), Arc::new(Counters::default())).await.expect("beat");
 
     let mut monitor =
-        coffee(&["monitor", "--replica", "0", "--monitors", "1", "--timeout", "1s"], &endpoint, &namespace)
+        // A timeout well above the heartbeat interval (1 s), so a beat delayed on a loaded machine is not silence.
+        coffee(&["monitor", "--replica", "0", "--monitors", "1", "--timeout", "2500ms"], &endpoint, &namespace)
             .spawn()
             .expect("spawn the monitor");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -59,7 +60,7 @@ async fn a_leading_monitor_restarts_silent_containers_through_the_engine() {
     // A few more timeouts: the beating gateway, the monitor itself, the broker and the other project's node are
     // never touched; the restarted node, still silent (nothing runs in the fake container), is given the start
     // grace instead of a restart every timeout.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     monitor.kill().await.expect("kill the monitor");
     assert_eq!(engine.actions(), ["POST /containers/tx0/restart t=0"]);
     assert_eq!(engine.state_of("tx0").as_deref(), Some("running"));
