@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod datasets;
+pub mod dead_letters;
 pub mod events;
 pub mod nodes;
 pub mod routes;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub generating: Arc<tokio::sync::Mutex<()>>,
     /// The token the API and the event stream require, if any (see [`Config::effective_token`]).
     pub token: Option<Arc<str>>,
+    pub dead_letters: dead_letters::DeadLetters,
 }
 
 /// A started console: its router (serve it on any listener) and its background supervisor.
@@ -41,6 +43,7 @@ pub struct App {
     pub router: axum::Router,
     pub state: AppState,
     supervisor: tokio::task::JoinHandle<()>,
+    dead_letter_counter: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -74,6 +77,10 @@ impl App {
             warn!(error = %format!("{e:#}"), "serving without a cluster for now; retrying in the background");
         }
         let supervisor = tokio::spawn(nodes.clone().run());
+        let dead_letters = dead_letters::DeadLetters::default();
+        let spec = nodes.spec();
+        let counting = dead_letters.clone().watch(spec.amqp_url.clone(), spec.topology.clone(), events.clone());
+        let dead_letter_counter = tokio::spawn(counting);
         let token = config.effective_token().map(Arc::from);
         let state = AppState {
             config: Arc::new(config),
@@ -82,13 +89,15 @@ impl App {
             events,
             generating: Arc::default(),
             token,
+            dead_letters,
         };
-        Ok(App { router: routes::router(state.clone()), state, supervisor })
+        Ok(App { router: routes::router(state.clone()), state, supervisor, dead_letter_counter })
     }
 
     /// Stops the supervisor, the chaos monkey and the cluster (whose queues are deleted).
     pub async fn shutdown(self) {
         self.supervisor.abort();
+        self.dead_letter_counter.abort();
         self.state.nodes.shutdown().await;
     }
 }

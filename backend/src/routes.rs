@@ -99,6 +99,7 @@ async fn status(State(state): State<AppState>) -> ApiResult {
         coffee_bin: spec.exe.display().to_string(),
         frontend_built,
         chaos: state.nodes.chaos_view(),
+        dead_letters: state.dead_letters.counts(),
     })
 }
 

@@ -75,6 +75,7 @@ fn Header() -> impl IntoView {
                 <span class="meta-item">"gateway " <b>{move || c.status.get().gateway}</b></span>
                 <span class="meta-item" data-testid="orchestrator">"nodes " <b>{move || c.status.get().orchestrator}</b></span>
                 <span class="meta-item">"replicas " <b>{move || c.status.get().replicas}</b></span>
+                <DeadLettersPill/>
                 <span class=move || format!("pill {}", if c.connected.get() { "ok" } else { "warn" })>
                     {move || if c.connected.get() { "live" } else { "reconnecting" }}
                 </span>
@@ -102,5 +103,25 @@ fn Header() -> impl IntoView {
                 <button class="btn ghost" on:click=move |_| c.notice.set(None)>"Dismiss"</button>
             </div>
         })}
+    }
+}
+
+/// Poison messages the nodes set aside, counted in the header (hidden while there are none); the tooltip says
+/// which dead-letter queue holds them.
+#[component]
+fn DeadLettersPill() -> impl IntoView {
+    let c = console();
+    let total = move || c.status.get().dead_letters.values().map(|&n| u64::from(n)).sum::<u64>();
+    let detail = move || {
+        let counts = c.status.get().dead_letters;
+        let held: Vec<String> = counts.iter().filter(|(_, &n)| n > 0).map(|(node, n)| format!("{node}: {n}")).collect();
+        format!("poison messages set aside (undecodable, wrong rows, unknown senders): {}", held.join(", "))
+    };
+    view! {
+        <Show when=move || { total() > 0 }>
+            <span class="pill warn" data-testid="dead-letters" data-total=total title=detail>
+                {move || format!("{} dead letters", total())}
+            </span>
+        </Show>
     }
 }

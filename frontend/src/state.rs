@@ -298,6 +298,14 @@ impl Console {
                 self.push_log("dataset", format!("dataset {id} ready"));
                 self.refresh_datasets();
             }
+            Event::DeadLetters { counts } => {
+                let total: u64 = counts.values().map(|&n| u64::from(n)).sum();
+                let before: u64 = self.status.get_untracked().dead_letters.values().map(|&n| u64::from(n)).sum();
+                if total > before {
+                    self.push_log("error", format!("{} poison messages set aside (dead letters)", total - before));
+                }
+                self.status.update(|s| s.dead_letters = counts);
+            }
             Event::Error { message } if message.starts_with("lagged") => self.refresh_sessions(),
             Event::Error { message } => self.push_log("error", message),
         }

@@ -132,6 +132,17 @@ async fn upload_launch_download_compare_kill() {
     let restarted = events.wait("node_restarted", |e| e["node"] == "q3_agg-1" && e["restarts"] == 2).await;
     assert_eq!(restarted["by"], "the console", "{restarted}");
 
+    // Poison thrown at a stage is set aside, and the page hears how much (the status says it too).
+    let spec = console.app.state.nodes.spec().clone();
+    let publisher = coffee::amqp::connect(&spec.amqp_url, "test-poison").await.expect("broker");
+    let publisher = coffee::amqp::Publisher::new(&publisher, Default::default()).await.expect("publisher");
+    let queue = spec.topology.queue(coffee::message::StageKind::Q3Agg, 0);
+    let confirm = publisher.publish_bytes(&queue, &[99, 1, 2, 3]).await.expect("publish");
+    coffee::amqp::await_confirms(vec![confirm]).await.expect("confirmed");
+    let dead = events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 1).await;
+    assert_eq!(dead["counts"]["gateway"], 0, "{dead}");
+    assert_eq!(console.get("/api/status").await["dead_letters"]["q3_agg"], 1);
+
     // The leading monitor is a node too: killed, it is revived by the next one.
     console.post("/api/nodes/monitor-2/kill", json!({})).await;
     let revived = events.wait("node_restarted", |e| e["node"] == "monitor-2").await;

@@ -164,6 +164,8 @@ pub struct StatusView {
     pub coffee_bin: String,
     pub frontend_built: bool,
     pub chaos: ChaosView,
+    /// Poison messages set aside so far, per dead-letter queue (see [`Event::DeadLetters`]).
+    pub dead_letters: BTreeMap<String, u32>,
 }
 
 /// A stage of the pipeline and its replica count.
@@ -328,6 +330,10 @@ pub enum Event {
     },
     DatasetReady {
         id: String,
+    },
+    /// Poison messages set aside so far, per dead-letter queue (stage name, or `gateway`); sent when they change.
+    DeadLetters {
+        counts: BTreeMap<String, u32>,
     },
     Error {
         message: String,

@@ -93,6 +93,19 @@ pub async fn queue_depth(channel: &Channel, queue: &str) -> Result<u32, BrokerEr
     Ok(channel.queue_declare(queue.into(), options, FieldTable::default()).await?.message_count())
 }
 
+/// Poison messages set aside so far, per dead-letter queue: the stage's name (or `gateway`) and its depth.
+pub async fn dead_letters(
+    channel: &Channel,
+    topology: &Topology,
+) -> Result<std::collections::BTreeMap<String, u32>, BrokerError> {
+    let mut counts = std::collections::BTreeMap::new();
+    for queue in topology.dead_letter_queues() {
+        let node = queue.rsplit('.').next().unwrap_or(&queue).to_owned();
+        counts.insert(node, queue_depth(channel, &queue).await?);
+    }
+    Ok(counts)
+}
+
 /// A consumer channel with `prefetch` unacked deliveries in flight.
 pub async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel, BrokerError> {
     let channel = connection.create_channel().await?;

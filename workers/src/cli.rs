@@ -385,15 +385,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let connection = amqp::connect(&cluster.amqp_url, "status").await?;
             let channel = connection.create_channel().await?;
-            let topology = cluster.topology()?;
-            let mut dead = Vec::new();
-            for queue in topology.dead_letter_queues() {
-                dead.push(format!(
-                    "{} {}",
-                    queue.rsplit('.').next().unwrap_or(&queue),
-                    amqp::queue_depth(&channel, &queue).await?
-                ));
-            }
+            let dead = amqp::dead_letters(&channel, &cluster.topology()?).await?;
+            let dead: Vec<String> = dead.iter().map(|(node, count)| format!("{node} {count}")).collect();
             println!("dead letters (poison messages set aside): {}", dead.join(", "));
         }
         Command::Monitor { cluster, replica, monitors, timeout, start_grace, orchestrator } => {
