@@ -129,6 +129,12 @@ impl Publisher {
         Ok(Publisher { channel, counters })
     }
 
+    /// Whether its channel is still open: the broker closes a channel on a channel-level error (its connection
+    /// may live on), after which every publish fails.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
     pub async fn publish(&self, queue: &str, envelope: &Envelope) -> Result<PublisherConfirm, BrokerError> {
         self.publish_bytes(queue, &envelope.encode()).await
     }

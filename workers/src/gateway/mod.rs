@@ -132,8 +132,12 @@ impl Gateway {
                 accepted = listener.accept() => accepted?,
                 _ = broker_check.tick() => {
                     // Without the broker the gateway can do nothing; exiting lets the supervisor restart it,
-                    // and the restarted gateway waits patiently for the broker.
+                    // and the restarted gateway waits patiently for the broker. The same if a channel every
+                    // session shares was closed by the broker: no session could publish again (and since a
+                    // broker failure only drops its clients' connections, they would resume here in vain).
                     anyhow::ensure!(shared.connection.status().connected(), "lost the broker connection");
+                    anyhow::ensure!(shared.publisher.is_open(), "the broker closed the publishing channel");
+                    anyhow::ensure!(shared.flow.channel.status().connected(), "the broker closed the flow channel");
                     continue;
                 }
             };
