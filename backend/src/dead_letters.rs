@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How often the queues are counted.
 const EVERY: Duration = Duration::from_secs(2);
@@ -20,6 +20,16 @@ pub struct DeadLetters(Arc<Mutex<BTreeMap<String, u32>>>);
 impl DeadLetters {
     pub fn counts(&self) -> BTreeMap<String, u32> {
         self.0.lock().expect("lock").clone()
+    }
+
+    /// Drops every dead letter (a user who has seen the count clears it, say before the next demo); the next
+    /// count, within [`EVERY`], broadcasts the zeros. Returns how many were dropped.
+    pub async fn purge(&self, amqp_url: &str, topology: &Topology) -> anyhow::Result<u32> {
+        let connection = coffee::amqp::connect(amqp_url, "console-dead-letters-purge").await?;
+        let purged = coffee::amqp::purge_dead_letters(&connection.create_channel().await?, topology).await?;
+        let _ = connection.close(200, "purged".into()).await;
+        info!(purged, "dead letters purged");
+        Ok(purged)
     }
 
     /// Counts the dead-letter queues of `topology` until aborted, over its own connection (made again when the

@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/kill-random", post(kill_random))
         .route("/nodes/{name}/kill", post(kill))
         .route("/nodes/{name}/restart", post(restart))
+        .route("/dead-letters/purge", post(purge_dead_letters))
         .route("/chaos", get(chaos))
         .route("/chaos/start", post(chaos_start))
         .route("/chaos/stop", post(chaos_stop))
@@ -276,6 +277,13 @@ async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Api
 
 async fn kill_random(State(state): State<AppState>) -> ApiResult {
     ok(state.nodes.kill_random(KillCause::Random).await.map_err(unavailable)?)
+}
+
+async fn purge_dead_letters(State(state): State<AppState>) -> ApiResult {
+    let spec = state.nodes.spec();
+    let purged =
+        state.dead_letters.purge(&spec.amqp_url, &spec.topology).await.map_err(|e| unavailable(format!("{e:#}")))?;
+    ok(json!({ "purged": purged }))
 }
 
 async fn chaos(State(state): State<AppState>) -> ApiResult {

@@ -107,10 +107,18 @@ fn Header() -> impl IntoView {
 }
 
 /// Poison messages the nodes set aside, counted in the header (hidden while there are none); the tooltip says
-/// which dead-letter queue holds them.
+/// which dead-letter queue holds them, and the cross drops them all.
 #[component]
 fn DeadLettersPill() -> impl IntoView {
     let c = console();
+    let purge = move |_| {
+        leptos::task::spawn_local(async move {
+            match api::post::<serde_json::Value>("/api/dead-letters/purge", &serde_json::json!({})).await {
+                Ok(answer) => c.info(format!("{} dead letters dropped", answer["purged"])),
+                Err(e) => c.error(format!("dropping the dead letters: {e}")),
+            }
+        });
+    };
     let total = move || c.status.get().dead_letters.values().map(|&n| u64::from(n)).sum::<u64>();
     let detail = move || {
         let counts = c.status.get().dead_letters;
@@ -121,6 +129,7 @@ fn DeadLettersPill() -> impl IntoView {
         <Show when=move || { total() > 0 }>
             <span class="pill warn" data-testid="dead-letters" data-total=total title=detail>
                 {move || format!("{} dead letters", total())}
+                <button class="pill-action" data-testid="purge-dead-letters" title="drop them all" on:click=purge>"×"</button>
             </span>
         </Show>
     }

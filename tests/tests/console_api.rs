@@ -142,6 +142,9 @@ async fn upload_launch_download_compare_kill() {
     let dead = events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 1).await;
     assert_eq!(dead["counts"]["gateway"], 0, "{dead}");
     assert_eq!(console.get("/api/status").await["dead_letters"]["q3_agg"], 1);
+    // Cleared from the page: dropped, and the count goes back to zero.
+    assert_eq!(console.post("/api/dead-letters/purge", json!({})).await["purged"], 1);
+    events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 0).await;
 
     // The leading monitor is a node too: killed, it is revived by the next one.
     console.post("/api/nodes/monitor-2/kill", json!({})).await;

@@ -106,6 +106,15 @@ pub async fn dead_letters(
     Ok(counts)
 }
 
+/// Empties every dead-letter queue; returns how many messages were dropped.
+pub async fn purge_dead_letters(channel: &Channel, topology: &Topology) -> Result<u32, BrokerError> {
+    let mut purged = 0;
+    for queue in topology.dead_letter_queues() {
+        purged += channel.queue_purge(queue.as_str().into(), Default::default()).await?;
+    }
+    Ok(purged)
+}
+
 /// A consumer channel with `prefetch` unacked deliveries in flight.
 pub async fn consumer_channel(connection: &Connection, prefetch: u16) -> Result<Channel, BrokerError> {
     let channel = connection.create_channel().await?;
