@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 /// How often the queues are counted.
 const EVERY: Duration = Duration::from_secs(2);
@@ -37,7 +37,9 @@ impl DeadLetters {
     pub async fn watch(self, amqp_url: String, topology: Topology, events: Events) {
         loop {
             let Err(e) = self.count(&amqp_url, &topology, &events).await;
-            warn!(error = %format!("{e:#}"), "cannot count the dead letters; trying again");
+            // Debug only: with the broker down (or the queues not declared yet) the cluster's state already
+            // says so on the page, and this would repeat it every round.
+            debug!(error = %format!("{e:#}"), "cannot count the dead letters; trying again");
             tokio::time::sleep(EVERY).await;
         }
     }

@@ -3,8 +3,9 @@
 //! serves the Leptos frontend.
 //!
 //! Modules: [`config`] (command line), [`routes`] (HTTP API), [`events`] (the WebSocket stream), [`nodes`] (the
-//! cluster, kills, chaos), [`sessions`] (client sessions), [`datasets`] and [`uploads`] (the data folder),
-//! [`auth`] (the token and Origin checks in front of the API).
+//! cluster, kills, restarts, chaos), [`dead_letters`] (poison set aside, counted), [`sessions`] (client
+//! sessions), [`datasets`] and [`uploads`] (the data folder), [`auth`] (the token and Origin checks in front of
+//! the API).
 
 pub mod auth;
 pub mod config;
