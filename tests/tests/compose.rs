@@ -145,11 +145,16 @@ fn another_topology_gives_a_service_per_replica() {
     assert!(["q4-count-0", "q4-count-1", "q4-count-2", "q4-top-0"].iter().all(|n| services.contains_key(*n)));
     assert!(!services.contains_key("q4-top-1"));
     assert_eq!(schema_errors(&file), Vec::<String>::new());
-    // Every node of a quorum-queue topology is told so (a node declaring classic queues would be refused).
-    for (name, service) in services.iter().filter(|(_, s)| s["command"][0] == "coffee") {
+    // Every node of a quorum-queue topology, and the console, is told so (a node declaring classic queues would
+    // be refused).
+    for (name, service) in services.iter().filter(|(name, _)| *name != "rabbitmq") {
         let command = strings(&service["command"]);
         assert!(command.windows(2).any(|w| w == ["--queue-type", "quorum"]), "{name}: {command:?}");
-        coffee::cli::check_args(&command).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if command[0] == "coffee" {
+            coffee::cli::check_args(&command).unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else {
+            <coffee_console::Config as clap::Parser>::try_parse_from(&command).expect("the console's flags");
+        }
     }
 }
 
