@@ -9,10 +9,9 @@ use crate::topology::{QueueType, Topology};
 use crate::{heartbeat, monitor};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -70,8 +69,9 @@ pub fn monitor_args(topology: &Topology, replica: u16, monitors: u16) -> Vec<Str
         .collect()
 }
 
-/// What every node is told of the topology: replicas and namespace, and the queue type unless it is the default.
-fn common_args(topology: &Topology) -> Vec<String> {
+/// What every node (and the console) is told of the topology: replicas and namespace, and the queue type unless
+/// it is the default.
+pub fn common_args(topology: &Topology) -> Vec<String> {
     let mut args =
         vec!["--replicas".to_owned(), topology.replicas_spec(), "--namespace".to_owned(), topology.namespace.clone()];
     if topology.queue_type != QueueType::default() {
@@ -149,7 +149,7 @@ pub struct LocalCluster {
     options: StartOptions,
     nodes: BTreeMap<String, Node>,
     /// When each node was last heard (fed by a heartbeat subscription).
-    heard: Arc<Mutex<HashMap<String, Instant>>>,
+    heard: heartbeat::HeardNodes,
     /// Restart requests from the monitors.
     requests: mpsc::UnboundedReceiver<RestartRequest>,
     /// The task that listens to heartbeats and restart requests.
@@ -166,7 +166,7 @@ impl Drop for LocalCluster {
 /// broker goes away, for as long as the cluster lives.
 async fn watch_broker(
     spec: ClusterSpec,
-    heard: Arc<Mutex<HashMap<String, Instant>>>,
+    heard: heartbeat::HeardNodes,
     requests: mpsc::UnboundedSender<RestartRequest>,
 ) {
     loop {
@@ -179,9 +179,7 @@ async fn watch_broker(
             let mut both = futures::stream::select(Box::pin(beats), Box::pin(asks));
             while let Some(event) = both.next().await {
                 match event {
-                    Heard::Beat(beat) => {
-                        heard.lock().expect("heard lock").insert(beat.node, Instant::now());
-                    }
+                    Heard::Beat(beat) => heard.record(&beat),
                     Heard::Ask(request) => {
                         let _ = requests.send(request);
                     }
@@ -214,7 +212,7 @@ impl LocalCluster {
         amqp::declare_queues(&channel, &spec.topology).await?;
         std::fs::create_dir_all(spec.run_dir().join("logs"))?;
         connection.close(200, "queues declared".into()).await?;
-        let heard: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let heard = heartbeat::HeardNodes::default();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let watcher = tokio::spawn(watch_broker(spec.clone(), heard.clone(), requests_tx));
         let mut cluster = LocalCluster { nodes: BTreeMap::new(), spec, options, heard, requests, watcher };
@@ -273,14 +271,13 @@ impl LocalCluster {
 
     /// Every node with its pid (None while down), restart count and heartbeat age.
     pub fn status(&self) -> Vec<NodeStatus> {
-        let heard = self.heard.lock().expect("heard lock");
         self.nodes
             .iter()
             .map(|(name, n)| NodeStatus {
                 name: name.clone(),
                 pid: n.child.id(),
                 restarts: n.restarts,
-                heartbeat_age_ms: heard.get(name).map(|at| at.elapsed().as_millis() as u64),
+                heartbeat_age_ms: self.heard.get(name).map(|h| h.at.elapsed().as_millis() as u64),
             })
             .collect()
     }

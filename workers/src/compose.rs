@@ -4,7 +4,7 @@
 //! topology always gives the same bytes (a test compares the committed file with this output).
 
 use crate::cluster::ClusterSpec;
-use crate::topology::{QueueType, Topology};
+use crate::topology::Topology;
 use crate::{monitor, runtime};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -223,7 +223,7 @@ impl Builder<'_> {
 
     /// The web console, driving the compose cluster rather than starting its own.
     fn console(&self) -> Service {
-        let mut args: Vec<String> = [
+        let args: Vec<String> = [
             "--bind",
             &format!("0.0.0.0:{CONSOLE_PORT}"),
             "--orchestrator",
@@ -234,17 +234,11 @@ impl Builder<'_> {
             &format!("{STATE_DIR}/data"),
             "--gateway",
             &format!("gateway:{GATEWAY_PORT}"),
-            "--replicas",
-            &self.topology.replicas_spec(),
-            "--namespace",
-            &self.topology.namespace,
         ]
         .into_iter()
         .map(String::from)
+        .chain(crate::cluster::common_args(self.topology))
         .collect();
-        if self.topology.queue_type != QueueType::default() {
-            args.extend(["--queue-type".to_owned(), self.topology.queue_type.as_str().to_owned()]);
-        }
         let mut service = self.docker_driver(self.node("console", &[]));
         service.command = std::iter::once("coffee-console".to_owned()).chain(args).collect();
         // Empty: the console makes a random token and prints it (`docker compose logs console`).
