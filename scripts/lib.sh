@@ -24,3 +24,34 @@ ensure_rabbitmq() {
   echo "RabbitMQ did not start: see /var/log/rabbitmq/" >&2
   return 1
 }
+
+# A Docker engine: install Debian's docker.io and docker-compose if missing, start dockerd if it does not answer,
+# wait until it serves. Fails, saying why, if it cannot start.
+ensure_docker() {
+  if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then
+    log "installing docker.io and docker-compose"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd (log: /tmp/dockerd.log)"
+    (dockerd >/tmp/dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do
+      docker info >/dev/null 2>&1 && break
+      sleep 1
+    done
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    echo "the Docker engine did not start: see /tmp/dockerd.log" >&2
+    tail -20 /tmp/dockerd.log >&2 || true
+    return 1
+  fi
+}
+
+# Prometheus from Debian's package, for the scrape test. RUNLEVEL=1 keeps the package's service from starting:
+# the test runs its own Prometheus, on a port of its own, and stops it.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1; then
+    log "installing prometheus"
+    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+}

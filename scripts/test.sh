@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need on a fresh machine (RabbitMQ, the wasm32 target and wasm-bindgen CLI,
-# Chromium, playwright-core), then runs every test: formatting, lints, the unit and integration tests against
-# the real RabbitMQ, and the browser end-to-end test of the console.
+# Sets up everything the tests need on a fresh machine (RabbitMQ, Prometheus, the wasm32 target and wasm-bindgen
+# CLI, Chromium, playwright-core; the container tests set up Docker themselves, through scripts/docker-up.sh),
+# then runs every test: formatting, lints, the unit and integration tests against the real RabbitMQ and Docker
+# engine, and the browser end-to-end test of the console.
 . "$(dirname "$0")/lib.sh"
 
 ensure_rabbitmq
+ensure_prometheus
 log "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path tests/example-query/Cargo.toml -- --check
 log "building the console's page (installs the wasm32 target and wasm-bindgen-cli if missing)"
 ./scripts/build-frontend.sh
 log "cargo clippy (native crates, then the frontend for wasm32)"
@@ -14,5 +17,17 @@ cargo clippy --workspace --exclude frontend --all-targets -- -D warnings
 CARGO_TARGET_DIR="$ROOT/target/wasm" cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 log "cargo test"
 cargo test --workspace --exclude frontend
+log "the tests' example query: a fifth query added by the recipe of docs/architecture.md, against the reference"
+# Its own workspace and target folder: the example-query feature must not reach the main build.
+example=(-p coffee-engine -p coffee-tools -p coffee-model --features coffee-engine/example-query,coffee-tools/example-query)
+CARGO_TARGET_DIR="$ROOT/target/example-query" cargo clippy "${example[@]}" --all-targets -- -D warnings
+CARGO_TARGET_DIR="$ROOT/target/example-query" cargo test "${example[@]}"
+(cd tests/example-query && CARGO_TARGET_DIR="$ROOT/target/example-query" cargo test --locked)
+log "the binary users build carries no failpoint (only the tests' coffee-node has the feature)"
+cargo build -p coffee
+if grep -q "failpoint reached" target/debug/coffee; then
+    echo "target/debug/coffee was built with failpoints: a feature leaked outside the tests" >&2
+    exit 1
+fi
 log "browser end-to-end test"
 ./scripts/e2e.sh

@@ -11,7 +11,8 @@
 
 use crate::fake_docker::{self, container, Engine, Hook};
 use crate::harness::{amqp_url, free_addr, node_binary, unique_namespace};
-use coffee::compose::{ComposeFile, Service, NODE_LABEL};
+use coffee_ops::compose::{ComposeFile, Service};
+use coffee_ops::docker::NODE_LABEL;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,7 +142,7 @@ impl ComposeUp {
 
     /// The container id of a node (`q3_agg-0` runs in `coffee-q3-agg-0-1`).
     pub fn container_of(&self, node: &str) -> String {
-        format!("{PROJECT}-{}-1", coffee::compose::service_name(node))
+        format!("{PROJECT}-{}-1", coffee_ops::compose::service_name(node))
     }
 
     /// The pid of a node's process, while it runs.

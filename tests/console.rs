@@ -36,10 +36,10 @@ pub fn config(data_dir: &Path, test: &str) -> Config {
     <Config as clap::Parser>::try_parse_from(args).expect("the test's console flags")
 }
 
+/// A console started in-process, served on loopback; its API through [`ConsoleClient`] (dereferenced).
 pub struct Console {
     pub app: App,
-    pub base: String,
-    pub http: reqwest::Client,
+    pub client: ConsoleClient,
 }
 
 impl Console {
@@ -51,25 +51,78 @@ impl Console {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let router = app.router.clone();
         tokio::spawn(async move { axum::serve(listener, router).await });
-        Console { app, base, http: reqwest::Client::new() }
+        Console { app, client: ConsoleClient::new(&base, None) }
+    }
+}
+
+impl std::ops::Deref for Console {
+    type Target = ConsoleClient;
+
+    fn deref(&self) -> &ConsoleClient {
+        &self.client
+    }
+}
+
+/// A console's API and event stream as a page reaches them: at `base`, with its token if it needs one.
+pub struct ConsoleClient {
+    pub base: String,
+    pub http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl ConsoleClient {
+    pub fn new(base: &str, token: Option<&str>) -> ConsoleClient {
+        ConsoleClient { base: base.to_owned(), http: reqwest::Client::new(), token: token.map(str::to_owned) }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// GETs `path` and returns its JSON, failing the test on an error status.
     pub async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
+        let response = self.authorized(self.http.get(format!("{}{path}", self.base))).send().await.expect("GET");
         json_of(response, path).await
     }
 
     /// POSTs `body` to `path` and returns the JSON answer, failing the test on an error status.
     pub async fn post(&self, path: &str, body: Value) -> Value {
-        let response = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.expect("POST");
-        json_of(response, path).await
+        let request = self.authorized(self.http.post(format!("{}{path}", self.base)).json(&body));
+        json_of(request.send().await.expect("POST"), path).await
+    }
+
+    /// Launches one session on `dataset`; its id.
+    pub async fn launch(&self, dataset: &str) -> String {
+        let launched = self.post("/api/sessions", serde_json::json!({ "dataset": dataset })).await;
+        launched["sessions"][0].as_str().expect("a session").to_owned()
+    }
+
+    /// Waits (120 s at most) until the session's view satisfies `ok`, failing at once if the session fails; the
+    /// view.
+    pub async fn wait_session(&self, session: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let view = self.get(&format!("/api/sessions/{session}")).await;
+            assert!(view["state"] != "failed", "session {session} failed: {view}");
+            if ok(&view) {
+                return view;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "session {session} was not {what}: {view}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The console's event stream, collected in the background from the moment this returns: the console's
     /// first message (the cluster's state) has arrived, so the socket is subscribed and no later event is missed.
     pub async fn events(&self) -> Events {
-        let url = format!("{}/api/events", self.base.replace("http://", "ws://"));
+        let mut url = format!("{}/api/events", self.base.replace("http://", "ws://"));
+        if let Some(token) = &self.token {
+            // A browser cannot set headers on a WebSocket: the page sends its token as a query parameter.
+            url = format!("{url}?token={token}");
+        }
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
         let hello = socket.next().await.expect("a first event").expect("a readable first event");
         let hello: Value = serde_json::from_str(hello.to_text().expect("text")).expect("JSON");
@@ -104,14 +157,19 @@ pub struct Events {
 impl Events {
     /// The first event of `kind` matching `pred`, among those heard or within 30 s.
     pub async fn wait(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_within(kind, Duration::from_secs(30), pred).await
+    }
+
+    /// The first event of `kind` matching `pred`, among those heard or within `limit`.
+    pub async fn wait_within(&mut self, kind: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(found) = self.seen.iter().find(|e| e["type"] == kind && pred(e)) {
             return found.clone();
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let event = tokio::time::timeout_at(deadline, self.rx.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no `{kind}` event within 30 s"))
+                .unwrap_or_else(|_| panic!("no `{kind}` event within {limit:?}"))
                 .expect("event stream open");
             self.seen.push(event.clone());
             if event["type"] == kind && pred(&event) {

@@ -1,7 +1,9 @@
 //! Shared helpers of the integration tests (see `tests/`).
 
+pub mod cli_cluster;
 pub mod compose_up;
 pub mod console;
+pub mod docker_project;
 pub mod fake_docker;
 pub mod harness;
 
@@ -83,7 +85,7 @@ pub mod peer {
     pub fn check_against_published(lines: &[String]) -> anyhow::Result<()> {
         let queries = ["Q1", "Q2_QTY", "Q2_PROFIT", "Q3"];
         let ours: Vec<String> = lines.iter().filter(|l| queries.contains(&query_of(l).as_str())).cloned().collect();
-        let comparison = coffee::compare::compare_lines(&published_results()?, &ours);
+        let comparison = coffee_tools::compare::compare_lines(&published_results()?, &ours);
         if !comparison.all_equal() {
             bail!("Q1-Q3 differ from the published results (left: published, right: ours):\n{comparison}");
         }
@@ -98,7 +100,7 @@ pub mod peer {
         let sample = Sample::read(&peer_sample_dir())?;
         let expected = sample.q4_lines();
         let ours: Vec<String> = lines.iter().filter(|l| query_of(l) == "Q4").cloned().collect();
-        let comparison = coffee::compare::compare_lines(&expected, &ours);
+        let comparison = coffee_tools::compare::compare_lines(&expected, &ours);
         if !comparison.all_equal() {
             bail!("Q4 differs from a recount of the sample (left: recount, right: ours):\n{comparison}");
         }

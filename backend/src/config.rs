@@ -16,9 +16,12 @@ pub struct Config {
     pub token: Option<String>,
     #[command(flatten)]
     pub uploads: UploadLimits,
-    /// The data folder: `sample/` (bundled), `generated/`, `uploads/` and `results/` live under it.
+    /// The data folder: `sample/` (bundled), `generated/`, `uploads/`, `results/` and `history/` live under it.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// Ended sessions the run history keeps (with their NDJSON); past it, the oldest go first.
+    #[arg(long, default_value_t = crate::history::DEFAULT_MAX)]
+    pub history_max: usize,
     /// The built frontend (`scripts/build-frontend.sh` writes it).
     #[arg(long, default_value = "frontend/dist")]
     pub static_dir: PathBuf,
@@ -36,17 +39,17 @@ pub struct Config {
     pub gateway: String,
     /// Health monitors to run (they are nodes too: kill one and the others revive it). With none, a node is
     /// restarted as soon as its process exits; with some, when the leading monitor notices it is silent.
-    #[arg(long, default_value_t = coffee::monitor::DEFAULT_MONITORS)]
+    #[arg(long, default_value_t = coffee_ops::monitor::DEFAULT_MONITORS)]
     pub monitors: u16,
-    #[arg(long, env = "AMQP_URL", default_value = coffee::amqp::DEFAULT_AMQP_URL)]
+    #[arg(long, env = "AMQP_URL", default_value = coffee_engine::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
     /// `quorum` on a RabbitMQ cluster (replicated queues); the console's nodes are told the same.
-    #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = coffee::topology::QueueType::Classic)]
-    pub queue_type: coffee::topology::QueueType,
+    #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = coffee_engine::topology::QueueType::Classic)]
+    pub queue_type: coffee_engine::topology::QueueType,
     /// Who owns the nodes: `local` (the console starts them as processes) or `docker` (the containers of a
     /// compose project; `--coffee-bin` and `--monitors` are then unused, the compose file has its own monitors).
     #[command(flatten)]
-    pub orchestrator: coffee::orchestrator::OrchestratorArgs,
+    pub orchestrator: coffee_ops::orchestration::OrchestratorArgs,
 }
 
 /// Caps on one upload, enforced while it streams in.

@@ -2,8 +2,8 @@
 //! `generated/<scale>/`, and uploads `uploads/<id>/`. A dataset is named by an id (`sample`, `generated-tiny`,
 //! `upload-<uuid>`) that [`resolve`] maps to a folder, so no request ever builds a path from its own text.
 
-use coffee::gen::{GenOptions, Scale};
-use coffee::model::FileKind;
+use coffee_model::model::FileKind;
+use coffee_tools::gen::{GenOptions, Scale};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -89,7 +89,7 @@ fn read_meta(dir: &Path) -> Option<UploadMeta> {
 pub fn measure(dir: &Path) -> (usize, u64, u64) {
     let (mut files, mut rows, mut bytes) = (0, 0, 0);
     for kind in FileKind::ALL {
-        for path in coffee::dataset::files_of(dir, kind).unwrap_or_default() {
+        for path in coffee_model::dataset::files_of(dir, kind).unwrap_or_default() {
             files += 1;
             bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
             rows += count_lines(&path).saturating_sub(1);
@@ -126,7 +126,7 @@ pub fn generate(data_dir: &Path, scale: &str) -> anyhow::Result<DatasetView> {
     // A leftover of an interrupted run would mix with the new files: start clean.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let summary = coffee::gen::generate(&GenOptions { scale: parsed, seed: GEN_SEED, out: dir.clone() })?;
+    let summary = coffee_tools::gen::generate(&GenOptions { scale: parsed, seed: GEN_SEED, out: dir.clone() })?;
     std::fs::write(dir.join(COMPLETE_MARKER), summary.to_string())?;
     view(data_dir, &id).ok_or_else(|| anyhow::anyhow!("generated {} but cannot read it back", dir.display()))
 }

@@ -3,25 +3,30 @@
 //! serves the Leptos frontend.
 //!
 //! Modules: [`config`] (command line), [`routes`] (HTTP API), [`events`] (the WebSocket stream), [`nodes`] (the
-//! cluster, kills, restarts, chaos), [`dead_letters`] (poison set aside, counted), [`sessions`] (client
-//! sessions), [`datasets`] and [`uploads`] (the data folder), [`auth`] (the token and Origin checks in front of
-//! the API).
+//! cluster, kills, restarts, chaos), [`queues`] (every queue counted, dead letters among them), [`metrics`]
+//! (`/metrics`), [`flow`] (backpressure and rates), [`sessions`] (client sessions), [`history`] (ended sessions
+//! kept on disk), [`datasets`] and [`uploads`] (the data folder), [`auth`] (the token and Origin checks in front
+//! of the API).
 
 pub mod auth;
 pub mod config;
 pub mod datasets;
-pub mod dead_letters;
 pub mod events;
+pub mod flow;
+pub mod history;
+pub mod metrics;
 pub mod nodes;
+pub mod queues;
 pub mod routes;
 pub mod sessions;
 pub mod uploads;
 
 pub use config::{Config, UploadLimits};
 
-use coffee::cluster::{ClusterSpec, StartOptions};
-use coffee::orchestrator::OrchestratorKind;
-use coffee::topology::Topology;
+use coffee_engine::topology::Topology;
+use coffee_ops::cluster::{ClusterSpec, StartOptions};
+use coffee_ops::orchestration::OrchestratorKind;
+use coffee_ops::orchestrator::Orchestrator;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -36,7 +41,9 @@ pub struct AppState {
     pub generating: Arc<tokio::sync::Mutex<()>>,
     /// The token the API and the event stream require, if any (see [`Config::effective_token`]).
     pub token: Option<Arc<str>>,
-    pub dead_letters: dead_letters::DeadLetters,
+    pub queues: queues::Queues,
+    pub history: Arc<history::History>,
+    pub flow: flow::Flow,
 }
 
 /// A started console: its router (serve it on any listener) and its background supervisor.
@@ -44,7 +51,8 @@ pub struct App {
     pub router: axum::Router,
     pub state: AppState,
     supervisor: tokio::task::JoinHandle<()>,
-    dead_letter_counter: tokio::task::JoinHandle<()>,
+    queue_counter: tokio::task::JoinHandle<()>,
+    flow_watcher: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -64,41 +72,52 @@ impl App {
             exe: config.coffee_exe(),
         };
         let events = events::Events::default();
-        let nodes = match config.orchestrator.orchestrator {
+        let owner: Arc<dyn Orchestrator> = match config.orchestrator.orchestrator {
             OrchestratorKind::Local => {
                 if !spec.exe.is_file() {
                     warn!(exe = %spec.exe.display(), "the coffee binary is missing: build it or pass --coffee-bin");
                 }
                 let options = StartOptions { monitors: config.monitors, ..StartOptions::default() };
-                nodes::Nodes::local(spec, options, events.clone())
+                Arc::new(nodes::local::Local::new(spec.clone(), options))
             }
-            OrchestratorKind::Docker => nodes::Nodes::docker(spec, config.orchestrator.docker().await?, events.clone()),
+            OrchestratorKind::Docker => Arc::new(config.orchestrator.docker().await?),
         };
+        let nodes = nodes::Nodes::new(spec, owner, events.clone());
         if let Err(e) = nodes.start().await {
             warn!(error = %format!("{e:#}"), "serving without a cluster for now; retrying in the background");
         }
         let supervisor = tokio::spawn(nodes.clone().run());
-        let dead_letters = dead_letters::DeadLetters::default();
+        let queues = queues::Queues::default();
         let spec = nodes.spec();
-        let counting = dead_letters.clone().watch(spec.amqp_url.clone(), spec.topology.clone(), events.clone());
-        let dead_letter_counter = tokio::spawn(counting);
+        let counting = queues.clone().watch(spec.amqp_url.clone(), spec.topology.clone(), events.clone());
+        let queue_counter = tokio::spawn(counting);
+        let flow = flow::Flow::default();
+        let flow_watcher = tokio::spawn(flow.clone().watch(nodes.clone(), queues.clone(), events.clone()));
         let token = config.effective_token().map(Arc::from);
+        let history = Arc::new(history::History::open(&config.data_dir, config.history_max)?);
+        let sessions = Arc::new(sessions::Sessions::default());
+        let kept = history.load();
+        info!(sessions = kept.len(), "run history restored");
+        kept.into_iter().for_each(|record| sessions.restore(record));
         let state = AppState {
             config: Arc::new(config),
             nodes,
-            sessions: Arc::default(),
+            sessions,
+            history,
+            flow,
             events,
             generating: Arc::default(),
             token,
-            dead_letters,
+            queues,
         };
-        Ok(App { router: routes::router(state.clone()), state, supervisor, dead_letter_counter })
+        Ok(App { router: routes::router(state.clone()), state, supervisor, queue_counter, flow_watcher })
     }
 
     /// Stops the supervisor, the chaos monkey and the cluster (whose queues are deleted).
     pub async fn shutdown(self) {
         self.supervisor.abort();
-        self.dead_letter_counter.abort();
+        self.queue_counter.abort();
+        self.flow_watcher.abort();
         self.state.nodes.shutdown().await;
     }
 }
@@ -117,7 +136,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(token) if generated => println!("console at {url}?token={token}  (the API needs this token)"),
         Some(_) => info!("console at {url} (the API needs the token given by --token or COFFEE_CONSOLE_TOKEN)"),
     }
-    axum::serve(listener, app.router.clone()).with_graceful_shutdown(coffee::cluster::shutdown_signal()).await?;
+    axum::serve(listener, app.router.clone()).with_graceful_shutdown(coffee_ops::cluster::shutdown_signal()).await?;
     app.shutdown().await;
     Ok(())
 }

@@ -10,8 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use coffee::message::StageKind;
-use coffee_types::{CompareResponse, EdgeView, Launched, StageView, StatusView, TopologyView};
+use coffee_model::node::StageKind;
+use coffee_types::{ChaosFaults, CompareResponse, EdgeView, Launched, StageView, StatusView, TopologyView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status))
         .route("/cluster/retry", post(retry))
         .route("/topology", get(topology))
+        .route("/flow", get(flow))
         .route("/datasets", get(list_datasets))
         .route("/datasets/generate", post(generate))
         .route(
@@ -71,17 +72,29 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/kill-random", post(kill_random))
         .route("/nodes/{name}/kill", post(kill))
         .route("/nodes/{name}/restart", post(restart))
+        .route("/nodes/{name}/pause", post(pause))
+        .route("/dead-letters", get(list_dead_letters))
         .route("/dead-letters/purge", post(purge_dead_letters))
+        .route("/dead-letters/{id}/drop", post(drop_dead_letter))
+        .route("/dead-letters/{id}/requeue", post(requeue_dead_letter))
         .route("/chaos", get(chaos))
         .route("/chaos/start", post(chaos_start))
         .route("/chaos/stop", post(chaos_stop))
         .route("/events", get(crate::events::websocket))
         .fallback(|| async { not_found("no such API route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::guard));
+    // Prometheus's usual path, outside `/api`, behind the same token (a scraper sends it as a bearer token).
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::guard));
     let dir = state.config.static_dir.clone();
-    let frontend = ServeDir::new(&dir).not_found_service(ServeFile::new(dir.join("index.html")));
+    // The build writes a gzipped copy of each file: sent to browsers that accept gzip (the wasm: 0.29 MB
+    // instead of 0.76 MB).
+    let index = ServeFile::new(dir.join("index.html")).precompressed_gzip();
+    let frontend = ServeDir::new(&dir).precompressed_gzip().not_found_service(index);
     Router::new()
         .nest("/api", api)
+        .merge(metrics)
         .fallback_service(frontend)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -100,8 +113,16 @@ async fn status(State(state): State<AppState>) -> ApiResult {
         coffee_bin: spec.exe.display().to_string(),
         frontend_built,
         chaos: state.nodes.chaos_view(),
-        dead_letters: state.dead_letters.counts(),
+        dead_letters: state.queues.dead_letters(),
     })
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&state).await).into_response()
+}
+
+async fn flow(State(state): State<AppState>) -> ApiResult {
+    ok(state.flow.view())
 }
 
 async fn retry(State(state): State<AppState>) -> ApiResult {
@@ -111,29 +132,23 @@ async fn retry(State(state): State<AppState>) -> ApiResult {
 
 /// Stages with their replicas and the streams between them (and the gateway), for the topology graph.
 async fn topology(State(state): State<AppState>) -> ApiResult {
-    use coffee::topology::{outputs, Endpoint};
+    use coffee_engine::topology::{Edge, Endpoint, EDGES};
     let topology = &state.nodes.spec().topology;
     let name = |e: Endpoint| match e {
         Endpoint::Gateway => "gateway".to_owned(),
         Endpoint::Stage(s) => s.name().to_owned(),
     };
-    let edge = |from: &str, to: String, stream| EdgeView { from: from.to_owned(), to, stream: format!("{stream:?}") };
     let stages: Vec<StageView> = StageKind::ALL
         .iter()
         .map(|&s| StageView { name: s.name().to_owned(), replicas: topology.replicas(s) })
         .collect();
-    let mut edges: Vec<EdgeView> = StageKind::ALL
-        .iter()
-        .flat_map(|&s| outputs(s).iter().map(move |&(stream, to)| (s, stream, to)))
-        .map(|(s, stream, to)| edge(s.name(), name(to), stream))
+    // The stages' edges, then the gateway's.
+    let (from_gateway, from_stages): (Vec<&Edge>, Vec<&Edge>) = EDGES.iter().partition(|e| e.from == Endpoint::Gateway);
+    let edges: Vec<EdgeView> = from_stages
+        .into_iter()
+        .chain(from_gateway)
+        .map(|e| EdgeView { from: name(e.from), to: name(e.to), stream: format!("{:?}", e.stream) })
         .collect();
-    for stage in StageKind::ALL {
-        for &(stream, from) in coffee::topology::inputs(stage) {
-            if from == Endpoint::Gateway {
-                edges.push(edge("gateway", stage.name().to_owned(), stream));
-            }
-        }
-    }
     ok(TopologyView { stages, edges })
 }
 
@@ -196,16 +211,21 @@ async fn launch(State(state): State<AppState>, Json(request): Json<LaunchRequest
     if !cluster.is_up() {
         return Err(unavailable(cluster.error.unwrap_or_else(|| format!("the cluster is {}", cluster.state))));
     }
-    let measured = data_dir.clone();
-    let (_, rows_total, _) =
-        tokio::task::spawn_blocking(move || datasets::measure(&measured)).await.map_err(internal)?;
+    let (root, id) = (state.config.data_dir.clone(), request.dataset.clone());
+    let dataset = tokio::task::spawn_blocking(move || datasets::view(&root, &id))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("no dataset `{}`", request.dataset)))?;
     let launches = (0..request.count).map(|_| {
         let launch = Launch {
             gateway: state.nodes.spec().gateway_addr.clone(),
             data_dir: data_dir.clone(),
             dataset: request.dataset.clone(),
-            rows_total,
+            dataset_name: dataset.name.clone(),
+            rows_total: dataset.rows,
             out_dir: state.config.results_dir(),
+            nodes: state.nodes.clone(),
+            history: state.history.clone(),
         };
         sessions::launch(state.sessions.clone(), state.events.clone(), launch)
     });
@@ -244,7 +264,7 @@ struct CompareQuery {
     right: String,
 }
 
-/// Compares two finished sessions' results per query (`coffee::compare`).
+/// Compares two finished sessions' results per query (`coffee_tools::compare`).
 async fn compare(State(state): State<AppState>, Query(query): Query<CompareQuery>) -> ApiResult {
     let (left, right) = (session_id(&query.left)?, session_id(&query.right)?);
     let mut paths = Vec::new();
@@ -256,7 +276,7 @@ async fn compare(State(state): State<AppState>, Query(query): Query<CompareQuery
         paths.push(path);
     }
     let (left_path, right_path) = (paths[0].clone(), paths[1].clone());
-    let comparison = tokio::task::spawn_blocking(move || coffee::compare::compare_files(&left_path, &right_path))
+    let comparison = tokio::task::spawn_blocking(move || coffee_tools::compare::compare_files(&left_path, &right_path))
         .await
         .map_err(internal)?
         .map_err(|e| internal(format!("{e:#}")))?;
@@ -275,14 +295,81 @@ async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Api
     ok(state.nodes.restart(&name).await.map_err(not_found)?)
 }
 
+#[derive(Deserialize, Default)]
+struct PauseRequest {
+    /// How long the node stays stopped (default 5 s, at most 120 s).
+    ms: Option<u64>,
+}
+
+async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Option<Json<PauseRequest>>,
+) -> ApiResult {
+    let Json(request) = request.unwrap_or_default();
+    let length = request.ms.map_or(crate::nodes::DEFAULT_PAUSE, Duration::from_millis);
+    ok(state.nodes.pause(&name, length, KillCause::User).await.map_err(|e| not_found(format!("{e:#}")))?)
+}
+
 async fn kill_random(State(state): State<AppState>) -> ApiResult {
     ok(state.nodes.kill_random(KillCause::Random).await.map_err(unavailable)?)
 }
 
+async fn list_dead_letters(State(state): State<AppState>) -> ApiResult {
+    let spec = state.nodes.spec();
+    ok(state
+        .queues
+        .list_dead_letters(&spec.amqp_url, &spec.topology)
+        .await
+        .map_err(|e| unavailable(format!("{e:#}")))?)
+}
+
+async fn drop_dead_letter(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    act_on_dead_letter(&state, &id, coffee_engine::dead_letters::Action::Drop).await
+}
+
+#[derive(Deserialize, Default)]
+struct RequeueRequest {
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Sends a dead letter back to the queue it came from: only when confirmed, since poison comes back.
+async fn requeue_dead_letter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(request): Json<RequeueRequest>,
+) -> ApiResult {
+    if !request.confirm {
+        return Err(bad_request(
+            "requeueing sends the message back to the stage that set it aside (poison comes back): confirm with \
+             {\"confirm\": true}",
+        ));
+    }
+    act_on_dead_letter(&state, &id, coffee_engine::dead_letters::Action::Requeue).await
+}
+
+async fn act_on_dead_letter(state: &AppState, id: &str, action: coffee_engine::dead_letters::Action) -> ApiResult {
+    let spec = state.nodes.spec();
+    use coffee_engine::dead_letters::Outcome;
+    let done = state.queues.act_on_dead_letter(&spec.amqp_url, &spec.topology, id, action).await;
+    match done.map_err(|e| unavailable(format!("{e:#}")))? {
+        Outcome::Done(letter) => ok(letter),
+        Outcome::NoOrigin(_) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("dead letter {id} does not say which queue it came from: it cannot be requeued"),
+        )),
+        Outcome::NotFound => Err(not_found(format!("no dead letter {id}"))),
+    }
+}
+
 async fn purge_dead_letters(State(state): State<AppState>) -> ApiResult {
     let spec = state.nodes.spec();
-    let purged =
-        state.dead_letters.purge(&spec.amqp_url, &spec.topology).await.map_err(|e| unavailable(format!("{e:#}")))?;
+    let purged = state
+        .queues
+        .purge_dead_letters(&spec.amqp_url, &spec.topology)
+        .await
+        .map_err(|e| unavailable(format!("{e:#}")))?;
     ok(json!({ "purged": purged }))
 }
 
@@ -293,10 +380,13 @@ async fn chaos(State(state): State<AppState>) -> ApiResult {
 #[derive(Deserialize)]
 struct ChaosRequest {
     interval_ms: u64,
+    /// `kill` (the default), `pause` or `both`.
+    #[serde(default)]
+    faults: ChaosFaults,
 }
 
 async fn chaos_start(State(state): State<AppState>, Json(request): Json<ChaosRequest>) -> ApiResult {
-    ok(state.nodes.start_chaos(Duration::from_millis(request.interval_ms)))
+    ok(state.nodes.start_chaos(Duration::from_millis(request.interval_ms), request.faults))
 }
 
 async fn chaos_stop(State(state): State<AppState>) -> ApiResult {

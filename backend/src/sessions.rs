@@ -1,11 +1,13 @@
-//! Client sessions launched from the console: each runs `coffee::client::run_session` against the cluster's
+//! Client sessions launched from the console: each runs `coffee_engine::client::run_session` against the cluster's
 //! gateway in its own task; the registry keeps its progress, result counts and the first result lines of each
 //! query (for the page's tables and charts), and every change is broadcast as an event.
 //!
-//! A session is known by the gateway's random UUID, so its results cannot be guessed by id.
+//! A session is known by the gateway's random UUID, so its results cannot be guessed by id. A session that ends
+//! is checked against the reference and kept in the run history ([`crate::history`]); the history's sessions
+//! are restored into the registry when the console starts, so they list, download and compare as before.
 
 use crate::events::{Event, Events, MAX_LINES_PER_EVENT};
-use coffee::client::{ClientEvent, ClientOptions};
+use coffee_engine::client::{ClientEvent, ClientOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,14 +25,16 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sessions launched in one request at most.
 pub const MAX_LAUNCH: usize = 16;
 
-pub use coffee_types::{SessionResults, SessionState, SessionView};
+pub use coffee_types::{ResultKind, SessionResults, SessionState, SessionView};
 
 struct Session {
     view: SessionView,
     started: Instant,
+    /// The console's fault count when the session started.
+    faults_at_start: u32,
     output: PathBuf,
     /// The first [`MAX_KEPT_LINES`] lines of each result kind.
-    lines: BTreeMap<String, Vec<String>>,
+    lines: BTreeMap<ResultKind, Vec<String>>,
     last_progress: Option<Instant>,
 }
 
@@ -63,6 +67,19 @@ impl Sessions {
         self.map.lock().expect("lock").get(&id).map(|s| (s.view.state, s.output.clone()))
     }
 
+    /// Puts a session of the run history back in the registry, as it ended.
+    pub fn restore(&self, record: crate::history::Record) {
+        let session = Session {
+            view: record.view,
+            started: Instant::now(),
+            faults_at_start: 0,
+            output: record.output,
+            lines: BTreeMap::new(),
+            last_progress: None,
+        };
+        self.map.lock().expect("lock").insert(session.view.id, session);
+    }
+
     fn update(&self, id: Uuid, f: impl FnOnce(&mut Session)) {
         if let Some(session) = self.map.lock().expect("lock").get_mut(&id) {
             f(session);
@@ -83,8 +100,13 @@ pub struct Launch {
     pub gateway: String,
     pub data_dir: PathBuf,
     pub dataset: String,
+    /// The dataset's name, as the user knows it.
+    pub dataset_name: String,
     pub rows_total: u64,
     pub out_dir: PathBuf,
+    /// The nodes: their topology and fault count go into the session's record.
+    pub nodes: Arc<crate::nodes::Nodes>,
+    pub history: Arc<crate::history::History>,
 }
 
 /// Starts one session and returns its id once the gateway has welcomed it; the session goes on in the
@@ -94,18 +116,15 @@ pub async fn launch(sessions: Arc<Sessions>, events: Events, launch: Launch) -> 
     let welcomed = Mutex::new(Some(welcomed));
     // The session's id, once the gateway has given it: a failure is then the session's, not the launch's.
     let known_id: Arc<Mutex<Option<Uuid>>> = Arc::default();
-    let options = ClientOptions {
-        gateway: launch.gateway.clone(),
-        data_dir: launch.data_dir.clone(),
-        out_dir: launch.out_dir.clone(),
-    };
+    let options = ClientOptions::new(&launch.gateway, &launch.data_dir, &launch.out_dir);
     let observer = {
-        let (sessions, events) = (sessions.clone(), events.clone());
-        let (dataset, rows_total, out_dir) = (launch.dataset.clone(), launch.rows_total, launch.out_dir.clone());
+        let (sessions, events, nodes) = (sessions.clone(), events.clone(), launch.nodes.clone());
+        let dataset = (launch.dataset.clone(), launch.dataset_name.clone());
+        let (rows_total, out_dir) = (launch.rows_total, launch.out_dir.clone());
         let known_id = known_id.clone();
         Arc::new(move |event: ClientEvent| {
             if let ClientEvent::Started { session } = &event {
-                register(&sessions, &events, *session, &dataset, rows_total, &out_dir);
+                register(&sessions, &events, *session, &dataset, rows_total, &out_dir, &nodes);
                 *known_id.lock().expect("lock") = Some(*session);
                 if let Some(tx) = welcomed.lock().expect("lock").take() {
                     let _ = tx.send(*session);
@@ -117,10 +136,15 @@ pub async fn launch(sessions: Arc<Sessions>, events: Events, launch: Launch) -> 
     };
     let (fail_tx, failed) = oneshot::channel::<String>();
     let task_sessions = sessions.clone();
+    let (nodes, history, data_dir) = (launch.nodes, launch.history, launch.data_dir);
     tokio::spawn(async move {
-        let outcome = coffee::client::run_session(&options, observer).await;
+        let outcome = coffee_engine::client::run_session(&options, observer).await;
         let id = *known_id.lock().expect("lock");
         finish(&task_sessions, &events, id, outcome, fail_tx);
+        if let Some(id) = id {
+            task_sessions.ended(id, nodes.faults_so_far());
+            keep_in_history(&task_sessions, &events, &history, id, data_dir).await;
+        }
     });
     tokio::select! {
         welcomed = welcome => welcomed.map_err(|_| anyhow::anyhow!("the session ended before it started")),
@@ -129,10 +153,19 @@ pub async fn launch(sessions: Arc<Sessions>, events: Events, launch: Launch) -> 
     }
 }
 
-fn register(sessions: &Sessions, events: &Events, id: Uuid, dataset: &str, rows_total: u64, out_dir: &Path) {
+fn register(
+    sessions: &Sessions,
+    events: &Events,
+    id: Uuid,
+    (dataset, dataset_name): &(String, String),
+    rows_total: u64,
+    out_dir: &Path,
+    nodes: &crate::nodes::Nodes,
+) {
     let view = SessionView {
         id,
-        dataset: dataset.to_owned(),
+        dataset: dataset.clone(),
+        dataset_name: dataset_name.clone(),
         state: SessionState::Running,
         rows_sent: 0,
         rows_total,
@@ -142,12 +175,18 @@ fn register(sessions: &Sessions, events: &Events, id: Uuid, dataset: &str, rows_
         error: None,
         started_ms: crate::now_ms(),
         elapsed_ms: 0,
+        topology: nodes.spec().topology.replicas_spec(),
+        faults: 0,
+        matches_reference: None,
+        files_with_issues: Vec::new(),
     };
     let output = out_dir.join(format!("client-{id}.ndjson"));
-    let session = Session { view, started: Instant::now(), output, lines: BTreeMap::new(), last_progress: None };
+    let faults_at_start = nodes.faults_so_far();
+    let lines = BTreeMap::new();
+    let session = Session { view, started: Instant::now(), faults_at_start, output, lines, last_progress: None };
     sessions.map.lock().expect("lock").insert(id, session);
     info!(session = %id, dataset, "session started");
-    events.send(Event::SessionStarted { session: id, dataset: dataset.to_owned(), rows_total });
+    events.send(Event::SessionStarted { session: id, dataset: dataset.clone(), rows_total });
 }
 
 /// Applies one client event to the registry and broadcasts what the page needs.
@@ -169,14 +208,23 @@ fn observe(sessions: &Sessions, events: &Events, event: ClientEvent) {
         }
         ClientEvent::FileDone { session, report } => {
             let mut rows_sent = 0;
+            let file = report.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             sessions.update(session, |s| {
                 s.view.malformed += report.malformed;
                 rows_sent = s.view.rows_sent;
+                if report.malformed > 0 || report.refused.is_some() {
+                    s.view.files_with_issues.push(coffee_types::FileIssues {
+                        file: file.clone(),
+                        rows_sent: report.rows_sent,
+                        malformed: report.malformed,
+                        samples: report.samples.clone(),
+                        refused: report.refused.clone(),
+                    });
+                }
             });
             // The throttle may have held back the last count (malformed rows keep it below the total): a file's
             // end always reports it.
             events.send(Event::SessionProgress { session, rows_sent });
-            let file = report.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             events.send(Event::SessionFile {
                 session,
                 file,
@@ -188,10 +236,9 @@ fn observe(sessions: &Sessions, events: &Events, event: ClientEvent) {
         ClientEvent::Results { session, lines } => {
             let mut counts = BTreeMap::new();
             sessions.update(session, |s| {
-                for line in &lines {
-                    let kind = query_of(line);
-                    *s.view.results.entry(kind.clone()).or_default() += 1;
-                    let kept = s.lines.entry(kind).or_default();
+                for (kind, line) in &lines {
+                    *s.view.results.entry(*kind).or_default() += 1;
+                    let kept = s.lines.entry(*kind).or_default();
                     if kept.len() < MAX_KEPT_LINES {
                         kept.push(line.clone());
                     }
@@ -214,7 +261,7 @@ fn finish(
     sessions: &Sessions,
     events: &Events,
     id: Option<Uuid>,
-    outcome: anyhow::Result<coffee::client::ClientSummary>,
+    outcome: anyhow::Result<coffee_engine::client::ClientSummary>,
     fail_tx: oneshot::Sender<String>,
 ) {
     match outcome {
@@ -252,8 +299,70 @@ fn mark_failed(sessions: &Sessions, events: &Events, id: Uuid, error: String) {
     events.send(Event::SessionFailed { session: id, error });
 }
 
-/// The `query` field of a result line.
-fn query_of(line: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    value["query"].as_str().unwrap_or("invalid").to_owned()
+impl Sessions {
+    /// Notes the faults a session saw, now that it has ended.
+    fn ended(&self, id: Uuid, faults_now: u32) {
+        self.update(id, |s| s.view.faults = faults_now.saturating_sub(s.faults_at_start));
+    }
+
+    /// Forgets sessions dropped from the run history.
+    fn forget(&self, ids: &[Uuid]) {
+        let mut map = self.map.lock().expect("lock");
+        ids.iter().for_each(|id| {
+            map.remove(id);
+        });
+    }
+}
+
+/// Keeps a session that ended in the run history at once (a console stopped right after still lists it), then,
+/// if it is done, checks it against the reference on its data and keeps it again with the verdict. The check
+/// runs the reference, a few seconds of CPU on a large dataset, off the async threads.
+async fn keep_in_history(
+    sessions: &Arc<Sessions>,
+    events: &Events,
+    history: &Arc<crate::history::History>,
+    id: Uuid,
+    data_dir: PathBuf,
+) {
+    let Some((state, output)) = sessions.output(id) else { return };
+    keep(sessions, history, id, &output).await;
+    if state != SessionState::Done {
+        return;
+    }
+    let compared = output.clone();
+    let check = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let expected = coffee_tools::reference::run(&data_dir)?.lines;
+        let actual: Vec<String> = std::fs::read_to_string(&compared)?.lines().map(str::to_owned).collect();
+        Ok(coffee_tools::compare::compare_lines(&expected, &actual).all_equal())
+    });
+    let checked = match check.await {
+        Ok(Ok(equal)) => Some(equal),
+        Ok(Err(e)) => {
+            warn!(session = %id, error = %format!("{e:#}"), "cannot check the session against the reference");
+            None
+        }
+        Err(e) => {
+            warn!(session = %id, error = %e, "the reference check failed");
+            None
+        }
+    };
+    if checked == Some(false) {
+        warn!(session = %id, "the session's results differ from the reference");
+    }
+    sessions.update(id, |s| s.view.matches_reference = checked);
+    let Some(view) = sessions.get(id) else { return };
+    events.send(Event::SessionChecked { session: id, matches_reference: checked, faults: view.faults });
+    keep(sessions, history, id, &output).await;
+}
+
+/// Writes the session's record as it stands, and forgets the sessions the history's bound drops.
+async fn keep(sessions: &Arc<Sessions>, history: &Arc<crate::history::History>, id: Uuid, output: &Path) {
+    let Some(view) = sessions.get(id) else { return };
+    let record = crate::history::Record { view, output: output.to_owned() };
+    let history = history.clone();
+    match tokio::task::spawn_blocking(move || history.keep(&record)).await {
+        Ok(Ok(dropped)) => sessions.forget(&dropped),
+        Ok(Err(e)) => warn!(session = %id, error = %e, "cannot keep the session in the run history"),
+        Err(e) => warn!(session = %id, error = %e, "keeping the session in the run history failed"),
+    }
 }

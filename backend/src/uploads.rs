@@ -9,7 +9,7 @@ use crate::UploadLimits;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::Multipart;
 use axum::http::StatusCode;
-use coffee::model::FileKind;
+use coffee_model::model::FileKind;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,8 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use coffee_types::{
-    ChaosView, ClusterState, CompareResponse, DatasetView, Event, KillCause, Launched, NodeView, QueryComparison,
-    SessionResults, SessionState, SessionView, StatusView, TopologyView, Uuid,
+    ChaosFaults, ChaosView, ClusterState, CompareResponse, DatasetView, DeadLetterView, Event, FlowView, KillCause,
+    Launched, NodeView, QueryComparison, ResultKind, SessionResults, SessionState, SessionView, StatusView,
+    TopologyView, Uuid,
 };
 
 /// The console's token, from the page's own URL (`?token=...`): a console bound beyond loopback requires it on
@@ -89,4 +90,10 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// The local time of day (`HH:MM:SS`) of a moment given in ms since the epoch.
+pub fn time_of_day(ms: u64) -> String {
+    let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+    format!("{:02}:{:02}:{:02}", at.get_hours(), at.get_minutes(), at.get_seconds())
 }

@@ -1,7 +1,7 @@
-//! Chaos controls (kill a random node, the chaos monkey) and the event log of kills, restarts, sessions and
-//! errors.
+//! Chaos controls (kill a random node, the chaos monkey killing or pausing nodes) and the event log of kills,
+//! pauses, restarts, sessions and errors.
 
-use crate::api::{self, ChaosView};
+use crate::api::{self, ChaosFaults, ChaosView};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 pub fn ChaosPanel() -> impl IntoView {
     let c = console();
     let seconds = RwSignal::new(5.0f64);
+    let faults = RwSignal::new(ChaosFaults::Kill);
     let kill_random = move |_| {
         spawn_local(async move {
             if let Err(e) = api::post::<Value>("/api/nodes/kill-random", &json!({})).await {
@@ -25,7 +26,8 @@ pub fn ChaosPanel() -> impl IntoView {
                 api::post::<ChaosView>("/api/chaos/stop", &json!({})).await
             } else {
                 let interval_ms = (seconds.get_untracked() * 1000.0) as u64;
-                api::post::<ChaosView>("/api/chaos/start", &json!({ "interval_ms": interval_ms })).await
+                let body = json!({ "interval_ms": interval_ms, "faults": faults.get_untracked() });
+                api::post::<ChaosView>("/api/chaos/start", &body).await
             };
             match answer {
                 Ok(chaos) => c.chaos.set(chaos),
@@ -37,7 +39,7 @@ pub fn ChaosPanel() -> impl IntoView {
         <div class="panel" id="chaos-panel">
             <h2>"Chaos"</h2>
             <p class="muted small">
-                "Kill nodes while sessions run, the gateway and the monitors included: the health monitors notice the silence and restart them, and clients resume."
+                "Kill or pause nodes while sessions run, the gateway and the monitors included: the health monitors notice the silence and restart them, a paused node replaced meanwhile steps aside when it wakes, and clients resume."
             </p>
             <div class="row gap">
                 <button class="btn danger" id="kill-random" data-testid="kill-random" on:click=kill_random>"Kill a random node"</button>
@@ -50,6 +52,18 @@ pub fn ChaosPanel() -> impl IntoView {
                     on:input=move |ev| seconds.set(event_target_value(&ev).parse().unwrap_or(5.0))
                 />
                 <span class="muted">"s"</span>
+                <select
+                    id="chaos-faults" data-testid="chaos-faults"
+                    on:change=move |ev| faults.set(match event_target_value(&ev).as_str() {
+                        "pause" => ChaosFaults::Pause,
+                        "both" => ChaosFaults::Both,
+                        _ => ChaosFaults::Kill,
+                    })
+                >
+                    <option value="kill" selected=true>"kill"</option>
+                    <option value="pause">"pause"</option>
+                    <option value="both">"kill or pause"</option>
+                </select>
                 <button
                     class=move || if c.chaos.get().running { "btn danger" } else { "btn" }
                     id="chaos-toggle" data-testid="chaos-toggle" on:click=toggle
@@ -61,7 +75,12 @@ pub fn ChaosPanel() -> impl IntoView {
                 {move || {
                     let chaos = c.chaos.get();
                     if chaos.running {
-                        format!("running: {} kills so far (stops by itself after {})", chaos.kills, chaos.max_kills.max(1))
+                        format!(
+                            "running: {} kills and {} pauses so far (stops by itself after {})",
+                            chaos.kills,
+                            chaos.pauses,
+                            chaos.max_kills.max(1)
+                        )
                     } else {
                         "idle".to_owned()
                     }
@@ -78,7 +97,7 @@ pub fn EventLog() -> impl IntoView {
         <div class="panel" id="event-panel">
             <div class="panel-head">
                 <h2>"Event log"</h2>
-                <button class="btn small ghost" on:click=move |_| c.log.update(|l| l.clear())>"Clear"</button>
+                <button class="btn small ghost" on:click=move |_| c.clear_log()>"Clear"</button>
             </div>
             <ul class="log" id="event-log">
                 <For each=move || c.log.get() key=|e| e.seq let:e>

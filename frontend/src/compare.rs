@@ -41,7 +41,7 @@ pub fn ComparePanel() -> impl IntoView {
                 <option value="">"— session —"</option>
                 {move || done().into_iter().map(|s| view! {
                     <option value=s.id.to_string() selected=which.get_untracked() == s.id.to_string()>
-                        {format!("{} · {}", s.short_id(), s.dataset)}
+                        {format!("{} · {}", s.short_id(), s.dataset_label())}
                     </option>
                 }).collect_view()}
             </select>

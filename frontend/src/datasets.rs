@@ -120,7 +120,12 @@ pub fn DatasetPanel() -> impl IntoView {
                     disabled=move || busy.get().is_some() || c.cluster.get() != "up"
                     on:click=launch
                 >
-                    {move || format!("Launch {} on {}", count.get(), c.dataset.get())}
+                    {move || {
+                        let id = c.dataset.get();
+                        let datasets = c.datasets.get();
+                        let name = datasets.iter().find(|d| d.id == id).map_or(id.as_str(), |d| d.name.as_str());
+                        format!("Launch {} on {name}", count.get())
+                    }}
                 </button>
             </div>
             <p class="muted small" data-testid="busy">{move || busy.get().unwrap_or_default()}</p>

@@ -5,6 +5,7 @@ pub mod api;
 mod chaos;
 mod compare;
 mod datasets;
+mod dead_letters;
 mod nodes;
 mod results;
 mod sessions;
@@ -39,6 +40,7 @@ fn App() -> impl IntoView {
                 <results::ResultsPanel/>
                 <compare::ComparePanel/>
                 <nodes::NodesPanel/>
+                <dead_letters::DeadLettersPanel/>
             </section>
         </main>
     }

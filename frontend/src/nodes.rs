@@ -1,7 +1,9 @@
-//! Every node (role, replica, up or down, pid, restarts, heartbeat age) with a kill button, and the topology
-//! as a graph whose replica dots show which nodes are up (the health monitors in a box of their own).
+//! Every node (role, replica, up or down, pid, restarts, heartbeat age) with restart, pause and kill buttons, and the topology
+//! as a graph whose replica dots show which nodes are up (the health monitors in a box of their own). The graph
+//! shows the flow too: under each stage, the messages waiting in its input queues and its rows per second; each
+//! edge coloured by the backlog of the stage it feeds; a bar in each stage for how busy its busiest replica is.
 
-use crate::api::{self, NodeView, TopologyView};
+use crate::api::{self, human_bytes, thousands, FlowView, NodeView, TopologyView};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -18,14 +20,15 @@ pub fn NodesPanel() -> impl IntoView {
                 <h2>"Nodes"</h2>
                 <span class="muted small">{move || format!("{} of {} up", up(), c.nodes.get().len())}</span>
             </div>
-            {move || c.topology.get().map(|t| view! { <TopologyGraph topology=t nodes=c.nodes.get()/> })}
+            {move || c.topology.get().map(|t| view! { <TopologyGraph topology=t nodes=c.nodes.get() flow=c.flow.get()/> })}
             <table class="table compact" id="nodes-table">
                 <thead><tr>
                     <th>"Node"</th><th>"Role"</th><th class="num">"Replica"</th><th>"Status"</th>
-                    <th class="num">"PID"</th><th class="num">"Restarts"</th><th class="num">"Heartbeat"</th><th></th>
+                    <th class="num">"PID"</th><th class="num">"Restarts"</th><th class="num">"Heartbeat"</th>
+                    <th class="num">"Sessions"</th><th>"State on disk"</th><th>"Last recovery"</th><th></th>
                 </tr></thead>
                 <tbody>
-                    <For each=move || c.nodes.get() key=|n| (n.name.clone(), n.pid, n.restarts, n.heartbeat_age_ms.map(|a| a / 500)) let:n>
+                    <For each=move || c.nodes.get() key=|n| (n.name.clone(), n.pid, n.restarts, n.heartbeat_age_ms.map(|a| a / 500), n.open_sessions, n.state) let:n>
                         <NodeRow node=n/>
                     </For>
                 </tbody>
@@ -37,7 +40,7 @@ pub fn NodesPanel() -> impl IntoView {
 #[component]
 fn NodeRow(node: NodeView) -> impl IntoView {
     let c = console();
-    // `kill` or `restart` this node.
+    // `kill`, `pause` (5 s) or `restart` this node.
     let act = |action: &'static str| {
         let name = node.name.clone();
         move |_| {
@@ -50,6 +53,28 @@ fn NodeRow(node: NodeView) -> impl IntoView {
         }
     };
     let heartbeat = node.heartbeat_age_ms.map_or_else(|| "—".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+    let seconds = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    let on_disk = node.state.map_or_else(String::new, |s| match s.last_snapshot_age_ms {
+        None if s.log_bytes == 0 => "empty".to_owned(),
+        None => format!("{} log", human_bytes(s.log_bytes)),
+        Some(ms) => {
+            format!("{} log · {} snap, {} ago", human_bytes(s.log_bytes), human_bytes(s.snapshot_bytes), seconds(ms))
+        }
+    });
+    // Ready 0: the process is still recovering.
+    let ready = node.state.filter(|s| s.ready_ms > 0);
+    let recovery = ready.map_or_else(String::new, |s| {
+        format!("ready in {} · {} replayed", seconds(s.ready_ms), thousands(s.replayed_records))
+    });
+    let recovery_detail = ready.map_or_else(String::new, |s| {
+        format!(
+            "its process read {} sessions back ({} log records) in {} ms, and consumed input {} after it started",
+            s.recovered_sessions,
+            thousands(s.replayed_records),
+            s.recovery_ms,
+            seconds(s.ready_ms)
+        )
+    });
     view! {
         <tr data-testid="node-row" data-node=node.name.clone() data-up=node.up.to_string() data-restarts=node.restarts>
             <td><code>{node.name.clone()}</code></td>
@@ -61,8 +86,12 @@ fn NodeRow(node: NodeView) -> impl IntoView {
             <td class="num">{node.pid.map_or_else(|| "—".to_owned(), |p| p.to_string())}</td>
             <td class={if node.restarts > 0 { "num warn-text" } else { "num" }}>{node.restarts}</td>
             <td class="num">{heartbeat}</td>
+            <td class="num">{node.open_sessions.map_or_else(|| "—".to_owned(), |n| n.to_string())}</td>
+            <td class="muted tiny" data-testid="state-on-disk">{on_disk}</td>
+            <td class="muted tiny" data-testid="last-recovery" title=recovery_detail>{recovery}</td>
             <td class="actions">
                 <button class="btn small" data-testid=format!("restart-{}", node.name) on:click=act("restart")>"Restart"</button>
+                <button class="btn small" title="SIGSTOP for 5 s, then SIGCONT" data-testid=format!("pause-{}", node.name) on:click=act("pause")>"Pause"</button>
                 <button class="btn small danger" data-testid=format!("kill-{}", node.name) on:click=act("kill")>"Kill"</button>
             </td>
         </tr>
@@ -85,7 +114,7 @@ fn position(name: &str) -> (f64, f64) {
 }
 
 #[component]
-fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView {
+fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>, flow: FlowView) -> impl IntoView {
     let up: BTreeMap<String, bool> = nodes.iter().map(|n| (n.name.clone(), n.up)).collect();
     // One line per (from, to); streams from the gateway to aggregators are the broadcast joins: dashed.
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -119,12 +148,11 @@ fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView 
                 let (x1, y1) = position(&from);
                 let (x2, y2) = position(&to);
                 let broadcast = from == "gateway" && !matches!(to.as_str(), "tx_filter" | "item_filter");
+                let queued = flow.stages.get(&to).map_or(0, |f| f.queued);
+                let class = format!("edge{}{}", if broadcast { " broadcast" } else { "" }, backlog_class(queued));
                 view! {
-                    <line
-                        x1=x1 + bw / 2.0 y1=y1 x2=x2 - bw / 2.0 - 2.0 y2=y2
-                        class=if broadcast { "edge broadcast" } else { "edge" } marker-end="url(#arrow)"
-                    >
-                        <title>{format!("{from} → {to}: {}", streams.join(", "))}</title>
+                    <line x1=x1 + bw / 2.0 y1=y1 x2=x2 - bw / 2.0 - 2.0 y2=y2 class=class marker-end="url(#arrow)">
+                        <title>{format!("{from} → {to}: {} ({queued} queued at {to})", streams.join(", "))}</title>
                     </line>
                 }
             }).collect_view()}
@@ -132,9 +160,28 @@ fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView 
                 let (x, y) = position(&key);
                 let all_up = dots.iter().all(|d| *d);
                 let n = dots.len() as f64;
+                let stage = flow.stages.get(&key).cloned().filter(|_| key != "results" && key != "monitors");
+                let queued = stage.as_ref().map_or(0, |f| f.queued);
+                let busy = stage.as_ref().map_or(0.0, |f| f.busy);
+                let figures = stage.as_ref().map(|f| {
+                    let rate = if key == "gateway" { f.rows_out_per_s } else { f.rows_in_per_s };
+                    let rate = format!("{} rows/s", thousands(rate.round() as u64));
+                    if key == "gateway" { rate } else { format!("{} queued · {rate}", thousands(f.queued)) }
+                });
                 view! {
-                    <g class=if all_up { "stage" } else { "stage degraded" }>
+                    <g
+                        class=if all_up { "stage" } else { "stage degraded" }
+                        data-testid="graph-stage" data-stage=key.clone() data-queued=queued data-busy=format!("{busy:.2}")
+                    >
                         <rect x=x - bw / 2.0 y=y - bh / 2.0 width=bw height=bh rx="8"/>
+                        <rect
+                            x=x - bw / 2.0 + 6.0 y=y + bh / 2.0 - 5.0 width=(bw - 12.0) * busy height="2.5" class="busy"
+                        >
+                            <title>{format!("busiest replica {:.0}% busy", busy * 100.0)}</title>
+                        </rect>
+                        {figures.map(|text| view! {
+                            <text x=x y=y + bh / 2.0 + 13.0 text-anchor="middle" class=format!("flow-figures{}", backlog_class(queued))>{text}</text>
+                        })}
                         <text x=x y=y - 4.0 text-anchor="middle" class="stage-name">{label}</text>
                         {dots.into_iter().enumerate().map(|(i, d)| view! {
                             <circle cx=x + (i as f64 - (n - 1.0) / 2.0) * 14.0 cy=y + 12.0 r="5" class=if d { "replica up" } else { "replica down" }/>
@@ -143,5 +190,15 @@ fn TopologyGraph(topology: TopologyView, nodes: Vec<NodeView>) -> impl IntoView 
                 }
             }).collect_view()}
         </svg>
+    }
+}
+
+/// How an edge or a stage's figures show the backlog of the queues they feed: none, some, a lot.
+fn backlog_class(queued: u64) -> &'static str {
+    match queued {
+        0 => "",
+        1..=99 => " backlog-low",
+        100..=999 => " backlog-mid",
+        _ => " backlog-high",
     }
 }

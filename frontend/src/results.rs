@@ -1,6 +1,7 @@
 //! One session's results: a table per query and SVG bar charts for Q2 (per month) and Q3 (TPV per store and
 //! semester). Lines stream in from the event stream while the session runs.
 
+use crate::api::ResultKind;
 use crate::console;
 use leptos::prelude::*;
 use serde_json::Value;
@@ -8,18 +9,6 @@ use std::collections::BTreeMap;
 
 /// Rows a table shows (the download has them all).
 const TABLE_ROWS: usize = 200;
-
-/// The columns of each result kind, in the contract's order.
-fn columns(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Q1" => &["transaction_id", "final_amount"],
-        "Q2_QTY" => &["year_month_created_at", "item_name", "sellings_qty"],
-        "Q2_PROFIT" => &["year_month_created_at", "item_name", "profit_sum"],
-        "Q3" => &["year_half_created_at", "store_name", "tpv"],
-        "Q4" => &["store_name", "birthdate", "user_id", "purchases_qty"],
-        _ => &[],
-    }
-}
 
 fn parse(lines: &[String]) -> Vec<Value> {
     lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
@@ -66,6 +55,7 @@ pub fn ResultsPanel() -> impl IntoView {
                     {move || c.selected.get().map_or_else(|| "select a session".to_owned(), |id| format!("session {id}"))}
                 </span>
             </div>
+            <SkippedRows/>
             <div class="tabs">
                 {tabs.into_iter().map(|(id, label)| view! {
                     <button
@@ -82,27 +72,27 @@ pub fn ResultsPanel() -> impl IntoView {
                     return view! { <p class="empty">"Launch a session or click “Results” on one."</p> }.into_any();
                 }
                 let lines = c.lines.get();
-                let get = |k: &str| parse(lines.get(k).map(Vec::as_slice).unwrap_or_default());
+                let get = |k: ResultKind| parse(lines.get(&k).map(Vec::as_slice).unwrap_or_default());
                 match tab.get() {
-                    "Q1" => view! { <ResultTable kind="Q1" rows=get("Q1")/> }.into_any(),
+                    "Q1" => view! { <ResultTable kind=ResultKind::Q1 rows=get(ResultKind::Q1)/> }.into_any(),
                     "Q2" => {
-                        let (qty, profit) = (get("Q2_QTY"), get("Q2_PROFIT"));
+                        let (qty, profit) = (get(ResultKind::Q2Qty), get(ResultKind::Q2Profit));
                         view! {
                             <div class="charts">
                                 <BarChart title="Best-selling item per month (quantity)" bars=month_bars(&qty, "sellings_qty") money=false/>
                                 <BarChart title="Most profitable item per month" bars=month_bars(&profit, "profit_sum") money=true/>
                             </div>
                             <div class="two">
-                                <ResultTable kind="Q2_QTY" rows=qty/>
-                                <ResultTable kind="Q2_PROFIT" rows=profit/>
+                                <ResultTable kind=ResultKind::Q2Qty rows=qty/>
+                                <ResultTable kind=ResultKind::Q2Profit rows=profit/>
                             </div>
                         }.into_any()
                     }
                     "Q3" => {
-                        let rows = get("Q3");
-                        view! { <TpvChart rows=rows.clone()/> <ResultTable kind="Q3" rows=rows/> }.into_any()
+                        let rows = get(ResultKind::Q3);
+                        view! { <TpvChart rows=rows.clone()/> <ResultTable kind=ResultKind::Q3 rows=rows/> }.into_any()
                     }
-                    _ => view! { <ResultTable kind="Q4" rows=get("Q4")/> }.into_any(),
+                    _ => view! { <ResultTable kind=ResultKind::Q4 rows=get(ResultKind::Q4)/> }.into_any(),
                 }
             }}
         </div>
@@ -110,8 +100,8 @@ pub fn ResultsPanel() -> impl IntoView {
 }
 
 #[component]
-fn ResultTable(kind: &'static str, rows: Vec<Value>) -> impl IntoView {
-    let cols = columns(kind);
+fn ResultTable(kind: ResultKind, rows: Vec<Value>) -> impl IntoView {
+    let cols = kind.columns();
     let mut rows = rows;
     // Arrival order depends on the partitioning: sort by the columns for a stable table.
     rows.sort_by_key(|r| cols.iter().map(|c| cell(&r[*c])).collect::<Vec<_>>());
@@ -265,5 +255,42 @@ fn TpvChart(rows: Vec<Value>) -> impl IntoView {
                 }.into_any()
             }}
         </figure>
+    }
+}
+
+/// What the selected session's client did not send: per file, the malformed rows it skipped (with a few
+/// examples) or why it refused the whole file. Nothing when every row went through.
+#[component]
+fn SkippedRows() -> impl IntoView {
+    let c = console();
+    let files = move || {
+        let id = c.selected.get()?;
+        let session = c.sessions.with(|all| all.iter().find(|s| s.id.to_string() == id).cloned())?;
+        (!session.files_with_issues.is_empty()).then_some(session)
+    };
+    view! {
+        {move || files().map(|session| view! {
+            <div class="skipped" data-testid="skipped-rows">
+                <p class="warn-text">
+                    {format!("{} malformed rows skipped by the client", session.malformed)}
+                </p>
+                <ul>
+                    {session.files_with_issues.into_iter().map(|f| {
+                        let what = match &f.refused {
+                            Some(why) => format!("refused: {why}"),
+                            None => format!("{} malformed, {} rows sent", f.malformed, f.rows_sent),
+                        };
+                        view! {
+                            <li data-testid="skipped-file" data-file=f.file.clone() data-malformed=f.malformed>
+                                <b>{f.file.clone()}</b>" · "{what}
+                                <ul class="samples">
+                                    {f.samples.into_iter().map(|s| view! { <li><code class="tiny">{s}</code></li> }).collect_view()}
+                                </ul>
+                            </li>
+                        }
+                    }).collect_view()}
+                </ul>
+            </div>
+        })}
     }
 }

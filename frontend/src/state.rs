@@ -2,17 +2,23 @@
 //! `/api/events` WebSocket (reconnected when it drops).
 
 use crate::api::{
-    self, ChaosView, ClusterState, DatasetView, Event, KillCause, NodeView, SessionView, StatusView, TopologyView, Uuid,
+    self, ChaosFaults, ChaosView, ClusterState, DatasetView, Event, FlowView, KillCause, NodeView, ResultKind,
+    SessionView, StatusView, TopologyView, Uuid,
 };
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
 
 /// Entries the event log keeps.
 const LOG_LIMIT: usize = 300;
+/// Progress samples kept per session (one per 100 ms at most: ten minutes of a session).
+const MAX_SAMPLES: usize = 6000;
+/// Where the event log is kept in the browser, so that it survives a reload of the page.
+const LOG_STORAGE_KEY: &str = "coffee-console-event-log";
+/// Every kind of log entry (a stored entry of another kind is skipped).
+const LOG_KINDS: [&str; 9] = ["chaos", "cluster", "dataset", "error", "kill", "pause", "restart", "resume", "session"];
 /// Result lines kept per query for the selected session (the backend keeps as many).
 const LINES_LIMIT: usize = 1000;
 
@@ -36,13 +42,17 @@ pub struct Console {
     pub datasets: RwSignal<Vec<DatasetView>>,
     pub dataset: RwSignal<String>,
     pub sessions: RwSignal<Vec<SessionView>>,
+    /// Rows sent by each session seen running from this page, sampled as progress arrives: (ms, rows).
+    pub progress: RwSignal<BTreeMap<Uuid, Vec<(f64, u64)>>>,
     /// The session whose results are shown.
     pub selected: RwSignal<Option<String>>,
     /// The selected session's result lines per kind.
-    pub lines: RwSignal<BTreeMap<String, Vec<String>>>,
+    pub lines: RwSignal<BTreeMap<ResultKind, Vec<String>>>,
     pub nodes: RwSignal<Vec<NodeView>>,
     pub topology: RwSignal<Option<TopologyView>>,
     pub chaos: RwSignal<ChaosView>,
+    /// Backpressure and rates, every 2 s.
+    pub flow: RwSignal<FlowView>,
     pub log: RwSignal<VecDeque<LogEntry>>,
     log_seq: StoredValue<u64>,
     /// The cluster state last written to the log.
@@ -67,13 +77,15 @@ impl Console {
             datasets: RwSignal::new(Vec::new()),
             dataset: RwSignal::new("sample".into()),
             sessions: RwSignal::new(Vec::new()),
+            progress: RwSignal::new(BTreeMap::new()),
             selected: RwSignal::new(None),
             lines: RwSignal::new(BTreeMap::new()),
             nodes: RwSignal::new(Vec::new()),
             topology: RwSignal::new(None),
             chaos: RwSignal::new(ChaosView::default()),
-            log: RwSignal::new(VecDeque::new()),
-            log_seq: StoredValue::new(0),
+            flow: RwSignal::new(FlowView::default()),
+            log: RwSignal::new(stored_log()),
+            log_seq: StoredValue::new(LOG_LIMIT as u64),
             logged_cluster: StoredValue::new(String::new()),
             notice: RwSignal::new(None),
         }
@@ -106,6 +118,10 @@ impl Console {
 
     pub fn refresh_status(self) {
         spawn_local(async move {
+            // The flow comes as events when it changes: a page that connects in between asks for it.
+            if let Ok(flow) = api::get::<FlowView>("/api/flow").await {
+                self.flow.set(flow);
+            }
             match api::get::<StatusView>("/api/status").await {
                 Ok(status) => {
                     self.apply_cluster(status.cluster.clone());
@@ -172,6 +188,13 @@ impl Console {
             log.push_front(LogEntry { seq, time: clock(), kind, text });
             log.truncate(LOG_LIMIT);
         });
+        self.log.with_untracked(store_log);
+    }
+
+    /// Empties the event log, here and in the browser's storage.
+    pub fn clear_log(self) {
+        self.log.update(|log| log.clear());
+        self.log.with_untracked(store_log);
     }
 
     fn apply_cluster(self, cluster: ClusterState) {
@@ -241,17 +264,32 @@ impl Console {
                 let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                 self.push_log("kill", format!("killed {node}{pid} {by}"));
             }
+            Event::NodePaused { node, pid, cause, for_ms } => {
+                let by = match cause {
+                    KillCause::Chaos => "by the chaos monkey",
+                    KillCause::Random => "at random",
+                    KillCause::User => "from the console",
+                };
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                self.push_log("pause", format!("paused {node}{pid} for {:.1} s {by}", for_ms as f64 / 1000.0));
+            }
+            Event::NodeResumed { node } => self.push_log("resume", format!("resumed {node}")),
             Event::NodeRestarted { node, pid, restarts, by } => {
                 let pid = pid.map(|p| format!(" as pid {p}")).unwrap_or_default();
                 let by = by.map(|by| format!(", by {by}")).unwrap_or_default();
                 self.push_log("restart", format!("restarted {node}{pid} (restart #{restarts}{by})"));
             }
-            Event::Chaos { running, interval_ms, kills } => {
+            Event::Chaos { running, interval_ms, kills, pauses, faults } => {
                 if self.chaos.get_untracked().running != running {
+                    let what = match faults {
+                        ChaosFaults::Kill => "killing",
+                        ChaosFaults::Pause => "pausing",
+                        ChaosFaults::Both => "killing or pausing",
+                    };
                     let text = if running {
-                        format!("chaos monkey started: a random node every {:.1} s", interval_ms as f64 / 1000.0)
+                        format!("chaos monkey started: {what} a random node every {:.1} s", interval_ms as f64 / 1000.0)
                     } else {
-                        format!("chaos monkey stopped after {kills} kills")
+                        format!("chaos monkey stopped after {kills} kills and {pauses} pauses")
                     };
                     self.push_log("chaos", text);
                 }
@@ -259,13 +297,27 @@ impl Console {
                     c.running = running;
                     c.interval_ms = interval_ms;
                     c.kills = kills;
+                    c.pauses = pauses;
+                    c.faults = faults;
                 });
             }
             Event::SessionStarted { session, dataset, .. } => {
-                self.push_log("session", format!("session {} started on {dataset}", short(&session)));
+                let name = self.datasets.with_untracked(|all| {
+                    all.iter().find(|d| d.id == dataset).map_or(dataset.clone(), |d| d.name.clone())
+                });
+                self.push_log("session", format!("session {} started on {name}", short(&session)));
                 self.refresh_sessions();
             }
-            Event::SessionProgress { session, rows_sent } => self.update_session(session, |s| s.rows_sent = rows_sent),
+            Event::SessionProgress { session, rows_sent } => {
+                self.update_session(session, |s| s.rows_sent = rows_sent);
+                let now = js_sys::Date::now();
+                self.progress.update(|all| {
+                    let samples = all.entry(session).or_default();
+                    if samples.last().is_none_or(|(_, rows)| *rows != rows_sent) && samples.len() < MAX_SAMPLES {
+                        samples.push((now, rows_sent));
+                    }
+                });
+            }
             Event::SessionResults { session, lines, counts, .. } => {
                 self.update_session(session, |s| s.results = counts);
                 if self.is_selected(session) {
@@ -286,6 +338,19 @@ impl Console {
                 self.push_log("error", format!("session {} failed: {error}", short(&session)));
                 self.refresh_sessions();
             }
+            Event::SessionChecked { session, matches_reference, faults } => {
+                self.update_session(session, |s| {
+                    s.matches_reference = matches_reference;
+                    s.faults = faults;
+                });
+                match matches_reference {
+                    Some(true) => self.push_log("session", format!("session {} equals the reference", short(&session))),
+                    Some(false) => {
+                        self.push_log("error", format!("session {} differs from the reference", short(&session)))
+                    }
+                    None => {}
+                }
+            }
             Event::SessionFile { session, file, malformed, refused, .. } => {
                 if let Some(refused) = refused {
                     self.push_log("error", format!("session {}: file refused: {refused}", short(&session)));
@@ -298,6 +363,7 @@ impl Console {
                 self.push_log("dataset", format!("dataset {id} ready"));
                 self.refresh_datasets();
             }
+            Event::Flow(flow) => self.flow.set(flow),
             Event::DeadLetters { counts } => {
                 let total: u64 = counts.values().map(|&n| u64::from(n)).sum();
                 let before: u64 = self.status.get_untracked().dead_letters.values().map(|&n| u64::from(n)).sum();
@@ -323,12 +389,10 @@ impl Console {
         });
     }
 
-    fn append_lines(self, lines: &[String]) {
+    fn append_lines(self, lines: &[(ResultKind, String)]) {
         self.lines.update(|kept| {
-            for line in lines {
-                let parsed: Value = serde_json::from_str(line).unwrap_or_default();
-                let kind = parsed["query"].as_str().unwrap_or("invalid").to_owned();
-                let list = kept.entry(kind).or_default();
+            for (kind, line) in lines {
+                let list = kept.entry(*kind).or_default();
                 if list.len() < LINES_LIMIT {
                     list.push(line.to_owned());
                 }
@@ -338,6 +402,34 @@ impl Console {
 }
 
 /// The local time as `HH:MM:SS`.
+/// The event log kept in the browser's local storage, newest first (empty if there is none or it does not read).
+fn stored_log() -> VecDeque<LogEntry> {
+    let Some(storage) = window().local_storage().ok().flatten() else { return VecDeque::new() };
+    let Some(text) = storage.get_item(LOG_STORAGE_KEY).ok().flatten() else { return VecDeque::new() };
+    let entries: Vec<(String, String, String)> = serde_json::from_str(&text).unwrap_or_default();
+    let known = entries.into_iter().filter_map(|(time, kind, text)| {
+        let kind = LOG_KINDS.into_iter().find(|k| *k == kind)?;
+        Some((time, kind, text))
+    });
+    // Sequence numbers below those of this page's new entries, newest highest.
+    let entries: Vec<_> = known.take(LOG_LIMIT).collect();
+    let n = entries.len() as u64;
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (time, kind, text))| LogEntry { seq: n - i as u64, time, kind, text })
+        .collect()
+}
+
+/// Keeps the event log in the browser's local storage (best effort: a browser without storage keeps none).
+fn store_log(log: &VecDeque<LogEntry>) {
+    let Some(storage) = window().local_storage().ok().flatten() else { return };
+    let entries: Vec<(&str, &str, &str)> = log.iter().map(|e| (e.time.as_str(), e.kind, e.text.as_str())).collect();
+    if let Ok(text) = serde_json::to_string(&entries) {
+        let _ = storage.set_item(LOG_STORAGE_KEY, &text);
+    }
+}
+
 fn clock() -> String {
     let now = js_sys::Date::new_0();
     format!("{:02}:{:02}:{:02}", now.get_hours(), now.get_minutes(), now.get_seconds())

@@ -2,7 +2,7 @@
 //! parser, which must answer a row or an error.
 #![no_main]
 
-use coffee::model::{MenuItem, Store, Transaction, TransactionItem, User};
+use coffee_model::model::{MenuItem, Store, Transaction, TransactionItem, User};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

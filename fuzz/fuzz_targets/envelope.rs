@@ -1,7 +1,7 @@
 //! Inter-stage messages: any bytes decode to an envelope or an error, and a decoded envelope round-trips.
 #![no_main]
 
-use coffee::message::Envelope;
+use coffee_model::wire::Envelope;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! frame that decodes to itself.
 #![no_main]
 
-use coffee::protocol::{decode, encode, ClientFrame, GatewayFrame};
+use coffee_engine::protocol::{decode, encode, ClientFrame, GatewayFrame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

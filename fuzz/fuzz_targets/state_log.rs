@@ -2,7 +2,7 @@
 //! is cut to that prefix.
 #![no_main]
 
-use coffee::state::log::{frame, RecordLog};
+use coffee_engine::state::log::{frame, RecordLog};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -119,6 +119,13 @@ test('the console runs, kills, downloads and compares from the browser', async (
   await page.locator('[data-testid="node-row"]').first().waitFor({ timeout: 15_000 });
   await shot('01-ready');
 
+  // The page's wasm is shrunk by wasm-opt and sent gzipped to a browser that accepts it.
+  const wasm = await fetch(`${base}/frontend_bg.wasm`, { headers: { 'accept-encoding': 'gzip' } });
+  assert.equal(wasm.headers.get('content-encoding'), 'gzip');
+  assert.equal(wasm.headers.get('content-type'), 'application/wasm');
+  assert.ok(Number(wasm.headers.get('content-length')) < 400_000, `gzipped wasm of ${wasm.headers.get('content-length')} bytes`);
+  assert.ok((await wasm.arrayBuffer()).byteLength < 1_000_000, 'the wasm is shrunk');
+
   // Launch two sessions on the bundled sample.
   await page.locator('[data-testid="dataset"][data-id="sample"]').click();
   await page.fill('#launch-count', '2');
@@ -143,6 +150,9 @@ test('the console runs, kills, downloads and compares from the browser', async (
     sessions.push({ id, results });
   }
   assert.equal(sessions[0].results, sessions[1].results, 'both sessions have the same result counts');
+  // Each is checked against the reference once done, and the row says so.
+  const equal = page.locator('[data-testid="session-row"] [data-testid="reference"][data-matches="true"]');
+  await waitFor('both sessions checked against the reference', async () => (await equal.count()) >= 2, 60_000);
 
   // Results of one session: Q3 table and chart.
   await done.first().locator('[data-testid="view-results"]').click();
@@ -167,6 +177,16 @@ test('the console runs, kills, downloads and compares from the browser', async (
   const consoleRestart = await page.locator('[data-testid="event"][data-kind="restart"]', { hasText: 'q4_top-1' }).innerText();
   assert.match(consoleRestart, /by the console/);
   await shot('04-node-killed');
+
+  // The event log survives a reload of the page (kept in the browser), and the sessions, the console's.
+  await page.reload();
+  await page.locator('[data-testid="event"][data-kind="kill"]', { hasText: 'q3_agg-0' }).waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid="event"][data-kind="restart"]', { hasText: 'q4_top-1' }).waitFor({ timeout: 15_000 });
+  await waitFor('the sessions listed again', async () => (await done.count()) >= 2, 15_000);
+  // The graph shows the flow: each stage's backlog and rows per second.
+  const figures = page.locator('[data-testid="graph-stage"][data-stage="tx_filter"] .flow-figures');
+  await figures.waitFor({ timeout: 15_000 });
+  assert.match(await figures.textContent(), /^\d[\d,]* queued · \d[\d,]* rows\/s$/);
 
   // Download one session's NDJSON.
   const [download] = await Promise.all([

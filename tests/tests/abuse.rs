@@ -2,10 +2,10 @@
 //! peer, and 500 connections opened and dropped. Each is refused or dropped; two normal clients running
 //! meanwhile still get exact results.
 
-use coffee::cluster::StartOptions;
-use coffee::gen::Scale;
-use coffee::protocol::{ClientFrame, GatewayFrame};
+use coffee_engine::protocol::{ClientFrame, GatewayFrame};
+use coffee_ops::cluster::StartOptions;
 use coffee_tests::harness::{assert_matches_reference, generate, run_session, start_cluster_with, RawClient};
+use coffee_tools::gen::Scale;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,11 +52,11 @@ async fn hostile_clients_are_dropped_and_normal_ones_stay_exact() {
     socket.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
     until_closed(&mut socket).await;
     let (RawClient { mut reader, mut writer }, _, _) = RawClient::hello(&addr).await;
-    writer.send(&ClientFrame::EndOfFile { kind: coffee::model::FileKind::Stores, batches: 0 }).await.unwrap();
+    writer.send(&ClientFrame::EndOfFile { kind: coffee_model::model::FileKind::Stores, batches: 0 }).await.unwrap();
     let stalled = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match reader.next().await {
-                Ok(GatewayFrame::Error { message }) => break message,
+                Ok(GatewayFrame::Error { message, .. }) => break message,
                 Ok(_) => continue,
                 Err(e) => break e.to_string(),
             }

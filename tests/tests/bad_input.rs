@@ -1,9 +1,9 @@
 //! Bad input loses nothing else: malformed rows are counted and skipped, a file with a wrong header is refused by
 //! name, a bad frame closes only its connection, and an unreachable broker is named with how to start it.
 
-use coffee::gen::Scale;
-use coffee::protocol::{ClientFrame, FrameReader, GatewayFrame, PROTOCOL_VERSION};
+use coffee_engine::protocol::{ClientFrame, FrameReader, GatewayFrame, PROTOCOL_VERSION};
 use coffee_tests::harness::{assert_matches_reference, generate, node_binary, run_session, start_cluster, RawClient};
+use coffee_tools::gen::Scale;
 use tokio::io::AsyncWriteExt;
 
 /// Appends malformed rows to a generated transactions file and adds a users file with a wrong header.
@@ -49,17 +49,17 @@ async fn a_bad_frame_closes_its_connection_not_the_gateway() {
     write.write_all(&[0, 0, 0, 3, PROTOCOL_VERSION + 1, 0, 0]).await.unwrap();
     let mut reader = FrameReader::<_, GatewayFrame>::new(read);
     match reader.next().await.unwrap() {
-        GatewayFrame::Error { message } => assert!(message.contains("version"), "{message}"),
+        GatewayFrame::Error { message, .. } => assert!(message.contains("version"), "{message}"),
         other => panic!("expected an error frame, got {other:?}"),
     }
     assert!(reader.next().await.is_err(), "the connection is closed after the error");
 
     // A valid Hello, then rows out of order.
     let (RawClient { mut reader, mut writer }, _, _) = RawClient::hello(&spec.gateway_addr).await;
-    let batch = coffee::message::Batch::Stores(vec![]);
-    writer.send(&ClientFrame::Rows { kind: coffee::model::FileKind::Stores, seq: 5, batch }).await.unwrap();
+    let batch = coffee_model::message::Batch::Stores(vec![]);
+    writer.send(&ClientFrame::Rows { kind: coffee_model::model::FileKind::Stores, seq: 5, batch }).await.unwrap();
     match reader.next().await.unwrap() {
-        GatewayFrame::Error { message } => assert!(message.contains("out of order"), "{message}"),
+        GatewayFrame::Error { message, .. } => assert!(message.contains("out of order"), "{message}"),
         other => panic!("expected an error frame, got {other:?}"),
     }
 

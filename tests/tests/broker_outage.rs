@@ -2,16 +2,16 @@
 //! restart) and comes back: nodes exit, are restarted, wait for the broker with backoff, and every session still
 //! ends exactly equal to the reference.
 
-use coffee::cluster::LocalCluster;
-use coffee::gen::Scale;
-use coffee_tests::harness::{assert_matches_reference, cluster_spec, generate, run_session, supervised, BrokerProxy};
+use coffee_ops::cluster::LocalCluster;
+use coffee_tests::harness::{assert_matches_reference, cluster_spec, generate, run_session, supervised, TcpProxy};
+use coffee_tools::gen::Scale;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_a_broker_outage() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 12, &dir.path().join("data"));
-    let mut proxy = BrokerProxy::start("127.0.0.1:5672").await;
+    let mut proxy = TcpProxy::start("127.0.0.1:5672").await;
     let mut spec = cluster_spec("outage", "all=2");
     spec.amqp_url = proxy.url();
     let mut cluster = LocalCluster::start(spec.clone()).await.unwrap();

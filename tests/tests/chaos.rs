@@ -2,13 +2,12 @@
 //!
 //! Here the cluster restarts a node when its process exits; `monitors.rs` covers restarts by the health monitors.
 
-use coffee::chaos::{ChaosMonkey, Targets};
-use coffee::cluster::StartOptions;
-use coffee::gen::Scale;
+use coffee_ops::chaos::{ChaosMonkey, Targets};
+use coffee_ops::cluster::StartOptions;
 use coffee_tests::harness::{
-    assert_matches_reference, generate, queue_depths, queue_exists, run_session, start_cluster_with, supervised,
-    wait_for_no_session_files,
+    assert_matches_reference, generate, queue_exists, run_session, settle, start_cluster_with, supervised,
 };
+use coffee_tools::gen::Scale;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ async fn killed_at(test: &str, node: &str, failpoint: &str, env: &[(&str, &str)]
     let options = StartOptions {
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         first_start_env: [(node.to_owned(), vec![("FAILPOINTS".to_owned(), failpoint.to_owned())])].into(),
-        monitors: 0,
+        ..Default::default()
     };
     let (spec, mut cluster) = start_cluster_with(test, "all=2", options).await;
     let out = dir.path().join("out");
@@ -41,7 +40,7 @@ async fn killed_at(test: &str, node: &str, failpoint: &str, env: &[(&str, &str)]
     }
     assert!(restarted, "{node} was expected to die at {failpoint} and be restarted; events: {events:?}");
     assert_matches_reference(&summary, &data);
-    wait_for_no_session_files(&spec).await;
+    settle(&mut cluster, &spec).await;
     cluster.stop().await.unwrap();
 }
 
@@ -75,6 +74,14 @@ async fn the_gateway_killed_mid_upload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_killed_after_cleaning_up_before_saying_done() {
     killed_at("kill-gateway-done", "gateway", "gateway-before-done=return", &[]).await;
+}
+
+/// Killed with the session's results queue deleted but its upload log not yet: the client resumes a session
+/// whose queue is gone, but it has every result, so the gateway says Done (the broker-cluster test found this,
+/// a gateway losing its broker node right there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_killed_between_deleting_the_results_queue_and_the_upload_log() {
+    killed_at("kill-gateway-cleanup", "gateway", "gateway-between-cleanups=return", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,9 +134,8 @@ async fn three_clients_under_a_chaos_monkey_stay_exact() {
     eprintln!("chaos: {kills} kills, {} exact sessions", exact.load(Ordering::Relaxed));
     assert_eq!(exact.load(Ordering::Relaxed), 3 * rounds);
     assert!(kills >= 2, "the monkey killed too little to prove anything: {events:?}");
-    wait_for_no_session_files(&spec).await;
-    let busy: Vec<_> = queue_depths(&spec).await.into_iter().filter(|(_, n)| *n > 0).collect();
-    assert!(busy.is_empty(), "messages left in queues: {busy:?}");
+    // Nothing is left behind: no session file, no queued message, no results queue.
+    settle(&mut cluster, &spec).await;
     for session in sessions {
         let queue = spec.topology.results_queue(session);
         assert!(!queue_exists(&spec, &queue).await, "{queue} remains");

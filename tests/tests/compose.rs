@@ -1,11 +1,11 @@
-//! Containers, checked without a Docker engine (none runs here): the committed `docker-compose-dev.yaml` is what
+//! Containers, checked without a Docker engine (`docker_up.rs` and `docker_brokers.rs` run them on one): the committed `docker-compose-dev.yaml` is what
 //! `coffee compose` generates, it validates against the Compose specification's JSON schema, and it runs every
 //! node with the command the local launcher uses; the Docker orchestrator's Engine API calls are checked
 //! against a fake engine on loopback that records them.
 
-use coffee::cluster::ClusterSpec;
-use coffee::compose::{self, ComposeOptions};
-use coffee::topology::Topology;
+use coffee_engine::topology::Topology;
+use coffee_ops::cluster::ClusterSpec;
+use coffee_ops::compose::{self, ComposeOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,7 @@ fn the_committed_file_is_what_coffee_compose_generates() {
     );
     // The subcommand writes the same bytes.
     let dir = tempfile::tempdir().unwrap();
-    compose::run_cli(&Topology::default(), Some(&dir.path().join("out.yaml"))).unwrap();
+    compose::run_cli(&Topology::default(), 1, Some(&dir.path().join("out.yaml"))).unwrap();
     assert_eq!(std::fs::read_to_string(dir.path().join("out.yaml")).unwrap(), generated);
 }
 
@@ -121,7 +121,7 @@ fn every_node_runs_the_launchers_command_with_its_environment() {
     }
     assert!(coffee::cli::check_args(["coffee", "monitor", "--no-such-flag"]).is_err(), "the check has teeth");
     let config = <coffee_console::Config as clap::Parser>::try_parse_from(&command).expect("the console's flags");
-    assert_eq!(config.orchestrator.orchestrator, coffee::orchestrator::OrchestratorKind::Docker);
+    assert_eq!(config.orchestrator.orchestrator, coffee_ops::orchestration::OrchestratorKind::Docker);
 
     assert_eq!(services["rabbitmq"]["image"], "rabbitmq:3-management");
     assert_eq!(strings(&services["rabbitmq"]["healthcheck"]["test"]), ["CMD", "rabbitmq-diagnostics", "-q", "ping"]);
@@ -136,7 +136,7 @@ fn every_node_runs_the_launchers_command_with_its_environment() {
 #[test]
 fn another_topology_gives_a_service_per_replica() {
     let mut topology = Topology::with_replicas("coffee", "all=1,q4_count=3").unwrap();
-    topology.queue_type = coffee::topology::QueueType::Quorum;
+    topology.queue_type = coffee_engine::topology::QueueType::Quorum;
     let file: Value =
         serde_norway::from_str(&compose::generate(&topology, &ComposeOptions::default())).expect("parses");
     let services = file["services"].as_object().unwrap();
@@ -158,8 +158,44 @@ fn another_topology_gives_a_service_per_replica() {
     }
 }
 
-use coffee::docker::DockerOrchestrator;
-use coffee::orchestrator::{NodeState, Orchestrator, RunState};
+#[test]
+fn three_brokers_form_one_cluster_and_every_node_knows_them_all() {
+    let mut topology = Topology::default();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = compose::run_cli(&topology, 3, Some(&dir.path().join("out.yaml"))).unwrap_err().to_string();
+    assert!(refused.contains("--queue-type quorum"), "{refused}");
+    topology.queue_type = coffee_engine::topology::QueueType::Quorum;
+    let file: Value =
+        serde_norway::from_str(&compose::generate(&topology, &ComposeOptions { brokers: 3, ..Default::default() }))
+            .expect("parses");
+    assert_eq!(schema_errors(&file), Vec::<String>::new());
+    let services = file["services"].as_object().unwrap();
+    let brokers = ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"];
+    assert!(!services.contains_key("rabbitmq"));
+    let peers = "-rabbit cluster_nodes {['rabbit@rabbitmq-1','rabbit@rabbitmq-2','rabbit@rabbitmq-3'],disc}";
+    for (i, name) in brokers.iter().enumerate() {
+        let broker = &services[*name];
+        assert_eq!(broker["hostname"], *name, "the node name rabbit@{name} is what the peers list");
+        assert_eq!(broker["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"], peers);
+        assert_eq!(broker["environment"]["RABBITMQ_ERLANG_COOKIE"], "${COFFEE_ERLANG_COOKIE:-coffee-dev}");
+        assert_eq!(strings(&broker["ports"]), [format!("{}:15672", 15680 + i)]);
+        assert_eq!(strings(&broker["volumes"]), [format!("{name}:/var/lib/rabbitmq")]);
+        // The others join the first once it is up, rather than race into clusters of their own.
+        let waits_for_first =
+            broker.get("depends_on").is_some_and(|d| d["rabbitmq-1"]["condition"] == "service_healthy");
+        assert_eq!(waits_for_first, i > 0, "{name}");
+    }
+    let urls = "amqp://guest:guest@rabbitmq-1:5672/%2f,amqp://guest:guest@rabbitmq-2:5672/%2f,amqp://guest:guest@rabbitmq-3:5672/%2f";
+    for (name, service) in services.iter().filter(|(name, _)| !name.starts_with("rabbitmq")) {
+        assert_eq!(service["environment"]["AMQP_URL"], urls, "{name}");
+        for broker in brokers {
+            assert_eq!(service["depends_on"][broker]["condition"], "service_healthy", "{name} on {broker}");
+        }
+    }
+}
+
+use coffee_ops::docker::DockerOrchestrator;
+use coffee_ops::orchestrator::{NodeState, Orchestrator, RunState};
 use coffee_tests::fake_docker::{self, container, Engine};
 
 fn engine() -> Engine {
@@ -188,7 +224,13 @@ async fn the_docker_orchestrator_lists_kills_restarts_and_starts_containers_by_l
     let docker = DockerOrchestrator::connect(&endpoint, Some("coffee".into())).unwrap();
 
     let nodes = docker.nodes().await.unwrap();
-    let state = |name: &str, state, detail: &str| NodeState { name: name.into(), state, detail: detail.into() };
+    let state = |name: &str, state, detail: &str| NodeState {
+        name: name.into(),
+        state,
+        detail: detail.into(),
+        pid: None,
+        restarts: None,
+    };
     assert_eq!(
         nodes,
         [

@@ -4,14 +4,14 @@
 //! monkey kill containers) and the monitors, in Docker mode, restart both through the same API; a second
 //! session is still exact.
 
-use coffee::cluster::ClusterSpec;
-use coffee::compose::{compose_file, ComposeOptions};
-use coffee::docker::DockerOrchestrator;
-use coffee::gen::Scale;
-use coffee::orchestrator::Orchestrator;
-use coffee::topology::Topology;
+use coffee_engine::topology::Topology;
+use coffee_ops::cluster::ClusterSpec;
+use coffee_ops::compose::{compose_file, ComposeOptions};
+use coffee_ops::docker::DockerOrchestrator;
+use coffee_ops::orchestrator::Orchestrator;
 use coffee_tests::compose_up::{ComposeUp, PROJECT};
 use coffee_tests::harness::{amqp_url, assert_matches_reference, generate, run_session};
+use coffee_tools::gen::Scale;
 use std::time::Duration;
 
 /// Waits until `node` runs as a new process (not `old`), restarted through the Engine API.

@@ -31,12 +31,19 @@ fn dataset_form(dir: &Path) -> (reqwest::multipart::Form, usize) {
 async fn upload_launch_download_compare_kill() {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let generated = tempfile::tempdir().expect("tempdir");
-    coffee::gen::generate(&coffee::gen::GenOptions {
-        scale: coffee::gen::Scale::Tiny,
+    coffee_tools::gen::generate(&coffee_tools::gen::GenOptions {
+        scale: coffee_tools::gen::Scale::Tiny,
         seed: 11,
         out: generated.path().to_owned(),
     })
     .expect("generate");
+    // One malformed row: skipped by the client (and by the reference), and shown on the session.
+    let spoiled =
+        std::fs::read_dir(generated.path().join("transactions")).expect("dir").flatten().map(|e| e.path()).min();
+    let spoiled = spoiled.expect("a transactions file");
+    let mut text = std::fs::read_to_string(&spoiled).expect("read");
+    text.push_str("bad-1,1,1,,,10.0,0.0,80.0\n");
+    std::fs::write(&spoiled, text).expect("write");
     let mut config = console::config(data_dir.path(), "console-api");
     config.replicas = "all=2".into();
     let console = Console::start(config).await;
@@ -84,10 +91,19 @@ async fn upload_launch_download_compare_kill() {
             }
         }
         events.wait("session_done", |e| e["session"] == session.as_str()).await;
+        // Shown by the upload's name, not its id, and with the row its client skipped.
+        let view = console.get(&format!("/api/sessions/{session}")).await;
+        assert_eq!((&view["dataset"], &view["dataset_name"]), (&dataset["id"], &dataset["name"]), "{view}");
+        assert_eq!(view["malformed"], 1, "{view}");
+        let skipped = &view["files_with_issues"];
+        assert_eq!(skipped.as_array().map(Vec::len), Some(1), "{view}");
+        let name = spoiled.file_name().expect("name").to_string_lossy();
+        assert_eq!((&skipped[0]["file"], &skipped[0]["malformed"]), (&json!(name), &json!(1)), "{view}");
+        assert!(skipped[0]["samples"][0].as_str().is_some_and(|s| s.starts_with("line ")), "{view}");
     }
 
     // Each download equals the reference, and the counts shown match the file.
-    let expected = coffee::reference::run(generated.path()).expect("reference").lines;
+    let expected = coffee_tools::reference::run(generated.path()).expect("reference").lines;
     for session in &sessions {
         let url = format!("{}/api/sessions/{session}/ndjson", console.base);
         let response = console.http.get(url).send().await.expect("GET ndjson");
@@ -96,7 +112,7 @@ async fn upload_launch_download_compare_kill() {
         assert!(disposition.contains(&format!("client-{session}.ndjson")), "{disposition}");
         let text = response.text().await.expect("body");
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let comparison = coffee::compare::compare_lines(&expected, &lines);
+        let comparison = coffee_tools::compare::compare_lines(&expected, &lines);
         assert!(comparison.all_equal(), "session {session} differs from the reference:\n{comparison}");
         let view = console.get(&format!("/api/sessions/{session}")).await;
         let counted: u64 = view["results"].as_object().expect("counts").values().filter_map(Value::as_u64).sum();
@@ -116,7 +132,23 @@ async fn upload_launch_download_compare_kill() {
         assert_eq!(response.status(), 404, "{path}");
     }
 
-    // Kill a node: the event stream reports the kill, then the supervisor's restart.
+    // Kill a node: the event stream reports the kill, then a monitor's restart. The monitors must have heard it
+    // first: a node they never heard is given their start grace (it may still be waiting for the broker), and
+    // the cluster's own supervisor restarts it before that runs out. Every node beating now, and one more beat
+    // interval, means every monitor has heard every node.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let nodes = console.get("/api/nodes").await;
+        let all_beating = nodes
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["heartbeat_age_ms"].as_u64().is_some_and(|age| age < 1500)));
+        if all_beating {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every node beats: {nodes}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let nodes = console.get("/api/nodes").await;
     assert_eq!(nodes.as_array().map(Vec::len), Some(13 + 3), "the gateway, 12 stage replicas, 3 monitors: {nodes}");
     console.post("/api/nodes/q3_agg-1/kill", json!({})).await;
@@ -131,25 +163,79 @@ async fn upload_launch_download_compare_kill() {
     console.post("/api/nodes/q3_agg-1/restart", json!({})).await;
     let restarted = events.wait("node_restarted", |e| e["node"] == "q3_agg-1" && e["restarts"] == 2).await;
     assert_eq!(restarted["by"], "the console", "{restarted}");
+    // Its new process reports its state on disk and how its recovery went, once it is ready.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let state = loop {
+        let nodes = console.get("/api/nodes").await;
+        let node = nodes.as_array().expect("a list").iter().find(|n| n["name"] == "q3_agg-1").cloned().expect("listed");
+        if node["state"]["ready_ms"].as_u64() > Some(0) {
+            break node["state"].clone();
+        }
+        assert!(Instant::now() < deadline, "no recovery reported: {node}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for field in ["log_bytes", "snapshot_bytes", "recovery_ms", "replayed_records", "recovered_sessions"] {
+        assert!(state[field].is_u64(), "{field}: {state}");
+    }
+
+    // Paused from the page: stopped where it stands, then let go on.
+    console.post("/api/nodes/q2_agg-0/pause", json!({ "ms": 500 })).await;
+    events.wait("node_paused", |e| e["node"] == "q2_agg-0" && e["for_ms"] == 500).await;
+    events.wait("node_resumed", |e| e["node"] == "q2_agg-0").await;
 
     // Poison thrown at a stage is set aside, and the page hears how much (the status says it too).
     let spec = console.app.state.nodes.spec().clone();
-    let publisher = coffee::amqp::connect(&spec.amqp_url, "test-poison").await.expect("broker");
-    let publisher = coffee::amqp::Publisher::new(&publisher, Default::default()).await.expect("publisher");
-    let queue = spec.topology.queue(coffee::message::StageKind::Q3Agg, 0);
+    let publisher = coffee_engine::amqp::connect(&spec.amqp_url, "test-poison").await.expect("broker");
+    let publisher = coffee_engine::amqp::Publisher::new(&publisher, Default::default()).await.expect("publisher");
+    let queue = spec.topology.queue(coffee_model::node::StageKind::Q3Agg, 0);
     let confirm = publisher.publish_bytes(&queue, &[99, 1, 2, 3]).await.expect("publish");
-    coffee::amqp::await_confirms(vec![confirm]).await.expect("confirmed");
+    coffee_engine::amqp::await_confirms(vec![confirm]).await.expect("confirmed");
     let dead = events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 1).await;
     assert_eq!(dead["counts"]["gateway"], 0, "{dead}");
     assert_eq!(console.get("/api/status").await["dead_letters"]["q3_agg"], 1);
+    // Listed with why, from where, its size and a preview.
+    let listed = console.get("/api/dead-letters").await;
+    let letter = &listed.as_array().expect("a list")[0];
+    assert_eq!((&letter["stage"], &letter["from"], &letter["bytes"]), (&json!("q3_agg"), &json!(queue), &json!(4)));
+    assert!(letter["reason"].as_str().is_some_and(|r| r != "not recorded"), "{letter}");
+    assert!(letter["preview"].as_str().is_some_and(|p| p.starts_with("undecodable")), "{letter}");
+    // A second one, then drop one of the two by its id.
+    let confirm = publisher.publish_bytes(&queue, &[98, 7]).await.expect("publish");
+    coffee_engine::amqp::await_confirms(vec![confirm]).await.expect("confirmed");
+    events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 2).await;
+    let id = letter["id"].as_str().expect("an id").to_owned();
+    assert_eq!(console.post(&format!("/api/dead-letters/{id}/drop"), json!({})).await["id"], id.as_str());
+    events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 1).await;
+    let listed = console.get("/api/dead-letters").await;
+    let left = listed.as_array().expect("a list");
+    assert_eq!(left.len(), 1, "{listed}");
+    assert_ne!(left[0]["id"], id.as_str());
+    // A requeue asks to be confirmed; confirmed, the message goes back to its stage, which sets it aside again
+    // (it is poison): a new dead letter of the same bytes.
+    let other = left[0]["id"].as_str().expect("an id").to_owned();
+    let url = format!("{}/api/dead-letters/{other}/requeue", console.base);
+    assert_eq!(console.http.post(&url).json(&json!({})).send().await.expect("POST").status(), 400);
+    console.post(&format!("/api/dead-letters/{other}/requeue"), json!({ "confirm": true })).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = console.get("/api/dead-letters").await;
+        let letters = listed.as_array().expect("a list");
+        if letters.len() == 1 && letters[0]["id"] != other.as_str() {
+            assert_eq!(letters[0]["bytes"], 2, "{listed}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the requeued letter did not come back: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Cleared from the page: dropped, and the count goes back to zero.
     assert_eq!(console.post("/api/dead-letters/purge", json!({})).await["purged"], 1);
     events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 0).await;
 
-    // The leading monitor is a node too: killed, it is revived by the next one.
+    // The leading monitor is a node too: killed, the console's supervisor revives it at once (it never depends
+    // on its own children to restart them).
     console.post("/api/nodes/monitor-2/kill", json!({})).await;
     let revived = events.wait("node_restarted", |e| e["node"] == "monitor-2").await;
-    assert_eq!(revived["by"], "monitor-1", "{revived}");
+    assert_eq!(revived["by"], coffee_ops::cluster::SUPERVISOR, "{revived}");
 
     console.app.shutdown().await;
 }

@@ -3,10 +3,12 @@
 //! records every call), and hears the nodes' heartbeats on the real broker. Only containers labelled as nodes
 //! are shown or killed, by hand or by the chaos monkey; the broker and the console itself never are.
 
-use coffee::docker::DockerOrchestrator;
-use coffee::heartbeat::{self, Counters};
-use coffee::orchestrator::{Orchestrator, OrchestratorKind};
-use coffee::topology::Topology;
+use coffee_engine::heartbeat;
+use coffee_engine::metrics::Counters;
+use coffee_engine::topology::Topology;
+use coffee_ops::docker::DockerOrchestrator;
+use coffee_ops::orchestration::OrchestratorKind;
+use coffee_ops::orchestrator::Orchestrator;
 use coffee_tests::console::{self, Console};
 use coffee_tests::fake_docker::{self, container, Engine};
 use coffee_tests::harness::amqp_url;
@@ -51,7 +53,7 @@ async fn the_console_drives_compose_containers_through_the_engine_api() {
 
     // The gateway beats on the console's namespace: its heartbeat age shows.
     let namespace = console.app.state.nodes.spec().topology.namespace.clone();
-    let connection = coffee::amqp::connect(&amqp_url(), "test-gateway").await.expect("broker");
+    let connection = coffee_engine::amqp::connect(&amqp_url(), "test-gateway").await.expect("broker");
     let topology = Topology::with_replicas(&namespace, "").expect("topology");
     heartbeat::start(&connection, &topology, "gateway".into(), Arc::new(Counters::default())).await.expect("beat");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

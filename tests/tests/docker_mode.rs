@@ -3,8 +3,9 @@
 //! engine runs here): the monitor restarts the container of a silent node and leaves alone the nodes that beat;
 //! the chaos monkey kills running node containers only, and stops by itself.
 
-use coffee::heartbeat::{self, Counters};
-use coffee::topology::Topology;
+use coffee_engine::heartbeat;
+use coffee_engine::metrics::Counters;
+use coffee_engine::topology::Topology;
 use coffee_tests::fake_docker::{self, container, Engine};
 use coffee_tests::harness::{amqp_url, node_binary, unique_namespace};
 use std::sync::Arc;
@@ -42,15 +43,14 @@ async fn a_leading_monitor_restarts_silent_containers_through_the_engine() {
     let endpoint = fake_docker::serve(engine.clone()).await;
     let namespace = unique_namespace("docker-monitor");
     // The gateway beats; tx_filter-0 (and every node without a container) is silent.
-    let connection = coffee::amqp::connect(&amqp_url(), "test-gateway").await.expect("broker");
+    let connection = coffee_engine::amqp::connect(&amqp_url(), "test-gateway").await.expect("broker");
     let topology = Topology::with_replicas(&namespace, "all=1").expect("topology");
     heartbeat::start(&connection, &topology, "gateway".into(), Arc::new(Counters::default())).await.expect("beat");
 
-    let mut monitor =
-        // A timeout well above the heartbeat interval (1 s), so a beat delayed on a loaded machine is not silence.
-        coffee(&["monitor", "--replica", "0", "--monitors", "1", "--timeout", "2500ms"], &endpoint, &namespace)
-            .spawn()
-            .expect("spawn the monitor");
+    // A timeout well above the heartbeat interval (1 s), so a beat delayed on a loaded machine is not silence; a
+    // node never heard is judged once the start grace has passed since the monitor started (8 s here).
+    let args = ["monitor", "--replica", "0", "--monitors", "1", "--timeout", "2500ms", "--start-grace", "8s"];
+    let mut monitor = coffee(&args, &endpoint, &namespace).spawn().expect("spawn the monitor");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !engine.actions().iter().any(|a| a == "POST /containers/tx0/restart t=0") {
         assert!(tokio::time::Instant::now() < deadline, "no restart of tx0: {:?}", engine.requests());

@@ -1,83 +1,52 @@
 //! Health monitors, for real: `coffee cluster up` with three monitors; the leader monitor, a worker and the
-//! gateway are SIGKILLed in turn, and each comes back through the monitors (the cluster itself restarts
-//! nothing on its own in this mode). Then a session still gets exact results.
+//! gateway are SIGKILLed in turn, and each comes back: a monitor through `cluster up` itself (a supervisor never
+//! depends on its children to revive them), the others through the monitors. Then a session still gets exact
+//! results.
 
-use coffee::cluster::{read_status, NodeStatus};
-use coffee::gen::Scale;
-use coffee_tests::harness::{assert_matches_reference, free_addr, generate, node_binary, unique_namespace};
+use coffee_tests::cli_cluster::{node, signal, CliCluster, Clients, DEFAULT_NODES};
+use coffee_tests::harness::{assert_matches_reference, generate};
+use coffee_tools::gen::Scale;
+use nix::sys::signal::Signal;
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn wait_for(what: &str, namespace: &str, ok: impl Fn(&[NodeStatus]) -> bool) -> Vec<NodeStatus> {
-    for _ in 0..300 {
-        if let Ok(status) = read_status(namespace) {
-            if ok(&status) {
-                return status;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}: {:?}", read_status(namespace));
-}
-
-fn node<'a>(status: &'a [NodeStatus], name: &str) -> &'a NodeStatus {
-    status.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
-}
-
-fn sigkill(pid: u32) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-}
-
 /// Kills `name` and waits until it is back: restarted once more, with a fresh heartbeat.
-async fn kill_and_wait_for_revival(namespace: &str, name: &str) {
-    let before = wait_for(&format!("{name} up"), namespace, |s| node(s, name).pid.is_some()).await;
+async fn kill_and_wait_for_revival(cluster: &CliCluster, name: &str) {
+    let before =
+        cluster.wait_for(&format!("{name} up"), Duration::from_secs(30), |s| node(s, name).pid.is_some()).await;
     let (pid, restarts) = (node(&before, name).pid.unwrap(), node(&before, name).restarts);
-    sigkill(pid);
-    wait_for(&format!("{name} revived"), namespace, |s| {
-        let n = node(s, name);
-        n.restarts > restarts && n.pid.is_some_and(|p| p != pid) && n.heartbeat_age_ms.is_some_and(|a| a < 1500)
-    })
-    .await;
+    signal(pid, Signal::SIGKILL);
+    cluster
+        .wait_for(&format!("{name} revived"), Duration::from_secs(30), |s| {
+            let n = node(s, name);
+            n.restarts > restarts && n.pid.is_some_and(|p| p != pid) && n.heartbeat_age_ms.is_some_and(|a| a < 1500)
+        })
+        .await;
 }
 
-/// Starts `coffee cluster up` with three monitors (2 s timeout, its stdout piped) and waits until every node of
-/// the default topology and every monitor has been heard.
-async fn cluster_up(namespace: &str, gateway: &str) -> tokio::process::Child {
-    let up = tokio::process::Command::new(node_binary())
-        .args(["cluster", "up", "--monitors", "3"])
-        .env("COFFEE_NAMESPACE", namespace)
-        .env("GATEWAY_ADDR", gateway)
-        .env("MONITOR_TIMEOUT", "2s")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for("every node heard", namespace, |s| {
-        s.len() == 16 && s.iter().all(|n| n.heartbeat_age_ms.is_some_and(|a| a < 1500))
-    })
-    .await;
-    up
+/// `coffee cluster up` with three monitors and a 2 s timeout, every node heard.
+async fn cluster_up(test: &str) -> CliCluster {
+    CliCluster::start(test, &["--monitors", "3"], &[("MONITOR_TIMEOUT", "2s")], DEFAULT_NODES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitors_revive_killed_nodes_and_each_other() {
-    let namespace = unique_namespace("monitors");
-    let gateway = free_addr();
-    let mut up = cluster_up(&namespace, &gateway).await;
+    let cluster = cluster_up("monitors").await;
 
-    kill_and_wait_for_revival(&namespace, "monitor-2").await; // the leader: monitor-1 takes over and revives it
-    kill_and_wait_for_revival(&namespace, "q4_count-0").await;
-    kill_and_wait_for_revival(&namespace, "gateway").await;
+    // The leader: `cluster up` restarts an exited monitor itself, at once.
+    kill_and_wait_for_revival(&cluster, "monitor-2").await;
+    // Other nodes: the monitors notice the silence and have them restarted.
+    kill_and_wait_for_revival(&cluster, "q4_count-0").await;
+    kill_and_wait_for_revival(&cluster, "gateway").await;
 
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 9, &dir.path().join("data"));
-    let options = coffee::client::ClientOptions { gateway, data_dir: data.clone(), out_dir: dir.path().join("out") };
-    let summary = coffee::client::run_session(&options, Arc::new(|_| {})).await.unwrap();
+    let summary = cluster.session(&data, &dir.path().join("out")).await;
     assert_matches_reference(&summary, &data);
 
-    coffee::cluster::signal_down(&namespace).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("cluster down").unwrap();
-    assert!(status.success(), "cluster up exited with {status}");
+    let restarts = cluster.down().await;
+    let by_monitor = restarts.lines().filter(|l| l.contains("\"restart\"")).count();
+    assert!(by_monitor >= 3, "{restarts}");
 }
 
 /// The whole demo from the command line: `cluster up` with monitors, `coffee chaos` killing any node (gateway
@@ -85,49 +54,21 @@ async fn monitors_revive_killed_nodes_and_each_other() {
 /// session is exact, and every kill is followed by a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coffee_chaos_against_cluster_up_with_monitors() {
-    let namespace = unique_namespace("chaos-cli");
-    let gateway = free_addr();
-    let up = cluster_up(&namespace, &gateway).await;
-    let chaos = tokio::process::Command::new(node_binary())
+    let cluster = Arc::new(cluster_up("chaos-cli").await);
+    let chaos = tokio::process::Command::new(coffee_tests::harness::node_binary())
         .args(["chaos", "--interval", "500ms..1500ms", "--target", "random", "--seed", "3", "--duration", "12s"])
-        .env("COFFEE_NAMESPACE", &namespace)
+        .env("COFFEE_NAMESPACE", &cluster.namespace)
         .output();
     let dir = tempfile::tempdir().unwrap();
     let datasets: Vec<_> = [61, 62, 63]
         .iter()
         .map(|&seed| generate(Scale::Tiny, seed, &dir.path().join(format!("data-{seed}"))))
         .collect();
-    let chaos_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = datasets
-        .iter()
-        .enumerate()
-        .map(|(i, data)| {
-            let (gateway, data, over) = (gateway.clone(), data.clone(), chaos_over.clone());
-            let out = dir.path().join(format!("out-{i}"));
-            tokio::spawn(async move {
-                let mut exact = 0;
-                while !over.load(std::sync::atomic::Ordering::Relaxed) {
-                    let options = coffee::client::ClientOptions {
-                        gateway: gateway.clone(),
-                        data_dir: data.clone(),
-                        out_dir: out.clone(),
-                    };
-                    let summary = coffee::client::run_session(&options, Arc::new(|_| {})).await.unwrap();
-                    assert_matches_reference(&summary, &data);
-                    exact += 1;
-                }
-                exact
-            })
-        })
-        .collect();
+    let clients = Clients::start(&cluster, &datasets, dir.path());
     let chaos = chaos.await.unwrap();
-    chaos_over.store(true, std::sync::atomic::Ordering::Relaxed);
+    let exact = clients.finish().await;
     assert!(chaos.status.success(), "coffee chaos failed: {}", String::from_utf8_lossy(&chaos.stderr));
     let kills: Vec<String> = String::from_utf8_lossy(&chaos.stdout).lines().map(str::to_owned).collect();
-    let mut exact = 0;
-    for client in clients {
-        exact += tokio::time::timeout(Duration::from_secs(120), client).await.expect("sessions end").unwrap();
-    }
     eprintln!("{} kills, {exact} exact sessions", kills.len());
     // A process killed twice before it was reaped (the status file lags by a tick) is one kill.
     let victims: std::collections::BTreeSet<(String, u64)> = kills
@@ -138,16 +79,56 @@ async fn coffee_chaos_against_cluster_up_with_monitors() {
         })
         .collect();
     // Every killed process is replaced, and every node beats again.
-    wait_for("every node back", &namespace, |s| {
-        s.iter().map(|n| n.restarts as usize).sum::<usize>() >= victims.len()
-            && s.iter().all(|n| n.pid.is_some() && n.heartbeat_age_ms.is_some_and(|a| a < 2500))
-    })
-    .await;
+    cluster
+        .wait_for("every node back", Duration::from_secs(30), |s| {
+            s.iter().map(|n| n.restarts as usize).sum::<usize>() >= victims.len()
+                && s.iter().all(|n| n.pid.is_some() && n.heartbeat_age_ms.is_some_and(|a| a < 2500))
+        })
+        .await;
     assert!(kills.len() >= 5, "{kills:?}");
     assert!(exact >= 3);
-    coffee::cluster::signal_down(&namespace).unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(30), up.wait_with_output()).await.expect("down").unwrap();
-    assert!(output.status.success());
-    let restarts = String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.contains("\"restart\"")).count();
+    let output = Arc::into_inner(cluster).expect("clients done").down().await;
+    let restarts = output.lines().filter(|l| l.contains("\"restart\"")).count();
     assert!(restarts >= victims.len(), "{restarts} restarts for {} killed processes", victims.len());
+}
+
+/// Pauses, not deaths: the gateway, the leading monitor and a stateful replica are each stopped (SIGSTOP) while
+/// three clients run sessions. A short pause (under the monitors' timeout) only delays; a long one gets the node
+/// replaced (the stopped process killed and started again). Every session is exact, and every node beats again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_nodes_carry_on_or_are_replaced_and_every_session_stays_exact() {
+    let cluster = Arc::new(cluster_up("pauses").await);
+    let dir = tempfile::tempdir().unwrap();
+    let datasets: Vec<_> = [81, 82, 83]
+        .iter()
+        .map(|&seed| generate(Scale::Tiny, seed, &dir.path().join(format!("data-{seed}"))))
+        .collect();
+    let clients = Clients::start(&cluster, &datasets, dir.path());
+    // The monitors must have heard every node before one hangs: a node they never heard is given the start
+    // grace (30 s), as it may still be waiting for the broker.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["gateway", "monitor-2", "q4_count-0"] {
+        for (pause, replaced) in [(Duration::from_millis(300), false), (Duration::from_secs(5), true)] {
+            let before = cluster.wait_all_beating(Duration::from_secs(30), Duration::from_millis(1500)).await;
+            let (pid, restarts) = (node(&before, name).pid.unwrap(), node(&before, name).restarts);
+            signal(pid, Signal::SIGSTOP);
+            tokio::time::sleep(pause).await;
+            // Gone if it was replaced (the stopped process was killed and reaped): nothing to resume then.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGCONT);
+            let after = cluster.wait_all_beating(Duration::from_secs(30), Duration::from_millis(1500)).await;
+            let now = node(&after, name);
+            if replaced {
+                assert!(
+                    now.restarts > restarts && now.pid != Some(pid),
+                    "{name} paused {pause:?} was replaced: {now:?}"
+                );
+            } else {
+                assert_eq!((now.restarts, now.pid), (restarts, Some(pid)), "{name} paused {pause:?} carried on");
+            }
+        }
+    }
+    let exact = clients.finish().await;
+    eprintln!("{exact} exact sessions across six pauses");
+    assert!(exact >= 3);
+    Arc::into_inner(cluster).expect("clients done").down().await;
 }

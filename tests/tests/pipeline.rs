@@ -1,10 +1,10 @@
 //! The whole system on the real broker: a cluster of real processes, several clients at once, each compared with
 //! the reference on its own data.
 
-use coffee::cluster::LocalCluster;
-use coffee::gen::Scale;
-use coffee::topology::QueueType;
+use coffee_engine::topology::QueueType;
+use coffee_ops::cluster::LocalCluster;
 use coffee_tests::harness::{assert_matches_reference, cluster_spec, generate, run_session, start_cluster};
+use coffee_tools::gen::Scale;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_clients_at_once_each_get_exactly_the_reference() {
@@ -23,7 +23,10 @@ async fn three_clients_at_once_each_get_exactly_the_reference() {
     ids.dedup();
     assert_eq!(ids.len(), 3, "every client has its own session");
     for (summary, data) in sessions.iter().zip(&datasets) {
-        assert!(summary.results.get("Q1").copied().unwrap_or(0) > 0, "Q1 rows arrive: {summary:?}");
+        assert!(
+            summary.results.get(&coffee_model::results::ResultKind::Q1).copied().unwrap_or(0) > 0,
+            "Q1 rows arrive: {summary:?}"
+        );
         assert_matches_reference(summary, data);
     }
 }
@@ -51,14 +54,15 @@ async fn quorum_queues_give_the_same_results() {
     assert_matches_reference(&summary, &data);
 
     // The broker holds them as quorum queues: declaring one as classic is refused as inequivalent.
-    let connection = coffee::amqp::connect(&spec.amqp_url, "test").await.expect("broker");
+    let connection = coffee_engine::amqp::connect(&spec.amqp_url, "test").await.expect("broker");
     let queue = spec.topology.all_queues().into_iter().next().expect("a queue");
     let mut classic = spec.topology.clone();
     classic.queue_type = QueueType::Classic;
-    let refused = coffee::amqp::declare_durable(&connection.create_channel().await.unwrap(), &classic, &queue).await;
+    let refused =
+        coffee_engine::amqp::declare_durable(&connection.create_channel().await.unwrap(), &classic, &queue).await;
     let error = refused.expect_err("a quorum queue redeclared as classic").to_string();
     assert!(error.contains("x-queue-type"), "{error}");
-    coffee::amqp::declare_durable(&connection.create_channel().await.unwrap(), &spec.topology, &queue)
+    coffee_engine::amqp::declare_durable(&connection.create_channel().await.unwrap(), &spec.topology, &queue)
         .await
         .expect("the same declaration is accepted");
     cluster.stop().await.unwrap();

@@ -2,9 +2,11 @@
 //! run (random bytes, empty, an unknown version, a truncated envelope, rows of the wrong kind for their stream,
 //! an unknown sender) is set aside in the dead-letter queues; no node dies, and every session stays exact.
 
-use coffee::gen::Scale;
-use coffee::message::{Batch, Body, Envelope, NodeId, Role, StageKind, Stream};
+use coffee_model::message::{Batch, Stream};
+use coffee_model::node::{NodeId, Role, StageKind};
+use coffee_model::wire::{Body, Envelope};
 use coffee_tests::harness::{assert_matches_reference, generate, queue_depths, run_session, start_cluster};
+use coffee_tools::gen::Scale;
 use rand::{Rng, SeedableRng};
 
 fn poison(session: uuid::Uuid, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Vec<u8>> {
@@ -47,8 +49,8 @@ async fn poison_is_set_aside_and_sessions_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 21, &dir.path().join("data"));
     let (spec, mut cluster) = start_cluster("poison", "all=2").await;
-    let connection = coffee::amqp::connect(&spec.amqp_url, "poisoner").await.unwrap();
-    let publisher = coffee::amqp::Publisher::new(&connection, Default::default()).await.unwrap();
+    let connection = coffee_engine::amqp::connect(&spec.amqp_url, "poisoner").await.unwrap();
+    let publisher = coffee_engine::amqp::Publisher::new(&connection, Default::default()).await.unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let (mut thrown, mut at_stages) = (0, 0);
     // Two sessions run while poison rains on every stage queue: some claiming sessions nobody runs, some claiming
@@ -56,18 +58,15 @@ async fn poison_is_set_aside_and_sessions_stay_exact() {
     let (ids_tx, mut ids_rx) = tokio::sync::mpsc::unbounded_channel();
     let sessions = futures::future::join_all((0..2).map(|i| {
         let ids_tx = ids_tx.clone();
-        let options = coffee::client::ClientOptions {
-            gateway: spec.gateway_addr.clone(),
-            data_dir: data.clone(),
-            out_dir: dir.path().join(format!("out-{i}")),
-        };
+        let options =
+            coffee_engine::client::ClientOptions::new(&spec.gateway_addr, &data, dir.path().join(format!("out-{i}")));
         async move {
-            let observer: coffee::client::Observer = std::sync::Arc::new(move |event| {
-                if let coffee::client::ClientEvent::Started { session } = event {
+            let observer: coffee_engine::client::Observer = std::sync::Arc::new(move |event| {
+                if let coffee_engine::client::ClientEvent::Started { session } = event {
                     let _ = ids_tx.send(session);
                 }
             });
-            coffee::client::run_session(&options, observer).await.unwrap()
+            coffee_engine::client::run_session(&options, observer).await.unwrap()
         }
     }));
     tokio::pin!(sessions);
@@ -85,7 +84,7 @@ async fn poison_is_set_aside_and_sessions_stay_exact() {
                     let claimed = running.get(rng.gen_range(0..running.len().max(1))).copied().unwrap_or_else(uuid::Uuid::new_v4);
                     for bytes in poison(claimed, &mut rng) {
                         let confirm = publisher.publish_bytes(&queue, &bytes).await.unwrap();
-                        coffee::amqp::await_confirms(vec![confirm]).await.unwrap();
+                        coffee_engine::amqp::await_confirms(vec![confirm]).await.unwrap();
                         thrown += 1;
                         at_stages += usize::from(!queue.contains(".results."));
                     }
@@ -104,7 +103,7 @@ async fn poison_is_set_aside_and_sessions_stay_exact() {
         let channel = connection.create_channel().await.unwrap();
         let mut total = 0;
         for queue in spec.topology.dead_letter_queues() {
-            total += coffee::amqp::queue_depth(&channel, &queue).await.unwrap();
+            total += coffee_engine::amqp::queue_depth(&channel, &queue).await.unwrap();
         }
         total
     };

@@ -1,30 +1,29 @@
 //! Sessions end cleanly: a client that vanishes mid-upload has its session purged from every node (memory,
 //! disk), nothing stays queued, and the cluster goes on serving others exactly.
 
-use coffee::cluster::StartOptions;
-use coffee::gen::Scale;
-use coffee::message::Batch;
-use coffee::model::FileKind;
-use coffee::protocol::{ClientFrame, GatewayFrame};
+use coffee_engine::protocol::{ClientFrame, GatewayFrame};
+use coffee_model::message::Batch;
+use coffee_model::model::FileKind;
+use coffee_ops::cluster::StartOptions;
 use coffee_tests::harness::{
-    assert_matches_reference, generate, queue_depths, run_session, session_files, start_cluster_with,
-    wait_for_no_session_files, RawClient,
+    assert_matches_reference, generate, run_session, session_files, settle, start_cluster_with, RawClient,
 };
+use coffee_tools::gen::Scale;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_client_is_purged_from_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 8, &dir.path().join("data"));
     let options = StartOptions { env: vec![("SESSION_GRACE".into(), "200ms".into())], ..Default::default() };
-    let (spec, cluster) = start_cluster_with("purge", "all=2", options).await;
+    let (spec, mut cluster) = start_cluster_with("purge", "all=2", options).await;
 
     // Half a session: some stores and users, then the connection drops.
     let (client, _, _) = RawClient::hello(&spec.gateway_addr).await;
     let mut writer = client.writer;
     let mut stores = Vec::new();
-    coffee::dataset::read_all(&data, |s| stores.push(s), |_, _| {}).unwrap();
+    coffee_model::dataset::read_all(&data, |s| stores.push(s), |_, _| {}).unwrap();
     let mut users = Vec::new();
-    coffee::dataset::read_all(&data, |u| users.push(u), |_, _| {}).unwrap();
+    coffee_model::dataset::read_all(&data, |u| users.push(u), |_, _| {}).unwrap();
     writer.send(&ClientFrame::Rows { kind: FileKind::Stores, seq: 0, batch: Batch::Stores(stores) }).await.unwrap();
     writer.send(&ClientFrame::EndOfFile { kind: FileKind::Stores, batches: 1 }).await.unwrap();
     writer.send(&ClientFrame::Rows { kind: FileKind::Users, seq: 0, batch: Batch::Users(users) }).await.unwrap();
@@ -38,9 +37,7 @@ async fn a_vanished_client_is_purged_from_every_node() {
     assert!(!session_files(&spec).is_empty(), "the half session was persisted");
     drop((writer, client.reader));
 
-    wait_for_no_session_files(&spec).await;
-    let busy: Vec<_> = queue_depths(&spec).await.into_iter().filter(|(_, n)| *n > 0).collect();
-    assert!(busy.is_empty(), "messages left in queues: {busy:?}");
+    settle(&mut cluster, &spec).await;
 
     let summary = run_session(&spec, &data, &dir.path().join("out")).await;
     assert_matches_reference(&summary, &data);
@@ -60,7 +57,7 @@ async fn a_resume_needs_the_sessions_secret() {
         let RawClient { mut reader, mut writer } = RawClient::connect(&spec.gateway_addr).await;
         writer.send(&ClientFrame::Resume { session: claimed, secret: guess, received: vec![] }).await.unwrap();
         match reader.next().await.unwrap() {
-            GatewayFrame::Error { message } => assert!(message.contains(expected), "{message}"),
+            GatewayFrame::Error { message, .. } => assert!(message.contains(expected), "{message}"),
             other => panic!("expected an error, got {other:?}"),
         }
         assert!(reader.next().await.is_err(), "nothing follows the error");

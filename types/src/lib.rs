@@ -7,6 +7,72 @@ use std::fmt;
 /// Sessions are known by UUID; re-exported so the page needs no dependency of its own for it.
 pub use uuid::Uuid;
 
+/// The kinds of result line, one per `query` field value of `QUERIES.md` (Q2 has two). Serialized as that
+/// value, so a map keyed by kind reads in JSON as the contract's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ResultKind {
+    #[serde(rename = "Q1")]
+    Q1,
+    #[serde(rename = "Q2_QTY")]
+    Q2Qty,
+    #[serde(rename = "Q2_PROFIT")]
+    Q2Profit,
+    #[serde(rename = "Q3")]
+    Q3,
+    #[serde(rename = "Q4")]
+    Q4,
+    /// The tests' example query (the `example-query` feature).
+    #[cfg(feature = "example-query")]
+    #[serde(rename = "Q5")]
+    Q5,
+}
+
+impl ResultKind {
+    /// Every kind, in the contract's order.
+    #[cfg(not(feature = "example-query"))]
+    pub const ALL: [ResultKind; 5] =
+        [ResultKind::Q1, ResultKind::Q2Qty, ResultKind::Q2Profit, ResultKind::Q3, ResultKind::Q4];
+    #[cfg(feature = "example-query")]
+    pub const ALL: [ResultKind; 6] =
+        [ResultKind::Q1, ResultKind::Q2Qty, ResultKind::Q2Profit, ResultKind::Q3, ResultKind::Q4, ResultKind::Q5];
+
+    /// The line's `query` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResultKind::Q1 => "Q1",
+            ResultKind::Q2Qty => "Q2_QTY",
+            ResultKind::Q2Profit => "Q2_PROFIT",
+            ResultKind::Q3 => "Q3",
+            ResultKind::Q4 => "Q4",
+            #[cfg(feature = "example-query")]
+            ResultKind::Q5 => "Q5",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ResultKind> {
+        ResultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The line's other fields, in the contract's order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            ResultKind::Q1 => &["transaction_id", "final_amount"],
+            ResultKind::Q2Qty => &["year_month_created_at", "item_name", "sellings_qty"],
+            ResultKind::Q2Profit => &["year_month_created_at", "item_name", "profit_sum"],
+            ResultKind::Q3 => &["year_half_created_at", "store_name", "tpv"],
+            ResultKind::Q4 => &["store_name", "birthdate", "user_id", "purchases_qty"],
+            #[cfg(feature = "example-query")]
+            ResultKind::Q5 => &["store_name", "transactions"],
+        }
+    }
+}
+
+impl fmt::Display for ResultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A dataset of the console's data folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetView {
@@ -49,22 +115,68 @@ impl fmt::Display for SessionState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
     pub id: Uuid,
+    /// The dataset's id (`sample`, `upload-<uuid>`, ...).
     pub dataset: String,
+    /// Its name as the user knows it (an upload's folder or first file name, say).
+    #[serde(default)]
+    pub dataset_name: String,
     pub state: SessionState,
     pub rows_sent: u64,
     /// Data rows of the dataset (the progress bar's end; malformed rows are never sent).
     pub rows_total: u64,
-    /// Result lines received per kind (`Q1`, `Q2_QTY`, `Q2_PROFIT`, `Q3`, `Q4`).
-    pub results: BTreeMap<String, u64>,
+    /// Result lines received per kind.
+    pub results: BTreeMap<ResultKind, u64>,
     /// Queries (`Q1`..`Q4`) whose results are complete.
     pub queries_done: Vec<String>,
     pub malformed: u64,
     pub error: Option<String>,
     pub started_ms: u64,
     pub elapsed_ms: u64,
+    /// The cluster's replicas when the session ran (`tx_filter=2,...`).
+    #[serde(default)]
+    pub topology: String,
+    /// Kills and pauses of nodes while the session ran (by hand or by the chaos monkey).
+    #[serde(default)]
+    pub faults: u32,
+    /// Whether its results equal the reference's on the same data: checked once the session is done.
+    #[serde(default)]
+    pub matches_reference: Option<bool>,
+    /// The files whose rows the client skipped (malformed) or that it refused whole, with a few examples.
+    #[serde(default)]
+    pub files_with_issues: Vec<FileIssues>,
+}
+
+/// A file of a session's dataset that did not go through whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIssues {
+    pub file: String,
+    pub rows_sent: u64,
+    /// Rows skipped because they do not parse.
+    pub malformed: u64,
+    /// A few of them: `line N: why`.
+    pub samples: Vec<String>,
+    /// Why the whole file was refused, if it was (a wrong header, unreadable).
+    pub refused: Option<String>,
 }
 
 impl SessionView {
+    /// The dataset's name, or its id where the session has none (a record from before names were kept).
+    pub fn dataset_label(&self) -> &str {
+        if self.dataset_name.is_empty() {
+            &self.dataset
+        } else {
+            &self.dataset_name
+        }
+    }
+
+    /// Data rows sent per second over the whole session (0 until it has run).
+    pub fn rows_per_second(&self) -> f64 {
+        if self.elapsed_ms == 0 {
+            return 0.0;
+        }
+        self.rows_sent as f64 * 1000.0 / self.elapsed_ms as f64
+    }
+
     /// The first 8 characters of the id, enough to tell sessions apart on a page.
     pub fn short_id(&self) -> String {
         self.id.to_string().chars().take(8).collect()
@@ -84,11 +196,30 @@ impl SessionView {
     }
 }
 
+/// A message a node set aside (a dead letter), as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterView {
+    /// Its message id: what dropping or requeueing it names.
+    pub id: String,
+    /// The stage that set it aside (or `gateway`).
+    pub stage: String,
+    /// Why it was set aside.
+    pub reason: String,
+    /// The queue it was consumed from, where a requeue sends it back (empty if not recorded).
+    pub from: String,
+    /// When it was set aside (ms since the epoch; 0 if not recorded).
+    pub at_ms: u64,
+    pub bytes: usize,
+    /// What it holds, shortly: the envelope's session, sender, stream and rows if it decodes, else its first
+    /// bytes.
+    pub preview: String,
+}
+
 /// A session's kept result lines, per kind, with the session's full counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionResults {
     pub session: SessionView,
-    pub lines: BTreeMap<String, Vec<String>>,
+    pub lines: BTreeMap<ResultKind, Vec<String>>,
 }
 
 /// The answer to a launch: the new sessions' ids.
@@ -111,6 +242,31 @@ pub struct NodeView {
     pub heartbeat_age_ms: Option<u64>,
     /// The orchestrator's own word: `pid 4242`, or the container's status (`Up 3 minutes`).
     pub detail: String,
+    /// Sessions it holds now (stage replicas and the gateway).
+    #[serde(default)]
+    pub open_sessions: Option<u64>,
+    /// Its durable state and last recovery (stage replicas).
+    #[serde(default)]
+    pub state: Option<ReplicaState>,
+}
+
+/// A stage replica's durable state and its last recovery, as its heartbeat reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// Bytes of its session logs on disk.
+    pub log_bytes: u64,
+    /// Bytes of its session snapshots on disk.
+    pub snapshot_bytes: u64,
+    /// How long ago its newest snapshot was written, if it holds one.
+    pub last_snapshot_age_ms: Option<u64>,
+    /// How long its process took to read its folder back at start (snapshots loaded, logs replayed).
+    pub recovery_ms: u64,
+    /// Log records replayed then.
+    pub replayed_records: u64,
+    /// Sessions it recovered then.
+    pub recovered_sessions: u64,
+    /// From its process's start to consuming input: how long a restart kept it away.
+    pub ready_ms: u64,
 }
 
 /// The chaos monkey. `chaos` events carry all but `max_kills`, hence the defaults.
@@ -121,7 +277,27 @@ pub struct ChaosView {
     pub interval_ms: u64,
     /// Kills by the current (or last) run.
     pub kills: u32,
+    /// Pauses by the current (or last) run.
+    #[serde(default)]
+    pub pauses: u32,
+    /// At most this many faults a run.
     pub max_kills: u32,
+    /// What the monkey does to a node.
+    #[serde(default)]
+    pub faults: ChaosFaults,
+}
+
+/// What the chaos monkey does to the nodes it picks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChaosFaults {
+    /// SIGKILL.
+    #[default]
+    Kill,
+    /// SIGSTOP for a few seconds, then SIGCONT.
+    Pause,
+    /// Either, at random.
+    Both,
 }
 
 /// Whether the cluster is `up`, `starting` or `down` (with why).
@@ -188,6 +364,27 @@ pub struct EdgeView {
 pub struct TopologyView {
     pub stages: Vec<StageView>,
     pub edges: Vec<EdgeView>,
+}
+
+/// How data flows through the pipeline over the last few seconds: where it queues (backpressure), how fast each
+/// stage reads and writes, and how busy each node is. From the queue counts and the nodes' heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowView {
+    /// Per stage (and `gateway`).
+    pub stages: BTreeMap<String, StageFlow>,
+    /// Per node: the share of the last interval it spent handling input, 0 to 1.
+    pub busy: BTreeMap<String, f64>,
+}
+
+/// One stage's flow: summed over its replicas.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageFlow {
+    /// Messages waiting in its replicas' input queues.
+    pub queued: u64,
+    pub rows_in_per_s: f64,
+    pub rows_out_per_s: f64,
+    /// The busiest replica's share of time spent handling input, 0 to 1.
+    pub busy: f64,
 }
 
 /// The comparison of two result sets, per query.
@@ -278,6 +475,18 @@ pub enum Event {
         pid: Option<u32>,
         cause: KillCause,
     },
+    /// A node stopped where it stood (SIGSTOP) for `for_ms`, as a hang would: it goes on afterwards unless the
+    /// monitors replaced it meanwhile.
+    NodePaused {
+        node: String,
+        pid: Option<u32>,
+        cause: KillCause,
+        for_ms: u64,
+    },
+    /// A paused node let go on (SIGCONT).
+    NodeResumed {
+        node: String,
+    },
     NodeRestarted {
         node: String,
         pid: Option<u32>,
@@ -290,6 +499,10 @@ pub enum Event {
         running: bool,
         interval_ms: u64,
         kills: u32,
+        #[serde(default)]
+        pauses: u32,
+        #[serde(default)]
+        faults: ChaosFaults,
     },
     SessionStarted {
         session: Uuid,
@@ -311,9 +524,9 @@ pub enum Event {
     /// session's counts so far.
     SessionResults {
         session: Uuid,
-        lines: Vec<String>,
+        lines: Vec<(ResultKind, String)>,
         more: usize,
-        counts: BTreeMap<String, u64>,
+        counts: BTreeMap<ResultKind, u64>,
     },
     SessionQueryDone {
         session: Uuid,
@@ -321,16 +534,24 @@ pub enum Event {
     },
     SessionDone {
         session: Uuid,
-        counts: BTreeMap<String, u64>,
+        counts: BTreeMap<ResultKind, u64>,
         elapsed_ms: u64,
     },
     SessionFailed {
         session: Uuid,
         error: String,
     },
+    /// An ended session was checked against the reference (if it is done) and kept in the run history.
+    SessionChecked {
+        session: Uuid,
+        matches_reference: Option<bool>,
+        faults: u32,
+    },
     DatasetReady {
         id: String,
     },
+    /// How data flows through the pipeline now (every 2 s while the cluster runs).
+    Flow(FlowView),
     /// Poison messages set aside so far, per dead-letter queue (stage name, or `gateway`); sent when they change.
     DeadLetters {
         counts: BTreeMap<String, u32>,
@@ -344,7 +565,7 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KillCause {
-    /// A click on the node's Kill button.
+    /// A click on the node's Kill (or Pause) button.
     User,
     /// The "kill a random node" button.
     Random,

@@ -1,133 +1,130 @@
-//! The console's own cluster of local processes: started (and retried while RabbitMQ is down), supervised
-//! (exited nodes restarted, or the monitors' restart requests served), stopped with the console.
+//! The console's own cluster of local processes, as an [`Orchestrator`]: brought up on demand (the console
+//! tries again while RabbitMQ is down), supervised (exited nodes restarted, the monitors' restart requests
+//! served) and stopped with the console. Until it is up, listing its nodes fails with the reason it is not.
 
-use super::node_view;
-use crate::events::{Event, Events};
-use coffee::cluster::{ClusterSpec, LocalCluster, NodeStatus, Restarted, StartOptions};
-use coffee_types::{ClusterState, NodeView};
-use std::sync::atomic::{AtomicBool, Ordering};
+use coffee_ops::cluster::{ClusterSpec, LocalCluster, Restarted, StartOptions};
+use coffee_ops::orchestrator::{NodeState, Orchestrator};
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
 use std::sync::Mutex;
 use tracing::{info, warn};
 
 pub struct Local {
+    spec: ClusterSpec,
     options: StartOptions,
     cluster: tokio::sync::Mutex<Option<LocalCluster>>,
-    starting: AtomicBool,
+    /// Held while the cluster starts, so that two starts never overlap (the second finds the cluster up). Not
+    /// `cluster`'s lock: a start takes seconds, and listing the nodes must not wait for it.
+    starting: tokio::sync::Mutex<()>,
     /// Why the last start failed (cleared when the cluster is up).
     error: Mutex<Option<String>>,
 }
 
 impl Local {
-    pub fn new(options: StartOptions) -> Local {
+    pub fn new(spec: ClusterSpec, options: StartOptions) -> Local {
         Local {
+            spec,
             options,
             cluster: tokio::sync::Mutex::new(None),
-            starting: AtomicBool::new(false),
+            starting: tokio::sync::Mutex::new(()),
             error: Mutex::default(),
         }
     }
 
-    /// Starts the cluster unless it is up or starting. A failure is kept for [`Local::cluster_state`].
-    pub async fn start(&self, spec: &ClusterSpec, events: &Events) -> anyhow::Result<()> {
-        if self.cluster.lock().await.is_some() || self.starting.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
-        events.send(Event::Cluster(ClusterState::starting()));
-        // Started without holding the lock: it takes seconds, and status requests must not wait for it.
-        let started = LocalCluster::start_with(spec.clone(), self.options.clone()).await;
-        let outcome = match started {
-            Ok(cluster) => {
-                *self.cluster.lock().await = Some(cluster);
-                *self.error.lock().expect("lock") = None;
-                info!(namespace = %spec.topology.namespace, "console cluster up");
-                Ok(())
-            }
-            Err(e) => {
-                let message = format!("{e:#}");
-                warn!(error = %message, "cluster did not start");
-                *self.error.lock().expect("lock") = Some(message.clone());
-                Err(anyhow::anyhow!(message))
-            }
-        };
-        self.starting.store(false, Ordering::SeqCst);
-        outcome
-    }
-
-    pub async fn is_down(&self) -> bool {
-        self.cluster.lock().await.is_none()
-    }
-
-    /// `up`, `starting`, or `down` with the reason.
-    pub fn cluster_state(&self) -> ClusterState {
-        if self.starting.load(Ordering::SeqCst) {
-            ClusterState::starting()
-        } else if self.cluster.try_lock().map(|c| c.is_some()).unwrap_or(true) {
-            // A held lock means someone is using the cluster, so it is up.
-            ClusterState::up()
-        } else {
-            ClusterState::down(self.error.lock().expect("lock").clone())
+    /// Why there is no cluster to act on.
+    fn not_running(&self) -> anyhow::Error {
+        match self.error.lock().expect("lock").clone() {
+            Some(error) => anyhow::anyhow!(error),
+            None => anyhow::anyhow!("the cluster is not running"),
         }
     }
 
-    /// Every node, in the cluster's stable order (empty while the cluster is down).
-    pub async fn status(&self) -> Vec<NodeView> {
-        let cluster = self.cluster.lock().await;
-        let Some(cluster) = cluster.as_ref() else { return Vec::new() };
-        cluster.status().into_iter().map(view).collect()
-    }
-
-    /// SIGKILLs a node; [`Local::supervise`] restarts it.
-    pub async fn kill(&self, name: &str) -> anyhow::Result<NodeView> {
-        let mut guard = self.cluster.lock().await;
-        let cluster = guard.as_mut().ok_or_else(|| anyhow::anyhow!("the cluster is not running"))?;
-        let status = cluster
-            .status()
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no node named `{name}`"))?;
-        cluster.kill(name)?;
-        Ok(view(status))
-    }
-
-    /// Restarts a node whatever its state; returns it as it runs now.
-    pub async fn restart(&self, name: &str) -> anyhow::Result<NodeView> {
-        let mut guard = self.cluster.lock().await;
-        let cluster = guard.as_mut().ok_or_else(|| anyhow::anyhow!("the cluster is not running"))?;
-        anyhow::ensure!(cluster.restart(name, None).await?, "no node named `{name}`");
-        let status = cluster.status().into_iter().find(|n| n.name == name).expect("a node just restarted");
-        Ok(view(status))
-    }
-
-    /// One step: serves the monitors' restart requests, or restarts exited nodes when there are no monitors.
-    pub async fn supervise(&self, events: &Events) {
-        let mut guard = self.cluster.lock().await;
-        let Some(cluster) = guard.as_mut() else { return };
-        match cluster.supervise_step().await {
-            Ok(restarted) => {
-                let status = cluster.status();
-                for Restarted { node, by } in restarted {
-                    let (pid, restarts) =
-                        status.iter().find(|n| n.name == node).map(|n| (n.pid, n.restarts)).unwrap_or((None, 0));
-                    info!(%node, ?pid, restarts, %by, "node restarted");
-                    events.send(Event::NodeRestarted { node, pid, restarts, by: Some(by) });
-                }
-            }
-            Err(e) => events.send(Event::Error { message: format!("restarting nodes: {e:#}") }),
-        }
-    }
-
-    /// Stops the cluster (its queues are deleted).
-    pub async fn shutdown(&self) {
-        if let Some(cluster) = self.cluster.lock().await.take() {
-            if let Err(e) = cluster.stop().await {
-                warn!(error = %format!("{e:#}"), "stopping the cluster");
-            }
-        }
+    /// Runs `act` on the cluster, or fails with why there is none.
+    async fn on_cluster<T>(&self, act: impl FnOnce(&mut LocalCluster) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut cluster = self.cluster.lock().await;
+        act(cluster.as_mut().ok_or_else(|| self.not_running())?)
     }
 }
 
-fn view(status: NodeStatus) -> NodeView {
-    let NodeStatus { name, pid, restarts, heartbeat_age_ms } = status;
-    let detail = pid.map_or_else(|| "down".to_owned(), |pid| format!("pid {pid}"));
-    node_view(name, pid.is_some(), pid, restarts, heartbeat_age_ms, detail)
+impl Orchestrator for Local {
+    fn describe(&self) -> String {
+        "local processes".to_owned()
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, anyhow::Result<Vec<NodeState>>> {
+        Box::pin(async move { self.on_cluster(|c| Ok(c.node_states())).await })
+    }
+
+    fn kill<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut cluster = self.cluster.lock().await;
+            cluster.as_mut().ok_or_else(|| self.not_running())?.kill_and_wait(name).await
+        })
+    }
+
+    fn restart<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut cluster = self.cluster.lock().await;
+            cluster.as_mut().ok_or_else(|| self.not_running())?.restart_node(name).await
+        })
+    }
+
+    fn start<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut cluster = self.cluster.lock().await;
+            cluster.as_mut().ok_or_else(|| self.not_running())?.start_node(name).await
+        })
+    }
+
+    fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { self.on_cluster(|c| c.signal(name, Signal::SIGSTOP)).await })
+    }
+
+    fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { self.on_cluster(|c| c.signal(name, Signal::SIGCONT)).await })
+    }
+
+    /// Starts the cluster unless it is up. A failure is kept: listing the nodes says it until a start succeeds.
+    fn up(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let _starting = self.starting.lock().await;
+            if self.cluster.lock().await.is_some() {
+                return Ok(());
+            }
+            match LocalCluster::start_with(self.spec.clone(), self.options.clone()).await {
+                Ok(cluster) => {
+                    *self.cluster.lock().await = Some(cluster);
+                    *self.error.lock().expect("lock") = None;
+                    info!(namespace = %self.spec.topology.namespace, "console cluster up");
+                    Ok(())
+                }
+                Err(e) => {
+                    *self.error.lock().expect("lock") = Some(format!("{e:#}"));
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Serves the monitors' restart requests, or restarts exited nodes when there are no monitors; nothing while
+    /// the cluster is down.
+    fn supervise(&self) -> BoxFuture<'_, anyhow::Result<Vec<Restarted>>> {
+        Box::pin(async move {
+            match self.cluster.lock().await.as_mut() {
+                Some(cluster) => cluster.supervise_step().await,
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
+    /// Stops the cluster (its queues are deleted).
+    fn down(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(cluster) = self.cluster.lock().await.take() {
+                if let Err(e) = cluster.stop().await {
+                    warn!(error = %format!("{e:#}"), "stopping the cluster");
+                }
+            }
+        })
+    }
 }

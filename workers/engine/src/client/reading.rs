@@ -1,0 +1,184 @@
+//! Reading a dataset folder into numbered batches for one session, on a blocking thread, a few batches ahead of
+//! the connection. Where each batch began is remembered ([`Marks`]), so a resumed upload seeks straight to the
+//! first batch the gateway does not have, instead of parsing every file again from its start (on large data that
+//! took longer than the gateway waits between two frames).
+
+use super::{FileReport, BAD_ROW_SAMPLES};
+use coffee_model::dataset::{self, DatasetError, Row};
+use coffee_model::message::Batch;
+use coffee_model::model::{FileKind, MenuItem, Store, Transaction, TransactionItem, User};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// What the reading thread hands to the connection.
+pub(super) enum Input {
+    Batch {
+        kind: FileKind,
+        seq: u64,
+        batch: Batch,
+        /// Rows read from the dataset so far, this batch included.
+        sent: u64,
+    },
+    /// A file read to its end (or refused).
+    FileDone(FileReport),
+    KindDone {
+        kind: FileKind,
+        batches: u64,
+    },
+}
+
+/// Where one batch of a kind begins.
+#[derive(Debug, Clone)]
+struct Mark {
+    /// Its file, as an index in the kind's files (sorted by name).
+    file: usize,
+    /// The position of its first row in that file; `None` for the file's first row.
+    position: Option<csv::Position>,
+    /// The file's report as it stood before this batch.
+    report: FileReport,
+    /// Rows read from the dataset before this batch.
+    sent: u64,
+}
+
+#[derive(Debug, Default)]
+struct KindMarks {
+    /// `marks[seq]`: where batch `seq` begins (recorded the first time a pass gets there).
+    marks: Vec<Mark>,
+    /// Once a pass read the kind to its end: its number of batches, and the dataset rows read by then.
+    end: Option<(u64, u64)>,
+}
+
+/// The marks of every kind, shared by the passes over one dataset (one per connection of a session).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Marks(Arc<Mutex<BTreeMap<FileKind, KindMarks>>>);
+
+impl Marks {
+    fn with<T>(&self, kind: FileKind, f: impl FnOnce(&mut KindMarks) -> T) -> T {
+        f(self.0.lock().expect("marks lock").entry(kind).or_default())
+    }
+
+    /// Records where batch `seq` of `kind` begins, unless an earlier pass did.
+    fn record(&self, kind: FileKind, seq: u64, mark: impl FnOnce() -> Mark) {
+        self.with(kind, |k| {
+            if k.marks.len() as u64 == seq {
+                k.marks.push(mark());
+            }
+        });
+    }
+}
+
+fn fresh_report(path: PathBuf, kind: FileKind) -> FileReport {
+    FileReport { path, kind, rows_sent: 0, malformed: 0, samples: Vec::new(), refused: None }
+}
+
+/// Reads the dataset's kinds in order, skipping the first `skip[kind]` batches of each (those the gateway
+/// already has), and hands everything else to `tx`. Stops early if `tx` closes.
+pub(super) fn read_dataset(
+    source: &Source,
+    skip: &BTreeMap<FileKind, u64>,
+    marks: &Marks,
+    tx: mpsc::Sender<Input>,
+) -> Result<(), DatasetError> {
+    let mut sent = 0;
+    let skip_of = |kind| skip.get(&kind).copied().unwrap_or(0);
+    read_kind::<Store>(source, Batch::Stores, skip_of(FileKind::Stores), marks, &mut sent, &tx)?;
+    read_kind::<MenuItem>(source, Batch::MenuItems, skip_of(FileKind::MenuItems), marks, &mut sent, &tx)?;
+    read_kind::<User>(source, Batch::Users, skip_of(FileKind::Users), marks, &mut sent, &tx)?;
+    read_kind::<Transaction>(source, Batch::Transactions, skip_of(FileKind::Transactions), marks, &mut sent, &tx)?;
+    let items = skip_of(FileKind::TransactionItems);
+    read_kind::<TransactionItem>(source, Batch::TransactionItems, items, marks, &mut sent, &tx)
+}
+
+/// What a pass reads: the dataset's folder, cut into batches of `batch_rows` rows.
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    pub data_dir: PathBuf,
+    pub batch_rows: usize,
+}
+
+fn read_kind<R: Row>(
+    source: &Source,
+    wrap: fn(Vec<R>) -> Batch,
+    skip: u64,
+    marks: &Marks,
+    sent: &mut u64,
+    tx: &mpsc::Sender<Input>,
+) -> Result<(), DatasetError> {
+    let kind = R::KIND;
+    let files = dataset::files_of(&source.data_dir, kind)?;
+    let report_of = |i: usize| fresh_report(files.get(i).cloned().unwrap_or_default(), kind);
+    let (known_end, known_start) = marks.with(kind, |k| (k.end, k.marks.get(skip as usize).cloned()));
+    if let Some((batches, sent_after)) = known_end.filter(|&(batches, _)| skip >= batches) {
+        // The gateway has every batch of this kind: only its end is said again.
+        *sent = sent_after;
+        let _ = tx.blocking_send(Input::KindDone { kind, batches });
+        return Ok(());
+    }
+    // Where to start: the mark of the first batch to send, else (no pass got there) the first row, reading
+    // and dropping the batches below `skip`.
+    let (mut seq, start) = match known_start {
+        Some(mark) if skip > 0 => (skip, mark),
+        _ => (0, Mark { file: 0, position: None, report: report_of(0), sent: *sent }),
+    };
+    *sent = start.sent;
+    marks.record(kind, seq, || start.clone());
+    let batch_rows = source.batch_rows;
+    for (i, path) in files.iter().enumerate().skip(start.file) {
+        let (position, report) =
+            if i == start.file { (start.position.clone(), start.report.clone()) } else { (None, report_of(i)) };
+        // Shared by the row and bad-row callbacks.
+        let report = std::cell::RefCell::new(report);
+        let mut rows = Vec::with_capacity(batch_rows);
+        // Hands a batch over and records where the next one begins: `next` in this file, or the next file.
+        let mut emit = |rows: Vec<R>, seq: &mut u64, next: Option<&csv::Position>| {
+            let mut report = report.borrow_mut();
+            report.rows_sent += rows.len() as u64;
+            *sent += rows.len() as u64;
+            if *seq >= skip {
+                let _ = tx.blocking_send(Input::Batch { kind, seq: *seq, batch: wrap(rows), sent: *sent });
+            }
+            *seq += 1;
+            let mark = match next {
+                Some(position) => {
+                    Mark { file: i, position: Some(position.clone()), report: report.clone(), sent: *sent }
+                }
+                None => Mark { file: i + 1, position: None, report: report_of(i + 1), sent: *sent },
+            };
+            marks.record(kind, *seq, || mark);
+        };
+        let outcome = dataset::read_file_from::<R>(
+            path,
+            position.as_ref(),
+            |row, next| {
+                rows.push(row);
+                if rows.len() == batch_rows {
+                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
+                    emit(batch, &mut seq, Some(next));
+                }
+            },
+            |bad| {
+                let mut report = report.borrow_mut();
+                report.malformed += 1;
+                if report.samples.len() < BAD_ROW_SAMPLES {
+                    report.samples.push(format!("line {}: {}", bad.line, bad.error));
+                }
+            },
+        );
+        if !rows.is_empty() {
+            emit(rows, &mut seq, None);
+        }
+        let mut report = report.into_inner();
+        if let Err(e) = outcome {
+            // A refused file loses only itself: the session goes on with the others.
+            report.refused = Some(e.to_string());
+        }
+        if tx.blocking_send(Input::FileDone(report)).is_err() {
+            return Ok(()); // the connection is gone
+        }
+    }
+    marks.with(kind, |k| k.end = Some((seq, *sent)));
+    let _ = tx.blocking_send(Input::KindDone { kind, batches: seq });
+    Ok(())
+}

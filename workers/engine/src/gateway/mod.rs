@@ -1,0 +1,232 @@
+//! The gateway: accepts client sessions over TCP, publishes their input into the pipeline, and forwards each
+//! session's results (from the session's own queue) to its client, acking a result only once the client has
+//! written it. A gateway can die at any point: a client reconnects with its session id and the new gateway
+//! picks up where the results queue and the client's list of received results say.
+
+pub mod limits;
+mod progress;
+pub mod routing;
+mod session;
+
+use crate::amqp::{self, BrokerError, Publisher};
+use crate::heartbeat;
+use crate::metrics::Counters;
+use crate::topology::Topology;
+use coffee_model::node::{NodeId, Role};
+use coffee_model::wire::SessionId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// The gateway's identity as a sender.
+pub const GATEWAY: NodeId = NodeId { role: Role::Gateway, replica: 0 };
+
+/// Messages a first-stage queue may hold before the gateway stops reading from the client that fills it.
+const MAX_QUEUE_DEPTH: u32 = 512;
+
+pub struct Gateway {
+    pub topology: Topology,
+    pub amqp_url: String,
+    /// How long a session whose client vanished is kept before every node purges it.
+    pub session_grace: Duration,
+    /// The stages' session lease: the gateway announces its sessions every quarter of it (see [`crate::lease`]).
+    pub session_lease: Duration,
+    /// Where the gateway records how far each upload is durably in the pipeline.
+    pub state_dir: std::path::PathBuf,
+    pub limits: limits::Limits,
+}
+
+/// What every connection of this gateway shares.
+struct Shared {
+    topology: Topology,
+    connection: lapin::Connection,
+    publisher: Publisher,
+    flow: FlowControl,
+    counters: Arc<Counters>,
+    grace: Duration,
+    state_dir: std::path::PathBuf,
+    limits: limits::Limits,
+    /// Who each session belongs to now: the connection serving it (a newer one, a resume, supersedes the
+    /// older), or its purge.
+    live: Mutex<HashMap<SessionId, Slot>>,
+    next_connection: std::sync::atomic::AtomicU64,
+}
+
+/// Who a session belongs to at this gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Served by the connection with this number.
+    Served(u64),
+    /// Being purged: a resume is refused.
+    Purging,
+}
+
+impl Shared {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Slot>> {
+        self.live.lock().expect("live lock")
+    }
+
+    /// Makes a new connection the one serving `session`; refused while the session is being purged.
+    fn claim(&self, session: SessionId, resumed: bool) -> Result<session::Claim, session::SessionError> {
+        let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut live = self.live();
+            if live.get(&session) == Some(&Slot::Purging) {
+                let message = format!("session {session} was abandoned and is being purged");
+                return Err(session::refuse(crate::protocol::ErrorCode::SessionExpired, message));
+            }
+            live.insert(session, Slot::Served(id));
+        }
+        self.update_gauge();
+        Ok(session::Claim { id, resumed })
+    }
+
+    fn release(&self, session: SessionId, number: u64) {
+        let mut live = self.live();
+        if live.get(&session) == Some(&Slot::Served(number)) {
+            live.remove(&session);
+        }
+        drop(live);
+        self.update_gauge();
+    }
+
+    /// Starts purging `session` if nobody took it over: it is still served by `lost` (the connection that
+    /// ended), or, for a session a previous gateway left (`None`), by nobody. Atomic with [`Shared::claim`], so
+    /// a resume either wins (and no purge starts) or is refused.
+    fn begin_purge(&self, session: SessionId, lost: Option<u64>) -> bool {
+        let mut live = self.live();
+        let current = live.get(&session).copied();
+        let free = match lost {
+            Some(number) => current == Some(Slot::Served(number)),
+            None => current.is_none(),
+        };
+        if free {
+            live.insert(session, Slot::Purging);
+        }
+        free
+    }
+
+    fn end_purge(&self, session: SessionId) {
+        self.live().remove(&session);
+        self.update_gauge();
+    }
+
+    /// Sessions served by a connection now.
+    fn sessions(&self) -> usize {
+        self.live().values().filter(|slot| matches!(slot, Slot::Served(_))).count()
+    }
+
+    fn update_gauge(&self) {
+        let open = self.sessions() as u64;
+        self.counters.open_sessions.store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Gateway {
+    /// Claims the gateway's folder (the only live gateway from here on: an older one steps aside first), listens
+    /// on `addr`, and serves clients until the broker connection fails.
+    pub async fn run(self, addr: &str) -> anyhow::Result<()> {
+        let incarnation = std::sync::Arc::new(crate::incarnation::Incarnation::claim(&self.state_dir).await?);
+        incarnation.watch();
+        let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let connection = amqp::connect_patiently(&self.amqp_url, "gateway").await;
+        let channel = connection.create_channel().await?;
+        amqp::declare_queues(&channel, &self.topology).await?;
+        let counters = Arc::new(Counters::default());
+        heartbeat::start(&connection, &self.topology, "gateway".into(), counters.clone()).await?;
+        let every = crate::lease::announce_every(self.session_lease);
+        // The sessions it knows: open, waiting for a resume, or being purged (those with an upload log).
+        let dir = self.state_dir.clone();
+        crate::lease::start_announcing(&connection, &self.topology, every, move || progress::UploadLog::ids(&dir))
+            .await?;
+        let publisher = Publisher::new(&connection, counters.clone()).await?;
+        let flow = FlowControl { channel, limit: MAX_QUEUE_DEPTH };
+        info!(addr = %listener.local_addr()?, topology = %self.topology, "gateway listening");
+        let shared = Arc::new(Shared {
+            topology: self.topology,
+            connection,
+            publisher,
+            flow,
+            counters,
+            grace: self.session_grace,
+            state_dir: self.state_dir,
+            limits: self.limits,
+            live: Mutex::default(),
+            next_connection: 0.into(),
+        });
+        // Sessions a previous gateway left open: their clients have the grace period to resume them, after
+        // which they are purged (a client that never learned its session id, say, cannot). One whose purge had
+        // begun is purged at once.
+        for (session, purging) in progress::UploadLog::sessions(&shared.state_dir) {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if !purging {
+                    tokio::time::sleep(shared.grace).await;
+                }
+                if !shared.begin_purge(session, None) {
+                    return; // its client resumed it
+                }
+                if let Err(e) = session::purge(session, &shared).await {
+                    warn!(%session, error = %e, "could not purge a session left by a previous gateway");
+                }
+                shared.end_purge(session);
+            });
+        }
+        let connections = Arc::new(limits::Connections::default());
+        let mut broker_check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                _ = broker_check.tick() => {
+                    // Without the broker the gateway can do nothing; exiting lets the supervisor restart it,
+                    // and the restarted gateway waits patiently for the broker. The same if a channel every
+                    // session shares was closed by the broker: no session could publish again (and since a
+                    // broker failure only drops its clients' connections, they would resume here in vain).
+                    let lost = if !shared.connection.status().connected() {
+                        "the connection closed"
+                    } else if !shared.publisher.is_open() {
+                        "the broker closed the publishing channel"
+                    } else if !shared.flow.channel.status().connected() {
+                        "the broker closed the flow channel"
+                    } else {
+                        continue;
+                    };
+                    return Err(BrokerError::Lost(lost.into()).into());
+                }
+            };
+            let admitted = match connections.admit(peer.ip(), &shared.limits) {
+                Ok(admitted) => admitted,
+                Err(why) => {
+                    warn!(%peer, reason = why, "connection refused");
+                    drop(socket);
+                    continue;
+                }
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let _place = admitted;
+                if let Err(e) = session::serve_client(socket, shared).await {
+                    warn!(%peer, error = %e, "client connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+/// Flow control: a client faster than the pipeline is paused (its TCP writes block) while the queue it feeds is
+/// deeper than the limit, so the broker holds a bounded backlog per queue instead of the whole dataset.
+struct FlowControl {
+    channel: lapin::Channel,
+    limit: u32,
+}
+
+impl FlowControl {
+    async fn wait_for_room(&self, queue: &str) -> Result<(), BrokerError> {
+        while amqp::queue_depth(&self.channel, queue).await? >= self.limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,580 @@
+//! One client connection: the handshake (a new session or a resumed one), the client's input published into the
+//! pipeline, and the session's results forwarded and acked as the client writes them.
+
+use super::progress::UploadLog;
+use super::routing::{input_eofs, route_input, stream_of};
+use super::{Shared, GATEWAY};
+use crate::amqp::{self, BrokerError};
+use crate::protocol::{
+    ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, GatewayFrame, ReceivedStream, ResultId,
+};
+use crate::topology::{result_source, Endpoint, Topology};
+use crate::tracker::{Admission, InputTracker, SeqSet};
+use coffee_model::keys::Query;
+use coffee_model::message::{Batch, Stream};
+use coffee_model::model::FileKind;
+use coffee_model::wire::{Body, Envelope, SessionId};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Acker, PublisherConfirm};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Confirms a connection keeps in flight before it waits for the oldest (backpressure on a fast client).
+const CONFIRMS_IN_FLIGHT: usize = 512;
+
+/// How often (in batches of one kind) the gateway looks at the depth of the queue it feeds.
+const DEPTH_CHECK_EVERY: u64 = 16;
+
+/// Batches of one kind between two records of the upload's durable progress.
+const PROGRESS_EVERY: u64 = 128;
+
+/// Result messages forwarded to a client and not yet acked by it, at most.
+const RESULTS_IN_FLIGHT: u16 = 256;
+
+/// Why a client's connection (and maybe its session) ended, as the gateway must act on it: what the client is
+/// told, and whether the session waits for a resume.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    /// The client is refused and told why, with a code: it broke the protocol, the gateway is full, no such
+    /// session, a wrong secret, a session being purged, results that are gone.
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    /// The broker failed (a connection, channel or consumer went away; a publish was not confirmed). The client
+    /// is told nothing: it resumes its session with this gateway or its restarted successor, and an `Error`
+    /// frame would end a session that nothing was wrong with.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The client's connection ended or broke: nobody is left to tell.
+    #[error("{0}")]
+    Gone(String),
+    /// This gateway's own upload log failed: not the client's fault, so it is told nothing and may resume.
+    #[error("the upload log: {0}")]
+    Local(#[from] std::io::Error),
+}
+
+impl From<lapin::Error> for SessionError {
+    fn from(e: lapin::Error) -> Self {
+        SessionError::Broker(e.into())
+    }
+}
+
+/// A frame that does not read: the connection failed or closed, or the client sent bytes that are no frame (an
+/// oversized length prefix is the codec's `InvalidData`).
+impl From<FrameError> for SessionError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(ref io) if io.kind() != std::io::ErrorKind::InvalidData => SessionError::Gone(e.to_string()),
+            FrameError::Closed => SessionError::Gone(e.to_string()),
+            other => refuse(ErrorCode::Protocol, other.to_string()),
+        }
+    }
+}
+
+/// The frame writer is gone: the connection ended.
+impl<T> From<mpsc::error::SendError<T>> for SessionError {
+    fn from(_: mpsc::error::SendError<T>) -> Self {
+        SessionError::Gone("the client connection's writer ended".to_owned())
+    }
+}
+
+pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> SessionError {
+    SessionError::Refused { code, message: message.into() }
+}
+
+/// A protocol refusal unless `holds`.
+fn check(holds: bool, message: impl FnOnce() -> String) -> Result<(), SessionError> {
+    if holds {
+        Ok(())
+    } else {
+        Err(refuse(ErrorCode::Protocol, message()))
+    }
+}
+
+/// What the client hears of an error that ends its connection: its refusal, with the code; nothing otherwise.
+fn error_frame(e: &SessionError) -> Option<GatewayFrame> {
+    match e {
+        SessionError::Refused { code, message } => Some(GatewayFrame::Error { code: *code, message: message.clone() }),
+        SessionError::Broker(_) | SessionError::Gone(_) | SessionError::Local(_) => None,
+    }
+}
+
+/// Serves one connection from its first frame to the end of its session (or of the connection).
+pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+    socket.set_nodelay(true)?;
+    let (read, write) = socket.into_split();
+    let mut reader = FrameReader::<_, ClientFrame>::new(read);
+    let mut writer = FrameWriter::<_, GatewayFrame>::new(write);
+    let Opened { session, secret, received, upload_log, resume_from, number } =
+        match handshake(&mut reader, &shared).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                if let Some(frame) = error_frame(&e) {
+                    let _ = writer.send(&frame).await;
+                }
+                return Err(e.into());
+            }
+        };
+    let resumed = !resume_from.is_empty() || !received.is_empty();
+    let received_streams = received.len();
+    let results_queue = shared.topology.results_queue(session);
+    let opened = async {
+        let channel = shared.connection.create_channel().await.map_err(SessionError::from)?;
+        channel.basic_qos(RESULTS_IN_FLIGHT, BasicQosOptions::default()).await?;
+        if number.resumed {
+            // A resumed session's results queue must still be there: declared anew it would be empty, and the
+            // session would wait forever for results that are gone. Unless the client has them all: the
+            // session ended (its queue deleted) and the gateway died before it could say Done.
+            if !amqp::queue_exists(&shared.connection, &results_queue).await? {
+                if has_every_result(&shared.topology, &received) {
+                    return Ok(None);
+                }
+                return Err(refuse(ErrorCode::ResultsLost, format!("the results of session {session} are gone")));
+            }
+        } else {
+            amqp::declare_durable(&channel, &shared.topology, &results_queue).await?;
+        }
+        let consumer = channel
+            .basic_consume(
+                results_queue.as_str().into(),
+                "gateway".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Some((channel, consumer)))
+    };
+    let (channel, mut consumer) = match opened.await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => {
+            UploadLog::remove(&shared.state_dir, session);
+            shared.release(session, number.id);
+            let _ = writer.send(&GatewayFrame::Welcome { session, secret, resume_from: Vec::new() }).await;
+            let _ = writer.send(&GatewayFrame::Done).await;
+            info!(%session, "the session had ended before its client heard Done: done now");
+            return Ok(());
+        }
+        Err(e) => {
+            if let Some(frame) = error_frame(&e) {
+                let _ = writer.send(&frame).await;
+            }
+            return abandon(session, number.id, &shared, e).await;
+        }
+    };
+    info!(%session, resumed, received_streams, "session opened");
+
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
+    frames_tx.send(GatewayFrame::Welcome {
+        session,
+        secret,
+        resume_from: resume_from.clone().into_iter().collect(),
+    })?;
+    let writing = tokio::spawn(async move {
+        while let Some(frame) = frames_rx.recv().await {
+            writer.send(&frame).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    let outcome = {
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let input = receive_input(&mut reader, session, &shared, acks_tx, upload_log, resume_from);
+        let results = forward_results(&mut consumer, session, &shared, received, frames_tx.clone(), acks_rx);
+        tokio::pin!(input, results);
+        tokio::select! {
+            biased;
+            // The results side failing is never the client's fault: it is not told why, only loses the
+            // connection, and resumes.
+            done = &mut results => done,
+            ended = &mut input => match ended {
+                Ok(()) => Err(SessionError::Gone("the client left before its results".to_owned())),
+                Err(e) => {
+                    if let Some(frame) = error_frame(&e) {
+                        let _ = frames_tx.send(frame);
+                    }
+                    Err(e)
+                }
+            },
+        }
+        // Both halves of the session end here, with the frame senders they hold: the client's connection closes
+        // as soon as the writer has sent what is queued, so a client whose session failed on either side hears
+        // it at once (and resumes), instead of a silent socket for the whole grace.
+    };
+    if outcome.is_ok() {
+        // The queue's deletion cancels the consumer (the broker says so); the channel closes below.
+        // Clean up first, then say Done: a client that misses the Done (this gateway dying right here) resumes,
+        // hears `UnknownSession`, and knows from the query ends it acked that it has everything.
+        channel.queue_delete(results_queue.as_str().into(), QueueDeleteOptions::default()).await?;
+        crate::failpoint!("gateway-between-cleanups");
+        UploadLog::remove(&shared.state_dir, session);
+        crate::failpoint!("gateway-before-done");
+        let _ = frames_tx.send(GatewayFrame::Done);
+    }
+    drop(frames_tx);
+    let mut writing = writing;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writing).await.is_err() {
+        writing.abort(); // a client that does not read: its connection goes anyway
+    }
+    drop(reader);
+    // Unacked results go back to the queue, for a resume.
+    amqp::close_consuming(&channel, consumer, "session ended").await;
+    match outcome {
+        Ok(()) => {
+            shared.release(session, number.id);
+            info!(%session, "session complete: every result is with its client");
+            Ok(())
+        }
+        Err(e) => abandon(session, number.id, &shared, e).await,
+    }
+}
+
+/// A session whose connection ended without its results: it waits the grace for a resume, then, if none came,
+/// is purged from every node. Returns `e`, why the connection ended.
+async fn abandon(session: SessionId, number: u64, shared: &Shared, e: SessionError) -> anyhow::Result<()> {
+    let expired = matches!(e, SessionError::Refused { code: ErrorCode::ResultsLost, .. });
+    if !expired {
+        warn!(%session, error = %e, grace = ?shared.grace, "connection lost; the session waits for a resume");
+        tokio::time::sleep(shared.grace).await;
+    }
+    if shared.begin_purge(session, Some(number)) {
+        let purged = purge(session, shared).await;
+        shared.end_purge(session);
+        purged?;
+    }
+    Err(e.into())
+}
+
+/// A session opened by a handshake.
+struct Opened {
+    session: SessionId,
+    secret: u128,
+    /// The results the client already has (on a resume).
+    received: Vec<ReceivedStream>,
+    upload_log: UploadLog,
+    /// Batches per file kind already durably in the pipeline (on a resume).
+    resume_from: BTreeMap<FileKind, u64>,
+    /// The connection's claim on the session.
+    number: Claim,
+}
+
+/// A connection's claim on its session, from [`Shared::claim`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Claim {
+    pub id: u64,
+    pub resumed: bool,
+}
+
+/// The first frame: `Hello` opens a new session (within the session limit), `Resume` reopens one with its
+/// secret, unless it is being purged. Anything else, or nothing within the handshake timeout, ends the
+/// connection.
+async fn handshake(
+    reader: &mut FrameReader<OwnedReadHalf, ClientFrame>,
+    shared: &Shared,
+) -> Result<Opened, SessionError> {
+    let first = tokio::time::timeout(shared.limits.handshake_timeout, reader.next()).await.map_err(|_| {
+        refuse(ErrorCode::Protocol, format!("no handshake within {:?}", shared.limits.handshake_timeout))
+    })?;
+    match first? {
+        ClientFrame::Hello => {
+            if shared.sessions() >= shared.limits.max_sessions {
+                let max = shared.limits.max_sessions;
+                return Err(refuse(
+                    ErrorCode::Busy,
+                    format!("the gateway serves its maximum of {max} sessions; try again later"),
+                ));
+            }
+            let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
+            let log = UploadLog::create(&shared.state_dir, session, secret)?;
+            let number = shared.claim(session, false)?;
+            Ok(Opened { session, secret, received: Vec::new(), upload_log: log, resume_from: BTreeMap::new(), number })
+        }
+        ClientFrame::Resume { session, secret, received } => {
+            let refused = |code, why: &str| {
+                warn!(%session, why, "resume refused");
+                Err(refuse(code, format!("{why} {session}")))
+            };
+            match UploadLog::resume(&shared.state_dir, session)? {
+                None => refused(ErrorCode::UnknownSession, "unknown session"),
+                Some((_, recovered)) if recovered.secret != Some(secret) => {
+                    refused(ErrorCode::WrongSecret, "wrong secret for session")
+                }
+                Some((_, recovered)) if recovered.purging => {
+                    refused(ErrorCode::SessionExpired, "abandoned and being purged: session")
+                }
+                Some((log, recovered)) => {
+                    // Claimed after the log was read: a purge that began in between refuses the claim.
+                    let number = shared.claim(session, true)?;
+                    Ok(Opened { session, secret, received, upload_log: log, resume_from: recovered.done, number })
+                }
+            }
+        }
+        other => Err(refuse(ErrorCode::Protocol, format!("expected Hello or Resume, got {}", frame_name(&other)))),
+    }
+}
+
+fn frame_name(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Hello => "Hello",
+        ClientFrame::Resume { .. } => "Resume",
+        ClientFrame::Ack { .. } => "Ack",
+        ClientFrame::Rows { .. } => "Rows",
+        ClientFrame::EndOfFile { .. } => "EndOfFile",
+    }
+}
+
+/// Reads the client's batches, EOFs and acks until the client closes the connection. Batches are published
+/// with confirms pipelined; an EOF is published once everything of its kind is confirmed.
+async fn receive_input(
+    reader: &mut FrameReader<OwnedReadHalf, ClientFrame>,
+    session: SessionId,
+    shared: &Shared,
+    acks: mpsc::UnboundedSender<u64>,
+    mut upload_log: UploadLog,
+    resume_from: BTreeMap<FileKind, u64>,
+) -> Result<(), SessionError> {
+    let topology = &shared.topology;
+    let mut next_seq: BTreeMap<FileKind, u64> = resume_from;
+    let mut ended: BTreeSet<FileKind> = BTreeSet::new();
+    let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::new();
+    loop {
+        // While the client uploads, a frame must come within the timeout; once every kind has ended, the client
+        // only acks results, which may be a long time coming.
+        let next = reader.next();
+        let frame = if ended.len() < FileKind::ALL.len() {
+            match tokio::time::timeout(shared.limits.frame_timeout, next).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    let timeout = shared.limits.frame_timeout;
+                    return Err(refuse(
+                        ErrorCode::Protocol,
+                        format!("no complete frame within {timeout:?} during the upload"),
+                    ));
+                }
+            }
+        } else {
+            next.await
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match frame {
+            ClientFrame::Hello | ClientFrame::Resume { .. } => {
+                return Err(refuse(ErrorCode::Protocol, "a second handshake"));
+            }
+            ClientFrame::Ack { upto } => {
+                let _ = acks.send(upto);
+            }
+            ClientFrame::Rows { kind, seq, batch } => {
+                let expected = next_seq.entry(kind).or_default();
+                check(!ended.contains(&kind), || format!("{kind} rows after its end"))?;
+                check(seq == *expected, || format!("{kind} batch {seq} out of order (expected {expected})"))?;
+                check(stream_of(kind).carries(&batch), || format!("a {kind} batch holds other rows"))?;
+                *expected += 1;
+                debug!(%session, sender = %GATEWAY, %kind, seq, rows = batch.len(), "client batch");
+                for routed in route_input(topology, kind, seq, batch) {
+                    let queue = topology.queue_of(routed.to, session);
+                    if seq % DEPTH_CHECK_EVERY == 0 {
+                        shared.flow.wait_for_room(&queue).await?;
+                    }
+                    let body = Body::Data(routed.payload);
+                    let envelope = Envelope { session, sender: GATEWAY, stream: routed.stream, seq: routed.seq, body };
+                    in_flight.push_back(shared.publisher.publish(&queue, &envelope).await?);
+                }
+                crate::failpoint!("gateway-mid-upload");
+                while in_flight.len() > CONFIRMS_IN_FLIGHT {
+                    amqp::await_confirms(in_flight.pop_front().into_iter().collect()).await?;
+                }
+                if (seq + 1) % PROGRESS_EVERY == 0 {
+                    // Everything so far confirmed, then recorded: a resume starts after it.
+                    amqp::await_confirms(in_flight.drain(..).collect()).await?;
+                    upload_log.record(kind, seq + 1)?;
+                }
+            }
+            ClientFrame::EndOfFile { kind, batches } => {
+                let sent = next_seq.get(&kind).copied().unwrap_or(0);
+                check(batches == sent, || format!("{kind} ends after {batches} batches, but {sent} arrived"))?;
+                check(ended.insert(kind), || format!("{kind} ended twice"))?;
+                // Everything of this kind is confirmed before its EOF can overtake it on a restart.
+                amqp::await_confirms(in_flight.drain(..).collect()).await?;
+                for eof in input_eofs(topology, kind, batches) {
+                    let body = Body::Eof { count: eof.payload };
+                    let envelope = Envelope { session, sender: GATEWAY, stream: eof.stream, seq: eof.seq, body };
+                    in_flight
+                        .push_back(shared.publisher.publish(&topology.queue_of(eof.to, session), &envelope).await?);
+                }
+                amqp::await_confirms(in_flight.drain(..).collect()).await?;
+                upload_log.record(kind, batches)?;
+                info!(%session, %kind, batches, "input file kind ended");
+            }
+        }
+    }
+}
+
+/// The result streams a session waits for: one per query, from every replica of the stage that answers it.
+fn result_tracker(topology: &Topology) -> InputTracker {
+    InputTracker::new(Query::ALL.into_iter().flat_map(|q| {
+        topology.senders(Endpoint::Stage(result_source(q))).into_iter().map(move |s| (Stream::Results(q), s))
+    }))
+}
+
+/// Whether a resuming client that says it has `received` has every result of its session.
+fn has_every_result(topology: &Topology, received: &[ReceivedStream]) -> bool {
+    let mut tracker = result_tracker(topology);
+    for stream in received {
+        let seqs = SeqSet::from_ranges(stream.seqs.iter().copied());
+        tracker.absorb(Stream::Results(stream.query), stream.sender, seqs, stream.eof);
+    }
+    tracker.is_complete()
+}
+
+fn admit(tracker: &mut InputTracker, id: &ResultId) -> Admission {
+    match id.eof {
+        Some(count) => tracker.admit_eof(Stream::Results(id.query), id.sender, count),
+        None => tracker.admit_data(Stream::Results(id.query), id.sender, id.seq),
+    }
+}
+
+/// Forwards the session's results as numbered frames and acks each message once the client acked its frame.
+/// Returns when the client has acked everything up to and including the last result of the session.
+async fn forward_results(
+    consumer: &mut lapin::Consumer,
+    session: SessionId,
+    shared: &Shared,
+    received: Vec<ReceivedStream>,
+    frames: mpsc::UnboundedSender<GatewayFrame>,
+    mut acks: mpsc::UnboundedReceiver<u64>,
+) -> Result<(), SessionError> {
+    let (topology, publisher) = (&shared.topology, &shared.publisher);
+    let dead_letters = &topology.dead_letter_queue("gateway");
+    let results_queue = &topology.results_queue(session);
+    let mut tracker = result_tracker(topology);
+    for stream in received {
+        tracker.absorb(Stream::Results(stream.query), stream.sender, SeqSet::from_ranges(stream.seqs), stream.eof);
+    }
+    let mut done: BTreeSet<Query> = BTreeSet::new();
+    // Frames sent and not yet acked: results (with the delivery to ack) and query ends (nothing to ack).
+    let mut pending: VecDeque<(u64, Option<Acker>)> = VecDeque::new();
+    let mut n = 0;
+    loop {
+        for query in Query::ALL {
+            if !done.contains(&query) && tracker.stream_complete(Stream::Results(query)) {
+                done.insert(query);
+                n += 1;
+                frames.send(GatewayFrame::QueryDone { n, query })?;
+                pending.push_back((n, None));
+                info!(%session, %query, "query complete");
+            }
+        }
+        // The client has every result and every query end: the session is over (the caller cleans up, then
+        // says Done).
+        if done.len() == Query::ALL.len() && pending.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            delivery = consumer.next() => {
+                let Some(delivery) = delivery else {
+                    return Err(BrokerError::Lost("the results consumer was cancelled".to_owned()).into());
+                };
+                let delivery = delivery?;
+                crate::failpoint_error!("gateway-results-fail");
+                let poison = match Envelope::decode(&delivery.data) {
+                    Ok(envelope) => match (envelope.stream, &envelope.body) {
+                        (Stream::Results(_), Body::Data(batch)) if !envelope.stream.carries(batch) => Err("wrong rows".to_owned()),
+                        (Stream::Results(_), Body::Data(_) | Body::Eof { .. }) => Ok(envelope),
+                        _ => Err("not a result".to_owned()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let envelope = match poison {
+                    Ok(envelope) => envelope,
+                    Err(why) => {
+                        // Set aside, never redelivered: the session goes on without it.
+                        warn!(%session, reason = %why, "poison message on a results queue set aside");
+                        let set_aside = crate::dead_letters::set_aside(publisher, dead_letters, results_queue, &delivery.data, &why);
+                        amqp::await_confirms(vec![set_aside.await?]).await?;
+                        delivery.acker.ack(BasicAckOptions::default()).await?;
+                        continue;
+                    }
+                };
+                let Stream::Results(query) = envelope.stream else { unreachable!("checked above") };
+                let (eof, rows) = match envelope.body {
+                    Body::Eof { count } => (Some(count), Vec::new()),
+                    Body::Data(Batch::Results(rows)) => (None, rows),
+                    _ => (None, Vec::new()),
+                };
+                let id = ResultId { query, sender: envelope.sender, seq: envelope.seq, eof };
+                match admit(&mut tracker, &id) {
+                    Admission::Apply => {
+                        n += 1;
+                        frames.send(GatewayFrame::Result { n, id, rows })?;
+                        pending.push_back((n, Some(delivery.acker)));
+                        crate::failpoint!("gateway-results-unacked");
+                    }
+                    admission => {
+                        debug!(%session, sender = %id.sender, seq = id.seq, ?admission, "result not forwarded");
+                        delivery.acker.ack(BasicAckOptions::default()).await?;
+                    }
+                }
+            }
+            upto = acks.recv() => {
+                let Some(upto) = upto else { return Err(SessionError::Gone("the client connection ended".to_owned())) };
+                while pending.front().is_some_and(|(k, _)| *k <= upto) {
+                    if let (_, Some(acker)) = pending.pop_front().expect("checked") {
+                        acker.ack(BasicAckOptions::default()).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tells every stage replica to drop `session` (state, files), and deletes its results queue. The purge is
+/// recorded in the session's upload log first, so a gateway restarted halfway finishes it at once, and a resume
+/// arriving meanwhile is refused.
+pub(super) async fn purge(session: SessionId, shared: &Shared) -> anyhow::Result<()> {
+    let Some((mut log, _)) = UploadLog::resume(&shared.state_dir, session)? else {
+        return Ok(()); // ended or purged already
+    };
+    log.record_purging()?;
+    crate::failpoint_delay!("gateway-purging");
+    let topology = &shared.topology;
+    let mut confirms = Vec::new();
+    for (stage, replica) in topology.stage_replicas() {
+        let envelope = Envelope { session, sender: GATEWAY, stream: Stream::Session, seq: 0, body: Body::Purge };
+        confirms.push(shared.publisher.publish(&topology.queue(stage, replica), &envelope).await?);
+    }
+    amqp::await_confirms(confirms).await?;
+    let channel = shared.connection.create_channel().await?;
+    channel.queue_delete(topology.results_queue(session).as_str().into(), QueueDeleteOptions::default()).await?;
+    UploadLog::remove(&shared.state_dir, session);
+    info!(%session, "abandoned session purged from every node");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_are_announced_with_their_code() {
+        assert!(error_frame(&SessionError::from(BrokerError::Nacked)).is_none());
+        assert!(error_frame(&SessionError::Gone("the client left".into())).is_none());
+        assert!(error_frame(&SessionError::from(std::io::Error::other("disk full"))).is_none());
+        let closed = SessionError::from(FrameError::Closed);
+        assert!(matches!(closed, SessionError::Gone(_)), "{closed:?}");
+        let reset = SessionError::from(FrameError::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert!(matches!(reset, SessionError::Gone(_)), "{reset:?}");
+        let oversized = error_frame(&SessionError::from(FrameError::Io(std::io::ErrorKind::InvalidData.into())));
+        assert!(matches!(oversized, Some(GatewayFrame::Error { code: ErrorCode::Protocol, .. })));
+        let garbage = error_frame(&SessionError::from(FrameError::Empty));
+        assert!(matches!(garbage, Some(GatewayFrame::Error { code: ErrorCode::Protocol, .. })));
+        let busy = error_frame(&refuse(ErrorCode::Busy, "full"));
+        assert!(matches!(busy, Some(GatewayFrame::Error { code: ErrorCode::Busy, .. })));
+    }
+}

@@ -1,0 +1,157 @@
+//! Session leases: a stage replica drops a session that nobody vouches for any more.
+//!
+//! The gateway purges the sessions it knows to be abandoned (their clients gone past the grace), a restarted one
+//! included, from its upload logs. A session whose gateway vanished for good (its folder lost with it) has no one
+//! left to purge it. So the gateway announces, on the namespace's `sessions` fanout exchange and every quarter of
+//! the lease, the sessions it knows; a stage replica renews a session's lease with each announcement that names
+//! it and each input it gets, and purges a session whose lease ran out (state and files, as a purge would).
+//! The lease ([`DEFAULT_LEASE`], `SESSION_LEASE`) is long next to the gateway's grace and the clients' reconnect
+//! window, so only a session that can no longer finish expires.
+
+use crate::amqp::BrokerError;
+use crate::topology::Topology;
+use coffee_model::wire::SessionId;
+use futures::{Stream, StreamExt};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ExchangeKind};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a stage replica keeps a session that no gateway announces and no input feeds.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
+
+/// How often the gateway announces its sessions: a quarter of the lease, at most every 30 s.
+pub fn announce_every(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+fn exchange(topology: &Topology) -> String {
+    format!("{}.sessions", topology.namespace)
+}
+
+async fn declare(channel: &lapin::Channel, topology: &Topology) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions::default();
+    channel
+        .exchange_declare(exchange(topology).as_str().into(), ExchangeKind::Fanout, options, FieldTable::default())
+        .await
+}
+
+/// Announces, every `every` until the connection fails, the sessions that `known` lists (the gateway: those
+/// with an upload log in its folder).
+pub async fn start_announcing(
+    connection: &Connection,
+    topology: &Topology,
+    every: Duration,
+    known: impl Fn() -> Vec<SessionId> + Send + 'static,
+) -> Result<(), BrokerError> {
+    let channel = connection.create_channel().await?;
+    declare(&channel, topology).await?;
+    let exchange = exchange(topology);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let payload = postcard::to_allocvec(&known()).expect("session ids serialize");
+            let options = BasicPublishOptions::default();
+            let sent = channel
+                .basic_publish(exchange.as_str().into(), "".into(), options, &payload, BasicProperties::default())
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "session announcements stopped");
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Every announcement of the namespace from now on, through a temporary queue of this connection.
+pub async fn subscribe(
+    connection: &Connection,
+    topology: &Topology,
+) -> Result<impl Stream<Item = Vec<SessionId>>, BrokerError> {
+    let channel = connection.create_channel().await?;
+    declare(&channel, topology).await?;
+    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let queue = channel.queue_declare("".into(), options, FieldTable::default()).await?;
+    let name = queue.name().clone();
+    let bind = QueueBindOptions::default();
+    channel
+        .queue_bind(name.clone(), exchange(topology).as_str().into(), "".into(), bind, FieldTable::default())
+        .await?;
+    let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let consumer = channel.basic_consume(name, "".into(), options, FieldTable::default()).await?;
+    Ok(consumer.filter_map(|delivery| async move { postcard::from_bytes(&delivery.ok()?.data).ok() }))
+}
+
+/// The leases of a stage replica's sessions.
+#[derive(Debug)]
+pub struct Leases {
+    lease: Duration,
+    renewed: HashMap<SessionId, Instant>,
+}
+
+impl Leases {
+    pub fn new(lease: Duration) -> Leases {
+        Leases { lease, renewed: HashMap::new() }
+    }
+
+    /// Renews `session`'s lease (an input came, or it was recovered at start).
+    pub fn renew(&mut self, session: SessionId, now: Instant) {
+        self.renewed.insert(session, now);
+    }
+
+    /// Renews the leases of the announced sessions this replica holds.
+    pub fn announced(&mut self, sessions: &[SessionId], now: Instant) {
+        for session in sessions {
+            if let Some(at) = self.renewed.get_mut(session) {
+                *at = now;
+            }
+        }
+    }
+
+    /// The sessions whose lease ran out (they are forgotten here).
+    pub fn expired(&mut self, now: Instant) -> Vec<SessionId> {
+        let lease = self.lease;
+        let mut expired: Vec<SessionId> =
+            self.renewed.iter().filter(|(_, at)| now - **at > lease).map(|(id, _)| *id).collect();
+        expired.sort();
+        for id in &expired {
+            self.renewed.remove(id);
+        }
+        expired
+    }
+
+    /// The session ended here: no lease to keep.
+    pub fn forget(&mut self, session: SessionId) {
+        self.renewed.remove(&session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_runs_out_unless_an_input_or_an_announcement_renews_it() {
+        let t0 = Instant::now();
+        let (a, b, c) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2), uuid::Uuid::from_u128(3));
+        let mut leases = Leases::new(Duration::from_secs(10));
+        for id in [a, b, c] {
+            leases.renew(id, t0);
+        }
+        leases.announced(&[a, uuid::Uuid::from_u128(9)], t0 + Duration::from_secs(8));
+        leases.renew(b, t0 + Duration::from_secs(9));
+        assert!(leases.expired(t0 + Duration::from_secs(10)).is_empty());
+        assert_eq!(leases.expired(t0 + Duration::from_secs(11)), vec![c]);
+        assert!(leases.expired(t0 + Duration::from_secs(12)).is_empty(), "expired once");
+        leases.forget(a);
+        assert_eq!(leases.expired(t0 + Duration::from_secs(30)), vec![b]);
+        assert_eq!(announce_every(DEFAULT_LEASE), Duration::from_secs(30));
+        assert_eq!(announce_every(Duration::from_secs(4)), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,242 @@
+//! The client-gateway protocol over TCP: length-prefixed frames (`tokio_util`'s `LengthDelimitedCodec`, a 4-byte
+//! big-endian length), each a version byte and a `postcard` body.
+//!
+//! A session: the client says `Hello`, the gateway answers `Welcome` with the session id; the client streams
+//! `Rows` per file kind with increasing seqs and one `EndOfFile` per kind counting its batches; the gateway
+//! streams `Results` as they come, a `QueryDone` per query, and `Done` at the end. A frame that does not decode
+//! ends that connection with an `Error` frame, never the gateway.
+
+use coffee_model::keys::Query;
+
+use coffee_model::message::Batch;
+
+use coffee_model::node::NodeId;
+
+use bytes::Bytes;
+use coffee_model::model::FileKind;
+use coffee_model::results::ResultRow;
+use coffee_model::wire::SessionId;
+use futures::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// The version byte of every frame (2: a `Resume` lists the results it has as ranges).
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// The largest frame either side accepts.
+///
+/// Small on purpose: the codec reserves buffer space for a frame's announced length as soon as it reads the
+/// prefix, so this bounds what a connection can make the gateway allocate (a batch of 2,000 rows is ~150 KB; a
+/// resume is a few hundred bytes per result stream, whatever the session's size).
+pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// The identity of one result message: which query, who sent it, its seq, and for an end of stream the count
+/// it announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ResultId {
+    pub query: Query,
+    pub sender: NodeId,
+    pub seq: u64,
+    pub eof: Option<u64>,
+}
+
+/// What a resuming client already has of one result stream (one query from one sender): the seqs of its result
+/// messages as half-open ranges, and the count its end of stream announced, if that came. Results arrive nearly
+/// in order, so a stream is a handful of ranges however many results it carried: a resume stays small whatever
+/// the session's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedStream {
+    pub query: Query,
+    pub sender: NodeId,
+    pub seqs: Vec<(u64, u64)>,
+    pub eof: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    Hello,
+    /// Reconnects to a session after the connection (or the gateway) died; the client then sends its input again
+    /// from the start (the pipeline drops what it already has).
+    Resume {
+        session: SessionId,
+        /// The secret the gateway gave this client in its first `Welcome`.
+        secret: u128,
+        /// The results it has, so the gateway forwards only the others and knows when each query is complete.
+        received: Vec<ReceivedStream>,
+    },
+    /// The client has written every result frame numbered up to `upto` on this connection.
+    Ack {
+        upto: u64,
+    },
+    /// One batch of parsed rows of `kind`; `seq` counts this kind's batches from 0.
+    Rows {
+        kind: FileKind,
+        seq: u64,
+        batch: Batch,
+    },
+    /// The client sent `batches` batches of `kind` (seqs `0..batches`).
+    EndOfFile {
+        kind: FileKind,
+        batches: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GatewayFrame {
+    /// The session is open. On a resume, `resume_from` says how many batches of each file kind are already in
+    /// the pipeline: the client sends the batches after them (and every end of file again).
+    Welcome {
+        session: SessionId,
+        /// Needed to resume the session: only this client has it.
+        secret: u128,
+        resume_from: Vec<(FileKind, u64)>,
+    },
+    /// Result frame `n` of this connection (numbered from 1), to be acked.
+    Result {
+        n: u64,
+        id: ResultId,
+        rows: Vec<ResultRow>,
+    },
+    /// Every result of `query` has been sent; frame `n` of this connection, to be acked like a result.
+    QueryDone {
+        n: u64,
+        query: Query,
+    },
+    Done,
+    /// The gateway ends the connection (and, unless `code` says otherwise, the session).
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Why the gateway refused a connection or ended a session, for the client to act on (the message is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The client broke the protocol: a frame out of place, out of order, or that does not decode.
+    Protocol,
+    /// The gateway serves its maximum of sessions: try again later.
+    Busy,
+    /// No such session here: it never was, or it ended with every result delivered, or it was purged.
+    UnknownSession,
+    /// The secret does not match the session's.
+    WrongSecret,
+    /// The session was abandoned and is being purged from every node: it cannot be resumed.
+    SessionExpired,
+    /// The session's results are gone from the broker (its results queue was deleted): it cannot complete.
+    ResultsLost,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    Version(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("the peer closed the connection")]
+    Closed,
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+pub fn encode<T: Serialize>(frame: &T) -> Bytes {
+    let mut out = vec![PROTOCOL_VERSION];
+    postcard::to_io(frame, &mut out).expect("frames serialize");
+    Bytes::from(out)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    match bytes.split_first() {
+        None => Err(FrameError::Empty),
+        Some((&PROTOCOL_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+        Some((&v, _)) => Err(FrameError::Version(v)),
+    }
+}
+
+/// Reads frames of type `T`.
+pub struct FrameReader<R, T> {
+    inner: FramedRead<R, LengthDelimitedCodec>,
+    _frames: std::marker::PhantomData<T>,
+}
+
+impl<R: AsyncRead + Unpin, T: DeserializeOwned> FrameReader<R, T> {
+    pub fn new(reader: R) -> Self {
+        FrameReader { inner: FramedRead::new(reader, codec()), _frames: std::marker::PhantomData }
+    }
+
+    /// The next frame; `Err(Closed)` at a clean end of the connection.
+    pub async fn next(&mut self) -> Result<T, FrameError> {
+        match self.inner.next().await {
+            None => Err(FrameError::Closed),
+            Some(bytes) => decode(&bytes?),
+        }
+    }
+}
+
+/// Writes frames of type `T`.
+pub struct FrameWriter<W, T> {
+    inner: FramedWrite<W, LengthDelimitedCodec>,
+    _frames: std::marker::PhantomData<T>,
+}
+
+impl<W: AsyncWrite + Unpin, T: Serialize> FrameWriter<W, T> {
+    pub fn new(writer: W) -> Self {
+        FrameWriter { inner: FramedWrite::new(writer, codec()), _frames: std::marker::PhantomData }
+    }
+
+    pub async fn send(&mut self, frame: &T) -> Result<(), FrameError> {
+        Ok(self.inner.send(encode(frame)).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffee_model::model::Store;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn frames_round_trip_over_a_stream() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut writer = FrameWriter::<_, ClientFrame>::new(client);
+        let mut reader = FrameReader::<_, ClientFrame>::new(server);
+        let rows = ClientFrame::Rows {
+            kind: FileKind::Stores,
+            seq: 3,
+            batch: Batch::Stores(vec![Store { store_id: 1, store_name: "G, Coffee".into() }]),
+        };
+        writer.send(&ClientFrame::Hello).await.unwrap();
+        writer.send(&rows).await.unwrap();
+        writer.send(&ClientFrame::EndOfFile { kind: FileKind::Stores, batches: 4 }).await.unwrap();
+        drop(writer);
+        assert_eq!(reader.next().await.unwrap(), ClientFrame::Hello);
+        assert_eq!(reader.next().await.unwrap(), rows);
+        assert!(matches!(reader.next().await.unwrap(), ClientFrame::EndOfFile { batches: 4, .. }));
+        assert!(matches!(reader.next().await, Err(FrameError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_errors_not_panics() {
+        assert!(matches!(decode::<ClientFrame>(&[]), Err(FrameError::Empty)));
+        assert!(matches!(decode::<ClientFrame>(&[7, 0]), Err(FrameError::Version(7))));
+        assert!(matches!(decode::<ClientFrame>(&[PROTOCOL_VERSION, 200, 1]), Err(FrameError::Malformed(_))));
+        // A length prefix past the limit is refused before anything is buffered.
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
+        let mut reader = FrameReader::<_, ClientFrame>::new(server);
+        assert!(matches!(reader.next().await, Err(FrameError::Io(_))));
+    }
+}

@@ -1,0 +1,83 @@
+//! What owns the nodes, as one trait: [`Orchestrator`] lists, kills, pauses, resumes and restarts nodes by name,
+//! and (for an owner that runs the nodes itself) brings them up, supervises them and stops them. The health
+//! monitors, the chaos monkey and the console hold a `dyn Orchestrator`, so they work the same whether the
+//! nodes are local processes ([`crate::cluster`]) or compose containers ([`crate::docker`]); which one is used is
+//! configuration ([`crate::orchestration`]).
+//!
+//! This module is a leaf: the trait and its plain data only, so every implementation and every user can
+//! depend on it without depending on each other.
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+/// Whether a node runs, as far as its orchestrator knows (its heartbeat is another matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    /// Created or being restarted: it should run shortly.
+    Starting,
+    /// Exited, killed, dead or paused: it runs again only when started.
+    Stopped,
+}
+
+/// One node as its orchestrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeState {
+    /// The topology's name (`gateway`, `tx_filter-0`, `monitor-1`, `console`).
+    pub name: String,
+    pub state: RunState,
+    /// The orchestrator's own word: the container's state and status, or the process id.
+    pub detail: String,
+    /// The node's process id on this machine, for a local process (a container's is not ours to name).
+    pub pid: Option<u32>,
+    /// How many times its orchestrator restarted it, when the orchestrator keeps count (a local supervisor
+    /// does; the Docker engine's count is not the nodes' and is not read).
+    pub restarts: Option<u32>,
+}
+
+/// A node that an orchestrator's supervision restarted, and who asked: a monitor (`monitor-2`), or the
+/// supervisor itself when the node exited and no monitor had it restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restarted {
+    pub node: String,
+    pub by: String,
+}
+
+/// Starts, kills and restarts nodes by name. Boxed futures rather than `async fn` so that the monitor, the chaos
+/// monkey and the console can hold a `dyn Orchestrator` chosen at run time.
+pub trait Orchestrator: Send + Sync {
+    /// Who owns the nodes, in words for people: `local processes`, `docker (compose project P)`.
+    fn describe(&self) -> String;
+    /// Every node it owns, with its state, in a stable order.
+    fn nodes(&self) -> BoxFuture<'_, anyhow::Result<Vec<NodeState>>>;
+    /// Kills the node at once, as SIGKILL does: no shutdown code runs.
+    fn kill<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Stops the node if it runs (without waiting for it to shut down cleanly) and starts it again.
+    fn restart<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Starts the node if it is stopped; does nothing if it runs.
+    fn start<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Stops the node's process where it stands (SIGSTOP), as a hang or a stalled machine would.
+    fn pause<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Lets the node's process go on (SIGCONT); harmless if it runs, or was replaced meanwhile.
+    fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Brings the nodes up, for an orchestrator that starts them itself (the console's own local cluster);
+    /// others only check that they reach their nodes, by listing them once.
+    fn up(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move { self.nodes().await.map(drop) })
+    }
+
+    /// One round of supervision, for an orchestrator that restarts its exited nodes itself (a local cluster):
+    /// returns the nodes it restarted and who asked. Others have nothing to do here: the monitors restart
+    /// containers, and a `cluster up` in another process restarts its own nodes.
+    fn supervise(&self) -> BoxFuture<'_, anyhow::Result<Vec<Restarted>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Stops what [`Orchestrator::up`] started (a local cluster, whose queues are deleted too); others leave
+    /// their nodes running, since they are not theirs to stop.
+    fn down(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
