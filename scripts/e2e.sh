@@ -17,8 +17,8 @@ fi
 log "building coffee and coffee-console"
 cargo build -p coffee -p coffee-console
 ./scripts/build-frontend.sh
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
-  log "installing playwright-core"
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/amqplib ]; then
+  log "installing playwright-core and amqplib"
   (cd tests/e2e && npm ci --no-audit --no-fund)
 fi
 log "running the browser test"

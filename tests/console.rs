@@ -94,6 +94,14 @@ impl ConsoleClient {
         json_of(request.send().await.expect("POST"), path).await
     }
 
+    /// POSTs `body` to `path` and returns the status and JSON answer, whatever the status (for refusals).
+    pub async fn post_answer(&self, path: &str, body: Value) -> (u16, Value) {
+        let request = self.authorized(self.http.post(format!("{}{path}", self.base)).json(&body));
+        let response = request.send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_else(|e| panic!("{path}: not JSON: {e}")))
+    }
+
     /// Launches one session on `dataset`; its id.
     pub async fn launch(&self, dataset: &str) -> String {
         let launched = self.post("/api/sessions", serde_json::json!({ "dataset": dataset })).await;

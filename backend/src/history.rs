@@ -118,6 +118,7 @@ mod tests {
             topology: "all=1".into(),
             faults: 2,
             matches_reference: Some(true),
+            checked: true,
             files_with_issues: vec![],
         };
         Record { view, output }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub queues: queues::Queues,
     pub history: Arc<history::History>,
     pub flow: flow::Flow,
+    /// Read-held by a launch until its sessions run, write-held by a rescale: one never starts during the other.
+    pub launches: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A started console: its router (serve it on any listener) and its background supervisor.
@@ -72,24 +74,26 @@ impl App {
             exe: config.coffee_exe(),
         };
         let events = events::Events::default();
-        let owner: Arc<dyn Orchestrator> = match config.orchestrator.orchestrator {
+        let nodes = match config.orchestrator.orchestrator {
             OrchestratorKind::Local => {
                 if !spec.exe.is_file() {
                     warn!(exe = %spec.exe.display(), "the coffee binary is missing: build it or pass --coffee-bin");
                 }
                 let options = StartOptions { monitors: config.monitors, ..StartOptions::default() };
-                Arc::new(nodes::local::Local::new(spec.clone(), options))
+                let local = Arc::new(nodes::local::Local::new(spec.clone(), options));
+                nodes::Nodes::local(spec, local, events.clone())
             }
-            OrchestratorKind::Docker => Arc::new(config.orchestrator.docker().await?),
+            OrchestratorKind::Docker => {
+                let docker: Arc<dyn Orchestrator> = Arc::new(config.orchestrator.docker().await?);
+                nodes::Nodes::new(spec, docker, events.clone())
+            }
         };
-        let nodes = nodes::Nodes::new(spec, owner, events.clone());
         if let Err(e) = nodes.start().await {
             warn!(error = %format!("{e:#}"), "serving without a cluster for now; retrying in the background");
         }
         let supervisor = tokio::spawn(nodes.clone().run());
         let queues = queues::Queues::default();
-        let spec = nodes.spec();
-        let counting = queues.clone().watch(spec.amqp_url.clone(), spec.topology.clone(), events.clone());
+        let counting = queues.clone().watch(nodes.clone(), events.clone());
         let queue_counter = tokio::spawn(counting);
         let flow = flow::Flow::default();
         let flow_watcher = tokio::spawn(flow.clone().watch(nodes.clone(), queues.clone(), events.clone()));
@@ -98,7 +102,19 @@ impl App {
         let sessions = Arc::new(sessions::Sessions::default());
         let kept = history.load();
         info!(sessions = kept.len(), "run history restored");
+        // A session done but never checked (the console stopped during its check) is checked now.
+        let unchecked: Vec<(uuid::Uuid, String)> = kept
+            .iter()
+            .filter(|r| r.view.state == sessions::SessionState::Done && !r.view.checked)
+            .filter(|r| r.view.matches_reference.is_none())
+            .map(|r| (r.view.id, r.view.dataset.clone()))
+            .collect();
         kept.into_iter().for_each(|record| sessions.restore(record));
+        for (id, dataset) in unchecked {
+            let data = datasets::resolve(&config.data_dir, &dataset);
+            let (sessions, events, history) = (sessions.clone(), events.clone(), history.clone());
+            tokio::spawn(async move { sessions::check_and_keep(&sessions, &events, &history, id, data).await });
+        }
         let state = AppState {
             config: Arc::new(config),
             nodes,
@@ -109,6 +125,7 @@ impl App {
             generating: Arc::default(),
             token,
             queues,
+            launches: Arc::default(),
         };
         Ok(App { router: routes::router(state.clone()), state, supervisor, queue_counter, flow_watcher })
     }

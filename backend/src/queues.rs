@@ -8,6 +8,7 @@
 //! too, but it is a plugin a broker may not run, and the rates come from the nodes' own heartbeats anyway.
 
 use crate::events::{Event, Events};
+use crate::nodes::Nodes;
 use coffee_engine::topology::Topology;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -80,11 +81,13 @@ impl Queues {
         Ok(done?)
     }
 
-    /// Counts the queues of `topology` until aborted, over its own connection (made again when the broker goes
-    /// away, or while the queues do not exist yet); broadcasts `dead_letters` on every change of those.
-    pub async fn watch(self, amqp_url: String, topology: Topology, events: Events) {
+    /// Counts the queues of the nodes' topology (as it stands at each count: the page may rescale it) until
+    /// aborted, over its own connection (made again when the broker goes away, or while the queues do not exist
+    /// yet); broadcasts `dead_letters` on every change of those.
+    pub async fn watch(self, nodes: Arc<Nodes>, events: Events) {
+        let amqp_url = nodes.spec().amqp_url;
         loop {
-            let Err(e) = self.count(&amqp_url, &topology, &events).await;
+            let Err(e) = self.count(&amqp_url, &nodes, &events).await;
             // Debug only: with the broker down (or the queues not declared yet) the cluster's state already
             // says so on the page, and this would repeat it every round.
             debug!(error = %format!("{e:#}"), "cannot count the queues; trying again");
@@ -93,10 +96,11 @@ impl Queues {
     }
 
     /// Counts every [`EVERY`] until the broker fails.
-    async fn count(&self, amqp_url: &str, topology: &Topology, events: &Events) -> anyhow::Result<Infallible> {
+    async fn count(&self, amqp_url: &str, nodes: &Nodes, events: &Events) -> anyhow::Result<Infallible> {
         let connection = coffee_engine::amqp::connect(amqp_url, "console-queues").await?;
-        let queues: Vec<String> = topology.all_queues().into_iter().chain(topology.dead_letter_queues()).collect();
         loop {
+            let topology = nodes.spec().topology;
+            let queues: Vec<String> = topology.all_queues().into_iter().chain(topology.dead_letter_queues()).collect();
             let mut channel = connection.create_channel().await?;
             let mut depths = BTreeMap::new();
             for queue in &queues {

@@ -2,6 +2,7 @@
 
 use crate::datasets;
 use crate::events::KillCause;
+use crate::nodes::RescaleError;
 use crate::sessions::{self, Launch, SessionState, MAX_LAUNCH};
 use crate::uploads;
 use crate::AppState;
@@ -10,8 +11,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use coffee_engine::topology::Topology;
 use coffee_model::node::StageKind;
-use coffee_types::{ChaosFaults, CompareResponse, EdgeView, Launched, StageView, StatusView, TopologyView};
+use coffee_types::{ChaosFaults, CompareResponse, Launched, StatusView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -33,6 +35,9 @@ fn bad_request(message: impl ToString) -> ApiError {
 fn not_found(message: impl ToString) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, message.to_string())
 }
+fn conflict(message: impl ToString) -> ApiError {
+    ApiError(StatusCode::CONFLICT, message.to_string())
+}
 fn unavailable(message: impl ToString) -> ApiError {
     ApiError(StatusCode::SERVICE_UNAVAILABLE, message.to_string())
 }
@@ -41,6 +46,9 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The most replicas of one stage the page may ask for: every replica is a process on this machine.
+pub const MAX_RESCALE_REPLICAS: usize = 8;
 
 fn ok(value: impl serde::Serialize) -> ApiResult {
     Ok(Json(serde_json::to_value(value).map_err(internal)?))
@@ -53,7 +61,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/status", get(status))
         .route("/cluster/retry", post(retry))
-        .route("/topology", get(topology))
+        .route("/topology", get(topology).post(rescale))
         .route("/flow", get(flow))
         .route("/datasets", get(list_datasets))
         .route("/datasets/generate", post(generate))
@@ -114,6 +122,7 @@ async fn status(State(state): State<AppState>) -> ApiResult {
         frontend_built,
         chaos: state.nodes.chaos_view(),
         dead_letters: state.queues.dead_letters(),
+        rescalable: state.nodes.rescalable(),
     })
 }
 
@@ -132,24 +141,41 @@ async fn retry(State(state): State<AppState>) -> ApiResult {
 
 /// Stages with their replicas and the streams between them (and the gateway), for the topology graph.
 async fn topology(State(state): State<AppState>) -> ApiResult {
-    use coffee_engine::topology::{Edge, Endpoint, EDGES};
-    let topology = &state.nodes.spec().topology;
-    let name = |e: Endpoint| match e {
-        Endpoint::Gateway => "gateway".to_owned(),
-        Endpoint::Stage(s) => s.name().to_owned(),
-    };
-    let stages: Vec<StageView> = StageKind::ALL
-        .iter()
-        .map(|&s| StageView { name: s.name().to_owned(), replicas: topology.replicas(s) })
-        .collect();
-    // The stages' edges, then the gateway's.
-    let (from_gateway, from_stages): (Vec<&Edge>, Vec<&Edge>) = EDGES.iter().partition(|e| e.from == Endpoint::Gateway);
-    let edges: Vec<EdgeView> = from_stages
-        .into_iter()
-        .chain(from_gateway)
-        .map(|e| EdgeView { from: name(e.from), to: name(e.to), stream: format!("{:?}", e.stream) })
-        .collect();
-    ok(TopologyView { stages, edges })
+    ok(crate::nodes::topology_view(&state.nodes.spec().topology))
+}
+
+#[derive(Deserialize)]
+struct RescaleRequest {
+    /// Replicas per stage, as `--replicas` takes them (`tx_filter=3,q4_count=1`; a stage not named gets the
+    /// default).
+    replicas: String,
+}
+
+/// Restarts the console's own cluster with other replicas, between runs: refused while a session runs or is
+/// being launched, while the chaos monkey runs, and for a compose project's containers.
+async fn rescale(State(state): State<AppState>, Json(request): Json<RescaleRequest>) -> ApiResult {
+    let spec = state.nodes.spec();
+    let mut topology = Topology::with_replicas(&spec.topology.namespace, &request.replicas).map_err(bad_request)?;
+    topology.queue_type = spec.topology.queue_type;
+    if let Some((stage, replicas)) =
+        StageKind::ALL.iter().map(|&s| (s, topology.replicas(s))).find(|&(_, n)| usize::from(n) > MAX_RESCALE_REPLICAS)
+    {
+        return Err(bad_request(format!(
+            "{replicas} replicas of {stage}: the console runs at most {MAX_RESCALE_REPLICAS} per stage (each is a \
+             process on this machine)"
+        )));
+    }
+    // No launch may start while the cluster changes shape, nor the change begin while one is under way.
+    let _launches = state.launches.try_write().map_err(|_| conflict("a session is being launched"))?;
+    let running = state.sessions.running();
+    if running > 0 {
+        return Err(conflict(format!("{running} session(s) running: rescale between runs")));
+    }
+    match state.nodes.rescale(topology).await {
+        Ok(()) => ok(crate::nodes::topology_view(&state.nodes.spec().topology)),
+        Err(e @ RescaleError::Start(_)) => Err(unavailable(e)),
+        Err(e) => Err(conflict(e)),
+    }
 }
 
 async fn list_datasets(State(state): State<AppState>) -> ApiResult {
@@ -207,6 +233,8 @@ async fn launch(State(state): State<AppState>, Json(request): Json<LaunchRequest
     }
     let data_dir = datasets::resolve(&state.config.data_dir, &request.dataset)
         .ok_or_else(|| not_found(format!("no dataset `{}`", request.dataset)))?;
+    // Held until the sessions are welcomed (registered as running): a rescale waits for none of them.
+    let _launches = state.launches.try_read().map_err(|_| conflict("the cluster is being rescaled"))?;
     let cluster = state.nodes.cluster_state();
     if !cluster.is_up() {
         return Err(unavailable(cluster.error.unwrap_or_else(|| format!("the cluster is {}", cluster.state))));

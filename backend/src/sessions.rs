@@ -52,6 +52,11 @@ impl Sessions {
         all
     }
 
+    /// How many sessions run now.
+    pub fn running(&self) -> usize {
+        self.map.lock().expect("lock").values().filter(|s| s.view.state == SessionState::Running).count()
+    }
+
     pub fn get(&self, id: Uuid) -> Option<SessionView> {
         self.map.lock().expect("lock").get(&id).map(live_view)
     }
@@ -178,6 +183,7 @@ fn register(
         topology: nodes.spec().topology.replicas_spec(),
         faults: 0,
         matches_reference: None,
+        checked: false,
         files_with_issues: Vec::new(),
     };
     let output = out_dir.join(format!("client-{id}.ndjson"));
@@ -326,9 +332,27 @@ async fn keep_in_history(
 ) {
     let Some((state, output)) = sessions.output(id) else { return };
     keep(sessions, history, id, &output).await;
-    if state != SessionState::Done {
-        return;
+    if state == SessionState::Done {
+        check_and_keep(sessions, events, history, id, Some(data_dir)).await;
     }
+}
+
+/// Checks a done session against the reference on its data (`None`: the data is gone, so it cannot be), notes
+/// the verdict, tells the page, and keeps the record again with it.
+pub async fn check_and_keep(
+    sessions: &Arc<Sessions>,
+    events: &Events,
+    history: &Arc<crate::history::History>,
+    id: Uuid,
+    data_dir: Option<PathBuf>,
+) {
+    let Some((_, output)) = sessions.output(id) else { return };
+    let Some(data_dir) = data_dir else {
+        warn!(session = %id, "the session's dataset is gone: it cannot be checked against the reference");
+        sessions.update(id, |s| s.view.checked = true);
+        keep(sessions, history, id, &output).await;
+        return;
+    };
     let compared = output.clone();
     let check = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
         let expected = coffee_tools::reference::run(&data_dir)?.lines;
@@ -349,7 +373,7 @@ async fn keep_in_history(
     if checked == Some(false) {
         warn!(session = %id, "the session's results differ from the reference");
     }
-    sessions.update(id, |s| s.view.matches_reference = checked);
+    sessions.update(id, |s| (s.view.matches_reference, s.view.checked) = (checked, true));
     let Some(view) = sessions.get(id) else { return };
     events.send(Event::SessionChecked { session: id, matches_reference: checked, faults: view.faults });
     keep(sessions, history, id, &output).await;

@@ -3,7 +3,7 @@
 //! shows the flow too: under each stage, the messages waiting in its input queues and its rows per second; each
 //! edge coloured by the backlog of the stage it feeds; a bar in each stage for how busy its busiest replica is.
 
-use crate::api::{self, human_bytes, thousands, FlowView, NodeView, TopologyView};
+use crate::api::{self, human_bytes, thousands, FlowView, NodeView, SessionState, TopologyView};
 use crate::console;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -20,6 +20,7 @@ pub fn NodesPanel() -> impl IntoView {
                 <h2>"Nodes"</h2>
                 <span class="muted small">{move || format!("{} of {} up", up(), c.nodes.get().len())}</span>
             </div>
+            <Rescale/>
             {move || c.topology.get().map(|t| view! { <TopologyGraph topology=t nodes=c.nodes.get() flow=c.flow.get()/> })}
             <table class="table compact" id="nodes-table">
                 <thead><tr>
@@ -33,6 +34,95 @@ pub fn NodesPanel() -> impl IntoView {
                     </For>
                 </tbody>
             </table>
+        </div>
+    }
+}
+
+/// The most replicas of a stage the page offers (the console refuses more: each replica is a process here).
+const MAX_REPLICAS: u16 = 8;
+
+/// Changes the replicas of each stage between runs: the console's own cluster restarts in the new shape and the
+/// graph redraws. Not while a session runs or the chaos monkey does, nor for a compose project's containers.
+#[component]
+fn Rescale() -> impl IntoView {
+    let c = console();
+    let open = RwSignal::new(false);
+    let applying = RwSignal::new(false);
+    // The replicas asked for, per stage; filled from the topology when the form opens.
+    let wanted = RwSignal::new(BTreeMap::<String, u16>::new());
+    let blocked = move || -> Option<String> {
+        let status = c.status.get();
+        let running = c.sessions.get().iter().filter(|s| s.state == SessionState::Running).count();
+        if !status.rescalable {
+            Some(format!("the nodes belong to {}: rescale with coffee compose --replicas", status.orchestrator))
+        } else if running > 0 {
+            Some(format!("{running} session(s) running: rescale between runs"))
+        } else if c.chaos.get().running {
+            Some("stop the chaos monkey first".to_owned())
+        } else {
+            None
+        }
+    };
+    let toggle = move |_| {
+        if !open.get_untracked() {
+            let current = c.topology.get_untracked().map(|t| t.stages).unwrap_or_default();
+            wanted.set(current.into_iter().map(|s| (s.name, s.replicas)).collect());
+        }
+        open.update(|o| *o = !*o);
+    };
+    let apply = move |_| {
+        let replicas = wanted.get_untracked().iter().map(|(s, n)| format!("{s}={n}")).collect::<Vec<_>>().join(",");
+        applying.set(true);
+        spawn_local(async move {
+            match api::post::<TopologyView>("/api/topology", &json!({ "replicas": replicas })).await {
+                Ok(topology) => {
+                    c.topology.set(Some(topology));
+                    open.set(false);
+                    c.info(format!("the cluster restarted with {replicas}"));
+                }
+                Err(e) => c.error(format!("rescale: {e}")),
+            }
+            applying.set(false);
+        });
+    };
+    let stage_input = move |(stage, replicas): (String, u16)| {
+        let name = stage.clone();
+        view! {
+            <label class="rescale-stage">
+                <span class="label">{stage.clone()}</span>
+                <input
+                    type="number" class="num" min="1" max=MAX_REPLICAS.to_string() data-testid=format!("replicas-{stage}")
+                    prop:value=replicas.to_string()
+                    on:input=move |ev| {
+                        let n = event_target_value(&ev).parse::<u16>().unwrap_or(1).clamp(1, MAX_REPLICAS);
+                        wanted.update(|w| { w.insert(name.clone(), n); });
+                    }
+                />
+            </label>
+        }
+    };
+    view! {
+        <div class="rescale">
+            <button
+                class="btn small" data-testid="rescale-toggle" on:click=toggle
+                disabled=move || blocked().is_some() && !open.get() title=move || blocked().unwrap_or_default()
+            >
+                {move || if open.get() { "Cancel" } else { "Rescale…" }}
+            </button>
+            <Show when=move || open.get()>
+                <div class="rescale-form row gap center" data-testid="rescale-form">
+                    {move || wanted.get_untracked().into_iter().map(stage_input).collect_view()}
+                    <button
+                        class="btn" data-testid="rescale-apply" on:click=apply
+                        disabled=move || applying.get() || blocked().is_some()
+                    >
+                        {move || if applying.get() { "Restarting the cluster…" } else { "Apply and restart" }}
+                    </button>
+                    <span class="muted small">
+                        {move || blocked().unwrap_or_else(|| "the nodes stop, and start again in the new shape".to_owned())}
+                    </span>
+                </div>
+            </Show>
         </div>
     }
 }

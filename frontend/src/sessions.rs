@@ -71,6 +71,7 @@ fn SessionRow(session: SessionView) -> impl IntoView {
     let (verdict, matches) = match (session.state, session.matches_reference) {
         (_, Some(true)) => ("✓ equal", "true"),
         (_, Some(false)) => ("✗ differs", "false"),
+        (SessionState::Done, None) if session.checked => ("not checked", "none"),
         (SessionState::Done, None) => ("checking…", ""),
         _ => ("", ""),
     };

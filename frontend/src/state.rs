@@ -341,6 +341,7 @@ impl Console {
             Event::SessionChecked { session, matches_reference, faults } => {
                 self.update_session(session, |s| {
                     s.matches_reference = matches_reference;
+                    s.checked = true;
                     s.faults = faults;
                 });
                 match matches_reference {
@@ -364,6 +365,13 @@ impl Console {
                 self.refresh_datasets();
             }
             Event::Flow(flow) => self.flow.set(flow),
+            Event::Topology(topology) => {
+                let shape: Vec<String> = topology.stages.iter().map(|s| format!("{}={}", s.name, s.replicas)).collect();
+                self.push_log("cluster", format!("cluster rescaled: {}", shape.join(", ")));
+                self.topology.set(Some(topology));
+                self.refresh_status();
+                self.refresh_nodes();
+            }
             Event::DeadLetters { counts } => {
                 let total: u64 = counts.values().map(|&n| u64::from(n)).sum();
                 let before: u64 = self.status.get_untracked().dead_letters.values().map(|&n| u64::from(n)).sum();

@@ -2,7 +2,9 @@
 // cluster of `coffee` processes on the real RabbitMQ), drives Debian's chromium through playwright-core, and
 // does what a user does: launch two sessions on the bundled sample, watch them complete with their result
 // counts, kill a node and see the kill and the restart in the event log, download an NDJSON, compare the two
-// sessions. Screenshots go to tests/output/screenshots/.
+// sessions. Then what an operator does: watch a backlog build up on the graph, drop a dead letter (thrown at
+// a stage with amqplib, as a bad publisher would), rescale the cluster, and find the earlier runs after a
+// restart of the console. Screenshots go to tests/output/screenshots/.
 //
 // Environment (scripts/e2e.sh sets it): COFFEE_CONSOLE_BIN (the console binary; `coffee` must sit beside it
 // or be given by COFFEE_BIN), CHROMIUM (default /usr/bin/chromium), AMQP_URL (optional).
@@ -16,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import amqp from 'amqplib';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SHOTS = path.join(ROOT, 'tests/output/screenshots');
@@ -31,6 +34,9 @@ const SESSION_TIMEOUT = 180_000;
 let consoleProcess;
 let consoleLog = '';
 let base;
+let consoleArgs;
+let namespace;
+const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/%2f';
 let browser;
 let page;
 
@@ -79,36 +85,60 @@ before(async () => {
   fs.cpSync(path.join(ROOT, 'data/sample'), path.join(dataDir, 'sample'), { recursive: true });
   const [port, gatewayPort] = [await freePort(), await freePort()];
   base = `http://127.0.0.1:${port}`;
-  const args = [
+  namespace = `e2e-${process.pid}-${Date.now()}`;
+  consoleArgs = [
     '--bind', `127.0.0.1:${port}`,
     '--gateway', `127.0.0.1:${gatewayPort}`,
-    '--namespace', `e2e-${process.pid}-${Date.now()}`,
+    '--namespace', namespace,
     '--data-dir', dataDir,
     '--static-dir', path.join(ROOT, 'frontend/dist'),
   ];
-  if (process.env.COFFEE_BIN) args.push('--coffee-bin', process.env.COFFEE_BIN);
-  consoleProcess = spawn(CONSOLE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  consoleProcess.stdout.on('data', (d) => { consoleLog += d; });
-  consoleProcess.stderr.on('data', (d) => { consoleLog += d; });
-  await waitFor('the console and its cluster', async () => {
-    const status = await (await fetch(`${base}/api/status`)).json();
-    return status.cluster.state === 'up';
-  }, 90_000);
+  if (process.env.COFFEE_BIN) consoleArgs.push('--coffee-bin', process.env.COFFEE_BIN);
+  await startConsole();
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   const context = await browser.newContext({ viewport: { width: 1600, height: 1000 }, acceptDownloads: true });
   page = await context.newPage();
   page.on('pageerror', (e) => { consoleLog += `\n[page error] ${e}`; });
 });
 
+/** Starts the console (on the same port, data folder and namespace each time) and waits for its cluster. */
+async function startConsole() {
+  consoleProcess = spawn(CONSOLE_BIN, consoleArgs, {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' },
+  });
+  consoleProcess.stdout.on('data', (d) => { consoleLog += d; });
+  consoleProcess.stderr.on('data', (d) => { consoleLog += d; });
+  await waitFor('the console and its cluster', async () => {
+    const status = await (await fetch(`${base}/api/status`)).json();
+    return status.cluster.state === 'up';
+  }, 90_000);
+}
+
+/** Stops the console with SIGTERM (it stops its cluster and deletes its queues); SIGKILL after 15 s. */
+async function stopConsole() {
+  if (!consoleProcess || consoleProcess.exitCode !== null) return;
+  const exited = new Promise((r) => consoleProcess.once('exit', r));
+  consoleProcess.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+  if (consoleProcess.exitCode === null) {
+    consoleProcess.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** POSTs to the console's API: for what a test sets up around what it does in the page. */
+async function post(route, body = {}) {
+  const response = await fetch(`${base}${route}`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${route}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
 after(async () => {
   await browser?.close();
-  if (consoleProcess && consoleProcess.exitCode === null) {
-    // SIGTERM: the console stops its cluster and deletes its queues.
-    const exited = new Promise((r) => consoleProcess.once('exit', r));
-    consoleProcess.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
-    if (consoleProcess.exitCode === null) consoleProcess.kill('SIGKILL');
-  }
+  await stopConsole();
   fs.writeFileSync(path.join(OUT, 'console.log'), consoleLog);
 });
 
@@ -211,6 +241,74 @@ test('the console runs, kills, downloads and compares from the browser', async (
   assert.equal(await rows.count(), 5);
   for (let i = 0; i < 5; i++) assert.equal(await rows.nth(i).getAttribute('data-equal'), 'true');
   await shot('05-compare');
+});
+
+test('an operator sees a backlog on the graph, drops a dead letter, rescales, and finds runs after a restart', async () => {
+  const stage = (name) => page.locator(`[data-testid="graph-stage"][data-stage="${name}"]`);
+  const queuedAt = async (name) => Number(await stage(name).getAttribute('data-queued'));
+
+  // A backlog: with the health monitors paused (so nothing restarts what is killed for a while), both
+  // tx_filter replicas are killed from the page and a session launched; its transactions wait in tx_filter's
+  // queues, and the graph shows them there, then drain once the replicas are back.
+  for (const monitor of ['monitor-0', 'monitor-1', 'monitor-2']) {
+    await post(`/api/nodes/${monitor}/pause`, { ms: 12_000 });
+  }
+  await page.click('[data-testid="kill-tx_filter-0"]');
+  await page.click('[data-testid="kill-tx_filter-1"]');
+  const before = await page.locator('[data-testid="session-row"]').count();
+  await page.locator('[data-testid="dataset"][data-id="sample"]').click();
+  await page.fill('#launch-count', '1');
+  await page.click('#launch-btn');
+  await waitFor('a backlog at tx_filter on the graph', async () => (await queuedAt('tx_filter')) > 0, 12_000);
+  assert.ok(await page.locator('line.edge[class*="backlog-"]').count() > 0, 'an edge coloured by its backlog');
+  assert.match(await stage('tx_filter').locator('.flow-figures').textContent(), /^[1-9][\d,]* queued/);
+  await shot('06-backlog');
+  const done = page.locator('[data-testid="session-row"][data-state="done"]');
+  await waitFor('the held-up session done', async () => (await done.count()) === before + 1, SESSION_TIMEOUT);
+  await waitFor('the backlog drained', async () => (await queuedAt('tx_filter')) === 0, 15_000);
+  const equal = page.locator('[data-testid="session-row"] [data-testid="reference"][data-matches="true"]');
+  await waitFor('every session equal to the reference', async () => (await equal.count()) === before + 1, 60_000);
+
+  // A dead letter: a message no stage can read, published straight to a stage's queue, is set aside; the page
+  // lists it with why, and drops it.
+  const connection = await amqp.connect(AMQP_URL);
+  const channel = await connection.createChannel();
+  channel.sendToQueue(`${namespace}.q3_agg.0`, Buffer.from('e2e poison: not a batch'));
+  await channel.close();
+  await connection.close();
+  const letter = page.locator('[data-testid="dead-letter"][data-stage="q3_agg"]');
+  await letter.waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid="dead-letters"][data-total="1"]').waitFor({ timeout: 15_000 });
+  assert.match(await letter.innerText(), /e2e poison/);
+  await shot('07-dead-letter');
+  await letter.locator('[data-testid="drop-dead-letter"]').click();
+  await letter.waitFor({ state: 'detached', timeout: 15_000 });
+  await page.locator('[data-testid="dead-letters"]').waitFor({ state: 'detached', timeout: 15_000 });
+  assert.equal((await post('/api/dead-letters/purge')).purged, 0, 'the dropped letter is gone from the broker');
+
+  // Rescale between runs: three q4_count replicas; the graph redraws and the new nodes come up.
+  await page.click('[data-testid="rescale-toggle"]');
+  await page.fill('[data-testid="replicas-q4_count"]', '3');
+  await page.click('[data-testid="rescale-apply"]');
+  await waitFor('three q4_count replicas on the graph', async () => (await stage('q4_count').locator('circle.replica').count()) === 3, 60_000);
+  await page.locator('[data-testid="node-row"][data-node="q4_count-2"][data-up="true"]').waitFor({ timeout: 30_000 });
+  await page.locator('[data-testid="event"][data-kind="cluster"]', { hasText: 'q4_count=3' }).waitFor({ timeout: 15_000 });
+  await waitFor('every replica up on the graph', async () => (await stage('q4_count').locator('circle.replica.up').count()) === 3, 30_000);
+  await shot('08-rescaled');
+
+  // The console restarted on the same data folder: the runs of the one before are listed, with their verdicts.
+  const ids = await done.evaluateAll((rows) => rows.map((r) => r.getAttribute('data-session')));
+  assert.ok(ids.length >= 3, `finished sessions before the restart: ${ids}`);
+  await stopConsole();
+  await startConsole();
+  await page.reload();
+  for (const id of ids) {
+    const row = page.locator(`[data-testid="session-row"][data-session="${id}"][data-state="done"]`);
+    await row.waitFor({ timeout: 30_000 });
+    await row.locator('[data-testid="reference"][data-matches="true"]').waitFor({ timeout: 30_000 });
+  }
+  await page.locator('#cluster-state[data-state="up"]').waitFor({ timeout: 30_000 });
+  await shot('09-history-after-restart');
 });
 
 // A console bound beyond loopback (no cluster: its broker URL leads nowhere; the page still lists datasets):

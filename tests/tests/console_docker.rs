@@ -50,6 +50,11 @@ async fn the_console_drives_compose_containers_through_the_engine_api() {
     let status = console.get("/api/status").await;
     assert_eq!(status["cluster"]["state"], "up", "{status}");
     assert_eq!(status["orchestrator"], "docker (compose project coffee)", "{status}");
+    // The project's nodes are its compose file's: the page cannot rescale them, and is told where to.
+    assert_eq!(status["rescalable"], false, "{status}");
+    let (code, answer) = console.post_answer("/api/topology", json!({ "replicas": "all=1" })).await;
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("coffee compose --replicas")), "{answer}");
 
     // The gateway beats on the console's namespace: its heartbeat age shows.
     let namespace = console.app.state.nodes.spec().topology.namespace.clone();

@@ -44,14 +44,31 @@ async fn ended_sessions_outlive_the_console_and_the_oldest_go_first() {
     let downloaded = first.http.get(format!("{}/api/sessions/{old}/ndjson", first.base)).send().await.expect("GET");
     let expected = downloaded.text().await.expect("the NDJSON");
     first.app.shutdown().await;
+    // As a console stopped during the session's reference check leaves it: done, not checked.
+    let record_path = data_dir.path().join(format!("history/{old}.json"));
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).expect("its record")).expect("JSON");
+    assert_eq!(record["view"]["checked"], true, "{record}");
+    record["view"]["matches_reference"] = Value::Null;
+    record["view"]["checked"] = json!(false);
+    std::fs::write(&record_path, serde_json::to_vec(&record).expect("JSON")).expect("rewrite the record");
 
-    // A new console on the same data folder: the session is listed as it ended, and downloads the same.
+    // A new console on the same data folder: the session is listed as it ended (and checked now, since it was
+    // not), and downloads the same.
     let second = start(data_dir.path()).await;
     let listed = second.get("/api/sessions").await;
-    let restored = listed.as_array().expect("a list").iter().find(|s| s["id"] == old.as_str()).expect("listed");
-    for field in
-        ["state", "dataset", "dataset_name", "topology", "faults", "matches_reference", "rows_sent", "elapsed_ms"]
-    {
+    assert!(listed.as_array().expect("a list").iter().any(|s| s["id"] == old.as_str()), "not listed: {listed}");
+    let restored = second.wait_session(&old, "checked again", |v| v["checked"] == true).await;
+    for field in [
+        "state",
+        "dataset",
+        "dataset_name",
+        "topology",
+        "faults",
+        "matches_reference",
+        "checked",
+        "rows_sent",
+        "elapsed_ms",
+    ] {
         assert_eq!(restored[field], view[field], "{field}: {restored}");
     }
     assert_eq!(restored["topology"], "tx_filter=1,item_filter=1,q2_agg=1,q3_agg=1,q4_count=1,q4_top=1");

@@ -141,6 +141,11 @@ pub struct SessionView {
     /// Whether its results equal the reference's on the same data: checked once the session is done.
     #[serde(default)]
     pub matches_reference: Option<bool>,
+    /// Whether that check has run: a done session not checked yet is being checked (or was left unchecked by a
+    /// console stopped meanwhile, which checks it when it starts again); checked with no verdict, the reference
+    /// could not run on its data.
+    #[serde(default)]
+    pub checked: bool,
     /// The files whose rows the client skipped (malformed) or that it refused whole, with a few examples.
     #[serde(default)]
     pub files_with_issues: Vec<FileIssues>,
@@ -342,6 +347,9 @@ pub struct StatusView {
     pub chaos: ChaosView,
     /// Poison messages set aside so far, per dead-letter queue (see [`Event::DeadLetters`]).
     pub dead_letters: BTreeMap<String, u32>,
+    /// Whether the page may change the replicas (`POST /api/topology`): the console owns the nodes (local
+    /// processes), not a compose project.
+    pub rescalable: bool,
 }
 
 /// A stage of the pipeline and its replica count.
@@ -556,6 +564,8 @@ pub enum Event {
     DeadLetters {
         counts: BTreeMap<String, u32>,
     },
+    /// The cluster was restarted with other replicas (a rescale from the page): the graph's new shape.
+    Topology(TopologyView),
     Error {
         message: String,
     },
@@ -606,6 +616,17 @@ mod tests {
             (
                 Event::SessionQueryDone { session: Uuid::nil(), query: "Q4".into() },
                 json!({"type": "session_query_done", "session": Uuid::nil().to_string(), "query": "Q4"}),
+            ),
+            (
+                Event::Topology(TopologyView {
+                    stages: vec![StageView { name: "q4_count".into(), replicas: 3 }],
+                    edges: vec![EdgeView { from: "q4_count".into(), to: "q4_top".into(), stream: "UserCounts".into() }],
+                }),
+                json!({
+                    "type": "topology",
+                    "stages": [{"name": "q4_count", "replicas": 3}],
+                    "edges": [{"from": "q4_count", "to": "q4_top", "stream": "UserCounts"}],
+                }),
             ),
         ];
         for (event, wire) in events {

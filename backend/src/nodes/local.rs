@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use tracing::{info, warn};
 
 pub struct Local {
-    spec: ClusterSpec,
+    /// The cluster to bring up: a rescale changes its topology.
+    spec: Mutex<ClusterSpec>,
     options: StartOptions,
     cluster: tokio::sync::Mutex<Option<LocalCluster>>,
     /// Held while the cluster starts, so that two starts never overlap (the second finds the cluster up). Not
@@ -23,7 +24,7 @@ pub struct Local {
 impl Local {
     pub fn new(spec: ClusterSpec, options: StartOptions) -> Local {
         Local {
-            spec,
+            spec: Mutex::new(spec),
             options,
             cluster: tokio::sync::Mutex::new(None),
             starting: tokio::sync::Mutex::new(()),
@@ -36,6 +37,38 @@ impl Local {
         match self.error.lock().expect("lock").clone() {
             Some(error) => anyhow::anyhow!(error),
             None => anyhow::anyhow!("the cluster is not running"),
+        }
+    }
+
+    /// Stops the cluster (its queues and state go) and starts it again as `spec` says: the way to change its
+    /// replicas. If the new cluster cannot start, it is kept as the one to bring up, as a first start is.
+    pub async fn rescale(&self, spec: ClusterSpec) -> anyhow::Result<()> {
+        let _starting = self.starting.lock().await;
+        let running = self.cluster.lock().await.take();
+        if let Some(cluster) = running {
+            if let Err(e) = cluster.stop().await {
+                // Its nodes are gone even so; only its queues may be left, and the new cluster declares its own.
+                warn!(error = %format!("{e:#}"), "stopping the cluster before rescaling");
+            }
+        }
+        *self.spec.lock().expect("lock") = spec;
+        self.start_cluster().await
+    }
+
+    /// Starts the cluster of the current spec; the caller holds `starting`.
+    async fn start_cluster(&self) -> anyhow::Result<()> {
+        let spec = self.spec.lock().expect("lock").clone();
+        match LocalCluster::start_with(spec.clone(), self.options.clone()).await {
+            Ok(cluster) => {
+                *self.cluster.lock().await = Some(cluster);
+                *self.error.lock().expect("lock") = None;
+                info!(namespace = %spec.topology.namespace, replicas = %spec.topology.replicas_spec(), "console cluster up");
+                Ok(())
+            }
+            Err(e) => {
+                *self.error.lock().expect("lock") = Some(format!("{e:#}"));
+                Err(e)
+            }
         }
     }
 
@@ -91,18 +124,7 @@ impl Orchestrator for Local {
             if self.cluster.lock().await.is_some() {
                 return Ok(());
             }
-            match LocalCluster::start_with(self.spec.clone(), self.options.clone()).await {
-                Ok(cluster) => {
-                    *self.cluster.lock().await = Some(cluster);
-                    *self.error.lock().expect("lock") = None;
-                    info!(namespace = %self.spec.topology.namespace, "console cluster up");
-                    Ok(())
-                }
-                Err(e) => {
-                    *self.error.lock().expect("lock") = Some(format!("{e:#}"));
-                    Err(e)
-                }
-            }
+            self.start_cluster().await
         })
     }
 

@@ -12,15 +12,16 @@ pub mod local;
 
 use crate::events::{Event, Events, KillCause};
 use coffee_engine::heartbeat::{self, HeardNodes};
-use coffee_model::node::{NodeId, Role};
+use coffee_engine::topology::Topology;
+use coffee_model::node::{NodeId, Role, StageKind};
 use coffee_ops::chaos::{self, ChaosMonkey, Faults, Report, Targets};
 use coffee_ops::cluster::{ClusterSpec, Restarted};
 use coffee_ops::orchestrator::{NodeState, Orchestrator, RunState};
-use coffee_types::ClusterState;
+use coffee_types::{ClusterState, EdgeView, StageView, TopologyView};
 use futures::future::BoxFuture;
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -78,8 +79,11 @@ struct Health {
 }
 
 pub struct Nodes {
-    spec: ClusterSpec,
+    /// The cluster as it runs now: its topology changes when the page rescales it.
+    spec: RwLock<ClusterSpec>,
     owner: Arc<dyn Orchestrator>,
+    /// The console's own cluster, when it owns the nodes: only that one can be rescaled from the page.
+    local: Option<Arc<local::Local>>,
     /// Every node's last heartbeat, heard by the console itself (for any orchestrator).
     heard: HeardNodes,
     watcher: tokio::task::JoinHandle<()>,
@@ -96,13 +100,29 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// The nodes `owner` drives; `spec` names the namespace whose heartbeats are heard, and the gateway.
+    /// The nodes of the compose project's containers (or of another orchestrator that is not the console's own
+    /// cluster); `spec` names the namespace whose heartbeats are heard, and the gateway.
     pub fn new(spec: ClusterSpec, owner: Arc<dyn Orchestrator>, events: Events) -> Arc<Nodes> {
+        Self::with_owner(spec, owner, None, events)
+    }
+
+    /// The console's own cluster of local processes, which the page may rescale.
+    pub fn local(spec: ClusterSpec, local: Arc<local::Local>, events: Events) -> Arc<Nodes> {
+        Self::with_owner(spec, local.clone(), Some(local), events)
+    }
+
+    fn with_owner(
+        spec: ClusterSpec,
+        owner: Arc<dyn Orchestrator>,
+        local: Option<Arc<local::Local>>,
+        events: Events,
+    ) -> Arc<Nodes> {
         let heard = HeardNodes::default();
+        // The namespace is all the watcher takes from the topology, and a rescale keeps it.
         let watcher = tokio::spawn(heartbeat::watch(spec.amqp_url.clone(), spec.topology.clone(), heard.clone()));
         let (order, health, chaos) = (tokio::sync::Mutex::new(()), Mutex::default(), Mutex::default());
-        let faults = Default::default();
-        Arc::new(Nodes { spec, owner, heard, watcher, order, health, chaos, events, faults })
+        let (spec, faults) = (RwLock::new(spec), Default::default());
+        Arc::new(Nodes { spec, owner, local, heard, watcher, order, health, chaos, events, faults })
     }
 
     /// The latest heartbeat heard from `node`, with what its process has done so far.
@@ -110,8 +130,54 @@ impl Nodes {
         self.heard.get(node)
     }
 
-    pub fn spec(&self) -> &ClusterSpec {
-        &self.spec
+    /// The cluster as it runs now (its topology is the latest rescale's).
+    pub fn spec(&self) -> ClusterSpec {
+        self.spec.read().expect("lock").clone()
+    }
+
+    /// Whether the page may rescale the nodes: only the console's own cluster (a compose project's nodes are its
+    /// containers, written into its file).
+    pub fn rescalable(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// Restarts the console's own cluster with `topology`'s replicas: the nodes stop, the cluster's queues and
+    /// state go (as `coffee cluster down` removes them), and nodes of the new shape start. The caller makes sure no
+    /// session runs or starts meanwhile; the chaos monkey must be stopped first, as it would kill nodes of a
+    /// cluster coming up. The page hears `cluster` (starting, then up or down) and `topology`.
+    pub async fn rescale(&self, topology: Topology) -> Result<(), RescaleError> {
+        let local = self.local.as_ref().ok_or(RescaleError::NotOurs(self.owner.describe()))?;
+        if self.chaos.lock().expect("lock").running {
+            return Err(RescaleError::ChaosRunning);
+        }
+        if std::mem::replace(&mut self.health.lock().expect("lock").starting, true) {
+            return Err(RescaleError::Starting);
+        }
+        self.events.send(Event::Cluster(ClusterState::starting()));
+        let from = self.spec().topology.replicas_spec();
+        let spec = {
+            let mut spec = self.spec.write().expect("lock");
+            spec.topology = topology;
+            spec.clone()
+        };
+        info!(%from, to = %spec.topology.replicas_spec(), "rescaling the cluster");
+        let outcome = local.rescale(spec.clone()).await;
+        // The nodes of the old shape are gone: what was heard of them must not count for the new ones (a node of
+        // the new shape heard before this is heard again within a second).
+        self.heard.clear();
+        self.health.lock().expect("lock").running.clear();
+        {
+            let mut health = self.health.lock().expect("lock");
+            health.starting = false;
+            // Not reached: the background loop brings the new shape up once it can (RabbitMQ back, say).
+            (health.reached, health.error) = match &outcome {
+                Ok(()) => (true, None),
+                Err(e) => (false, Some(format!("{e:#}"))),
+            };
+        }
+        self.events.send(Event::Cluster(self.cluster_state()));
+        self.events.send(Event::Topology(topology_view(&spec.topology)));
+        outcome.map_err(RescaleError::Start)
     }
 
     /// Who owns the nodes, for the page: `local processes` or `docker (compose project P)`.
@@ -512,6 +578,41 @@ impl Orchestrator for Tracked<'_> {
     fn resume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
         self.0.owner.resume(name)
     }
+}
+
+/// Why the page could not rescale the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum RescaleError {
+    #[error("the nodes belong to {0}: change its replicas where it is defined (coffee compose --replicas)")]
+    NotOurs(String),
+    #[error("the chaos monkey is running: stop it before rescaling")]
+    ChaosRunning,
+    #[error("the cluster is starting: try again once it is up")]
+    Starting,
+    /// The new shape did not come up; the console keeps trying.
+    #[error("the cluster was rescaled but did not start: {0:#}")]
+    Start(anyhow::Error),
+}
+
+/// The pipeline as the page draws it: stages with their replicas, and the streams between them (and the gateway).
+pub fn topology_view(topology: &Topology) -> TopologyView {
+    use coffee_engine::topology::{Edge, Endpoint, EDGES};
+    let name = |e: Endpoint| match e {
+        Endpoint::Gateway => "gateway".to_owned(),
+        Endpoint::Stage(s) => s.name().to_owned(),
+    };
+    let stages = StageKind::ALL
+        .iter()
+        .map(|&s| StageView { name: s.name().to_owned(), replicas: topology.replicas(s) })
+        .collect();
+    // The stages' edges, then the gateway's.
+    let (from_gateway, from_stages): (Vec<&Edge>, Vec<&Edge>) = EDGES.iter().partition(|e| e.from == Endpoint::Gateway);
+    let edges = from_stages
+        .into_iter()
+        .chain(from_gateway)
+        .map(|e| EdgeView { from: name(e.from), to: name(e.to), stream: format!("{:?}", e.stream) })
+        .collect();
+    TopologyView { stages, edges }
 }
 
 impl Drop for Nodes {

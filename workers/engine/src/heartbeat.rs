@@ -191,6 +191,11 @@ impl HeardNodes {
     pub fn get(&self, node: &str) -> Option<Heard> {
         self.0.lock().expect("heard lock").get(node).copied()
     }
+
+    /// Forgets every node (their processes are gone: a cluster restarted in another shape).
+    pub fn clear(&self) {
+        self.0.lock().expect("heard lock").clear();
+    }
 }
 
 /// Records every heartbeat of the namespace into `heard`, reconnecting (patiently) whenever the broker goes
