@@ -125,6 +125,29 @@ enum Command {
     },
     /// Compare two result files as multisets, per query.
     Compare { left: PathBuf, right: PathBuf },
+    /// Simulate the stage protocol deterministically under faults, one seed at a time: every replica, the
+    /// gateway's two sides and a simulated broker and disk on one thread (docs/simulation.md). A failing seed
+    /// prints the command that replays it.
+    Sim {
+        /// Seeds to run: `A..B` (B excluded) or one seed.
+        #[arg(long, default_value = "0..200")]
+        seeds: String,
+        /// Faults to inject: all, none, or a comma-separated list of crash, broker, duplicate, gateway.
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// Sessions per seed.
+        #[arg(long, default_value_t = 2)]
+        sessions: usize,
+        /// Rows per client batch: small batches make many messages, and many places for a fault.
+        #[arg(long, default_value_t = 40)]
+        batch_rows: usize,
+        /// Print every event of every seed run (use it to replay one seed).
+        #[arg(long)]
+        trace: bool,
+        /// Where the generated datasets are kept between runs.
+        #[arg(long, default_value = "target/sim-data")]
+        cache: PathBuf,
+    },
     /// Run the gateway node.
     Gateway {
         #[command(flatten)]
@@ -300,8 +323,9 @@ enum ClusterAction {
     },
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into());
+/// Logs to stderr, filtered by `RUST_LOG` or else `default`.
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
@@ -317,7 +341,9 @@ where
 
 /// The entry point of every binary that is `coffee`.
 pub fn main() {
-    init_logs();
+    let command = Cli::parse().command;
+    // The simulator's faults make the engine warn at every step; its trace is the record of a run.
+    init_logs(if matches!(command, Command::Sim { .. }) { "error" } else { "info,lapin=warn" });
     // Failpoints named in FAILPOINTS are armed for the life of the process, in the tests' build only.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
@@ -326,7 +352,7 @@ pub fn main() {
         tracing::warn!("FAILPOINTS is ignored: this binary is built without the `failpoints` feature");
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    if let Err(e) = runtime.block_on(run(Cli::parse().command)) {
+    if let Err(e) = runtime.block_on(run(command)) {
         eprintln!("error: {e:#}");
         std::process::exit(exit_code(&e));
     }
@@ -362,6 +388,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 report.elapsed,
                 out.display()
             );
+        }
+        Command::Sim { seeds, faults, sessions, batch_rows, trace, cache } => {
+            let range = coffee_tools::sim::parse_seeds(&seeds)?;
+            let options = coffee_tools::sim::Options {
+                faults: coffee_tools::sim::Faults::parse(&faults)?,
+                sessions: sessions.max(1),
+                full_trace: trace,
+                ..Default::default()
+            };
+            let datasets = coffee_tools::sim::datasets(&cache, batch_rows)?;
+            let replay = |seed: u64| {
+                format!("coffee sim --seeds {seed} --faults {faults} --sessions {sessions} --batch-rows {batch_rows} --trace")
+            };
+            let summary = coffee_tools::sim::run_seeds(range.clone(), &datasets, &options, |seed, outcome| {
+                eprintln!("seed {seed} FAILED ({}): {}", outcome.shape, outcome.failure.as_deref().unwrap_or_default());
+                for line in &outcome.trace {
+                    eprintln!("  {line}");
+                }
+                eprintln!("replay it: {}", replay(seed));
+            });
+            if trace && summary.failed.is_empty() {
+                for seed in range {
+                    for line in coffee_tools::sim::run_seed(seed, &datasets, &options).trace {
+                        println!("{line}");
+                    }
+                }
+            }
+            println!(
+                "{} seeds, {} failed; {} steps, {} faults; {:.1} s ({:.0} seeds/s)",
+                summary.seeds,
+                summary.failed.len(),
+                summary.steps,
+                summary.faults,
+                summary.elapsed.as_secs_f64(),
+                summary.seeds as f64 / summary.elapsed.as_secs_f64().max(1e-9)
+            );
+            for (seed, why) in &summary.failed {
+                println!("seed {seed}: {why}\n  replay: {}", replay(*seed));
+            }
+            anyhow::ensure!(summary.failed.is_empty(), "{} of {} seeds failed", summary.failed.len(), summary.seeds);
         }
         Command::Compare { left, right } => {
             let comparison = compare::compare_files(&left, &right)?;

@@ -7,3 +7,4 @@ pub mod bench;
 pub mod compare;
 pub mod gen;
 pub mod reference;
+pub mod sim;

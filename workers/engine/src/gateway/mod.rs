@@ -8,6 +8,8 @@ mod progress;
 pub mod routing;
 mod session;
 
+pub use session::result_tracker;
+
 use crate::amqp::{self, BrokerError, Publisher};
 use crate::heartbeat;
 use crate::metrics::Counters;

@@ -417,7 +417,7 @@ async fn receive_input(
 }
 
 /// The result streams a session waits for: one per query, from every replica of the stage that answers it.
-fn result_tracker(topology: &Topology) -> InputTracker {
+pub fn result_tracker(topology: &Topology) -> InputTracker {
     InputTracker::new(Query::ALL.into_iter().flat_map(|q| {
         topology.senders(Endpoint::Stage(result_source(q))).into_iter().map(move |s| (Stream::Results(q), s))
     }))

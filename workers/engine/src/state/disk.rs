@@ -147,6 +147,8 @@ struct SimState {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: Vec<PathBuf>,
+    /// Operations that may still succeed before the process is taken to die ([`SimDisk::fail_after`]).
+    ops_left: Option<u64>,
 }
 
 /// An in-memory disk that loses, at [`SimDisk::crash`], what a real one may lose at a power cut. Clones share
@@ -195,6 +197,12 @@ impl SimDisk {
         state.names = state.durable_names.clone();
     }
 
+    /// Makes every operation after the next `ops` fail, as if the process died there (`None`: never). The
+    /// caller then stages the crash ([`SimDisk::crash`]); a simulator uses it to stop a commit halfway.
+    pub fn fail_after(&self, ops: Option<u64>) {
+        self.state().ops_left = ops;
+    }
+
     /// Every file name, as the running process sees them.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.state().names.keys().cloned().collect()
@@ -208,6 +216,10 @@ struct SimAppend {
 }
 
 impl SimAppend {
+    fn tick(&self) -> io::Result<()> {
+        self.disk.state().tick()
+    }
+
     fn flush(&mut self) {
         let mut state = self.disk.state();
         if let Some(file) = state.files.get_mut(&self.inode) {
@@ -218,11 +230,13 @@ impl SimAppend {
 
 impl AppendFile for SimAppend {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tick()?;
         self.buffer.extend_from_slice(bytes);
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        self.tick()?;
         self.flush();
         let mut state = self.disk.state();
         if let Some(file) = state.files.get_mut(&self.inode) {
@@ -232,6 +246,7 @@ impl AppendFile for SimAppend {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.tick()?;
         self.flush();
         let mut state = self.disk.state();
         if let Some(file) = state.files.get_mut(&self.inode) {
@@ -247,6 +262,18 @@ fn not_found(path: &Path) -> io::Error {
 }
 
 impl SimState {
+    /// One more operation: an error once the process is taken to be dead.
+    fn tick(&mut self) -> io::Result<()> {
+        match &mut self.ops_left {
+            Some(0) => Err(io::Error::other("simulated crash: the process died here")),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn create(&mut self, path: &Path) -> u64 {
         let inode = self.next_inode;
         self.next_inode += 1;
@@ -282,6 +309,7 @@ impl Disk for SimDisk {
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
         let mut state = self.state();
+        state.tick()?;
         let inode = match state.names.get(path) {
             Some(&inode) => inode,
             None => state.create(path),
@@ -291,6 +319,7 @@ impl Disk for SimDisk {
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut state = self.state();
+        state.tick()?;
         let inode = state.create(path);
         let file = state.files.get_mut(&inode).expect("just created");
         file.current = bytes.to_vec();
@@ -300,18 +329,22 @@ impl Disk for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state();
+        state.tick()?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_owned(), inode);
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.state().names.remove(path);
+        let mut state = self.state();
+        state.tick()?;
+        state.names.remove(path);
         Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state();
+        state.tick()?;
         let state = &mut *state;
         state.durable_names.retain(|p, _| p.parent() != Some(dir));
         for (path, &inode) in &state.names {

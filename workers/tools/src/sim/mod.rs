@@ -1,0 +1,259 @@
+//! A deterministic simulation of the pipeline's stage protocol: every replica of every stage, the gateway's
+//! input side and the results side of several sessions, on one thread, over a simulated broker
+//! ([`broker::SimBroker`]) and a simulated disk per replica (`coffee_engine::state::disk::SimDisk`), with every
+//! choice (which actor steps next, which message a queue hands out, which fault strikes, how much of an unsynced
+//! write survives) drawn from one generator seeded by the run's seed. A seed that breaks an invariant replays
+//! exactly: `coffee sim --seeds N..N+1 --trace`.
+//!
+//! The replicas run the engine's own protocol code (`coffee_engine::runtime::core`): the simulator plays the
+//! runtime's shell, one step at a time (take a group, handle each delivery and publish its outbox, wait for the
+//! confirms, commit, ack), and can crash a replica between any two steps or halfway through a commit. The faults:
+//! - a replica killed (its unacked input redelivered; what it buffered lost) or its machine cut off (what it
+//!   wrote and did not fsync lost or torn);
+//! - the broker restarted (unconfirmed publishes lost at random, every replica reconnecting from its folder);
+//! - a message duplicated in its queue, and deliveries out of order within a few of the head;
+//! - the gateway restarted (the client resumes its upload from an earlier mark, re-sending batches it had sent;
+//!   the results side returns what it had not acked).
+//!
+//! At the end of each seed, once every fault has stopped and the system is quiet: every session's results equal
+//! the reference's exactly, no replica keeps a session's files, and no queue holds a message.
+//!
+//! Not simulated yet (see docs/simulation.md): the gateway's and the client's own code (the sim plays them from
+//! the gateway's routing), the health monitors, leases and time.
+
+pub mod broker;
+mod world;
+
+use coffee_engine::gateway::routing::{input_eofs, route_input};
+use coffee_engine::gateway::GATEWAY;
+use coffee_engine::topology::Topology;
+use coffee_model::dataset::{self, Row};
+use coffee_model::message::Batch;
+use coffee_model::model::{FileKind, MenuItem, Store, Transaction, TransactionItem, User};
+use coffee_model::wire::{Body, Envelope, SessionId};
+use std::path::Path;
+use std::time::Instant;
+
+pub use world::Outcome;
+
+/// Which faults a run injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Replicas killed, or their machine cut off, at any step (mid-commit included).
+    pub crash: bool,
+    /// The broker restarted.
+    pub broker: bool,
+    /// Messages duplicated in their queues.
+    pub duplicate: bool,
+    /// The gateway restarted: uploads resumed from an earlier mark, results redelivered.
+    pub gateway: bool,
+}
+
+impl Faults {
+    pub const ALL: Faults = Faults { crash: true, broker: true, duplicate: true, gateway: true };
+    pub const NONE: Faults = Faults { crash: false, broker: false, duplicate: false, gateway: false };
+
+    /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`.
+    pub fn parse(text: &str) -> anyhow::Result<Faults> {
+        match text {
+            "all" => return Ok(Faults::ALL),
+            "none" => return Ok(Faults::NONE),
+            _ => {}
+        }
+        let mut faults = Faults::NONE;
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "crash" => faults.crash = true,
+                "broker" => faults.broker = true,
+                "duplicate" => faults.duplicate = true,
+                "gateway" => faults.gateway = true,
+                other => anyhow::bail!("unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway"),
+            }
+        }
+        Ok(faults)
+    }
+}
+
+/// A deliberate mistake in the order of the shell's steps, for proving that the simulator catches what such a
+/// mistake breaks (its tests run with each and expect a seed to fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// Acks a group before its inputs are logged: a crash in between loses them.
+    AckBeforeCommit,
+    /// Logs a group before its outputs are confirmed: a broker restart in between loses outputs for good.
+    CommitBeforeConfirm,
+}
+
+/// How one run goes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub faults: Faults,
+    /// Sessions per seed, each on one of the datasets.
+    pub sessions: usize,
+    /// Steps before the faults stop (the rest of the run must then converge).
+    pub fault_steps: u64,
+    /// A fault strikes at each step with this probability, until `fault_steps`.
+    pub fault_rate: f64,
+    /// A seed that has not converged after this many steps fails (a liveness bug).
+    pub max_steps: u64,
+    /// Keep every event of the run (otherwise the last few hundred, shown when a seed fails).
+    pub full_trace: bool,
+    pub bug: Option<Bug>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            faults: Faults::ALL,
+            sessions: 2,
+            fault_steps: 4_000,
+            fault_rate: 0.01,
+            max_steps: 400_000,
+            full_trace: false,
+            bug: None,
+        }
+    }
+}
+
+/// A client's dataset as the simulated gateway sends it, and what the reference says it must give.
+pub struct Dataset {
+    pub name: String,
+    /// Each kind's batches, in the order the client reads them.
+    pub batches: Vec<(FileKind, Vec<Batch>)>,
+    /// The reference's result lines on the same files.
+    pub expected: Vec<String>,
+}
+
+impl Dataset {
+    /// Reads a dataset folder into batches of `batch_rows` rows, and runs the reference on it.
+    pub fn load(dir: &Path, batch_rows: usize) -> anyhow::Result<Dataset> {
+        let batch_rows = batch_rows.max(1);
+        let batches = FileKind::ALL
+            .iter()
+            .map(|&kind| Ok((kind, read_batches(dir, kind, batch_rows)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let expected = crate::reference::run(dir)?.lines;
+        Ok(Dataset { name: dir.display().to_string(), batches, expected })
+    }
+
+    /// Every message the gateway publishes for this dataset in session `session` under `topology`, per kind:
+    /// the data then the EOFs, each as (queue, bytes).
+    fn uploads(&self, topology: &Topology, session: SessionId) -> Vec<world::Feed> {
+        self.batches
+            .iter()
+            .map(|(kind, batches)| {
+                let mut messages = Vec::new();
+                for (seq, batch) in batches.iter().enumerate() {
+                    for routed in route_input(topology, *kind, seq as u64, batch.clone()) {
+                        let body = Body::Data(routed.payload);
+                        let envelope =
+                            Envelope { session, sender: GATEWAY, stream: routed.stream, seq: routed.seq, body };
+                        messages.push((topology.queue_of(routed.to, session), envelope.encode()));
+                    }
+                }
+                let eofs_from = messages.len();
+                for eof in input_eofs(topology, *kind, batches.len() as u64) {
+                    let body = Body::Eof { count: eof.payload };
+                    let envelope = Envelope { session, sender: GATEWAY, stream: eof.stream, seq: eof.seq, body };
+                    messages.push((topology.queue_of(eof.to, session), envelope.encode()));
+                }
+                world::Feed { kind: *kind, messages, eofs_from, sent: 0, confirmed: 0 }
+            })
+            .collect()
+    }
+}
+
+fn read_batches(dir: &Path, kind: FileKind, batch_rows: usize) -> anyhow::Result<Vec<Batch>> {
+    fn read<R: Row>(dir: &Path, batch_rows: usize, wrap: fn(Vec<R>) -> Batch) -> anyhow::Result<Vec<Batch>> {
+        let mut rows = Vec::new();
+        dataset::read_all::<R>(dir, |row| rows.push(row), |_, _| {})?;
+        let mut batches = Vec::new();
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(batch_rows));
+            batches.push(wrap(std::mem::replace(&mut rows, rest)));
+        }
+        Ok(batches)
+    }
+    match kind {
+        FileKind::Stores => read::<Store>(dir, batch_rows, Batch::Stores),
+        FileKind::MenuItems => read::<MenuItem>(dir, batch_rows, Batch::MenuItems),
+        FileKind::Users => read::<User>(dir, batch_rows, Batch::Users),
+        FileKind::Transactions => read::<Transaction>(dir, batch_rows, Batch::Transactions),
+        FileKind::TransactionItems => read::<TransactionItem>(dir, batch_rows, Batch::TransactionItems),
+    }
+}
+
+/// The datasets a simulation runs on: two small generated ones (tiny scale, generator seeds 7 and 8), written
+/// under `cache` the first time and read from there after, cut into batches of `batch_rows` rows.
+pub fn datasets(cache: &Path, batch_rows: usize) -> anyhow::Result<Vec<Dataset>> {
+    [7, 8]
+        .into_iter()
+        .map(|seed| {
+            let dir = cache.join(format!("tiny-{seed}"));
+            let complete = dir.join(".complete");
+            if !complete.exists() {
+                let options = crate::gen::GenOptions { scale: crate::gen::Scale::Tiny, seed, out: dir.clone() };
+                crate::gen::generate(&options)?;
+                std::fs::write(&complete, b"")?;
+            }
+            Dataset::load(&dir, batch_rows)
+        })
+        .collect()
+}
+
+/// Seeds as `A..B` (B excluded) or one seed `A`.
+pub fn parse_seeds(text: &str) -> anyhow::Result<std::ops::Range<u64>> {
+    let parse = |s: &str| s.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("`{text}`: seeds are A..B or A"));
+    match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse(a)?, parse(b)?);
+            anyhow::ensure!(a < b, "`{text}`: an empty range of seeds");
+            Ok(a..b)
+        }
+        None => {
+            let a = parse(text)?;
+            Ok(a..a + 1)
+        }
+    }
+}
+
+/// The replica counts a seed picks from: one replica each, the default two, and uneven widths.
+pub const SHAPES: [&str; 4] = ["all=1", "all=2", "all=1,tx_filter=3,q4_count=2", "all=2,q3_agg=3,q4_top=1"];
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, datasets: &[Dataset], options: &Options) -> Outcome {
+    world::World::new(seed, datasets, options).run()
+}
+
+/// What many seeds gave.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub seeds: u64,
+    pub failed: Vec<(u64, String)>,
+    pub steps: u64,
+    pub faults: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs every seed of `seeds`, calling `on_failure` with each failing seed's outcome as it is found.
+pub fn run_seeds(
+    seeds: std::ops::Range<u64>,
+    datasets: &[Dataset],
+    options: &Options,
+    mut on_failure: impl FnMut(u64, &Outcome),
+) -> Summary {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    for seed in seeds {
+        let outcome = run_seed(seed, datasets, options);
+        summary.seeds += 1;
+        summary.steps += outcome.steps;
+        summary.faults += outcome.faults;
+        if let Some(why) = &outcome.failure {
+            on_failure(seed, &outcome);
+            summary.failed.push((seed, why.clone()));
+        }
+    }
+    summary.elapsed = started.elapsed();
+    summary
+}
