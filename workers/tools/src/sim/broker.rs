@@ -39,6 +39,8 @@ pub struct BrokerStats {
 #[derive(Default)]
 pub struct SimBroker {
     queues: BTreeMap<String, VecDeque<Message>>,
+    /// Queues deleted: what is published to them is dropped (unroutable, as with RabbitMQ's default exchange).
+    deleted: std::collections::BTreeSet<String>,
     /// Delivered and not acked, per consumer, with the queue each came from.
     unacked: BTreeMap<String, Vec<(String, Message)>>,
     /// Published and not confirmed, per publisher: (queue, message id).
@@ -53,6 +55,9 @@ const REORDER_WINDOW: usize = 4;
 impl SimBroker {
     /// Enqueues a persistent message; it is safe from a restart only once [`SimBroker::confirm`]ed.
     pub fn publish(&mut self, publisher: &str, queue: &str, bytes: Vec<u8>) {
+        if self.deleted.contains(queue) {
+            return;
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.stats.published += 1;
@@ -91,6 +96,13 @@ impl SimBroker {
         let unacked = self.unacked.entry(consumer.to_owned()).or_default();
         unacked.extend(taken.iter().map(|m| (queue.to_owned(), m.clone())));
         taken
+    }
+
+    /// Deletes a queue with what it holds, delivered or not; later publishes to it are dropped.
+    pub fn delete_queue(&mut self, queue: &str) {
+        self.queues.remove(queue);
+        self.unacked.values_mut().for_each(|held| held.retain(|(q, _)| q != queue));
+        self.deleted.insert(queue.to_owned());
     }
 
     /// Acks everything delivered to `consumer` (one `multiple` ack of its group).

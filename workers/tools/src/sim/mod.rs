@@ -13,7 +13,8 @@
 //! - the broker restarted (unconfirmed publishes lost at random, every replica reconnecting from its folder);
 //! - a message duplicated in its queue, and deliveries out of order within a few of the head;
 //! - the gateway restarted (the client resumes its upload from an earlier mark, re-sending batches it had sent;
-//!   the results side returns what it had not acked).
+//!   the results side returns what it had not acked);
+//! - and, in every seed, a session whose client leaves partway, purged from every replica by the gateway.
 //!
 //! At the end of each seed, once every fault has stopped and the system is quiet: every session's results equal
 //! the reference's exactly, no replica keeps a session's files, and no queue holds a message.
@@ -90,6 +91,9 @@ pub struct Options {
     pub faults: Faults,
     /// Sessions per seed, each on one of the datasets.
     pub sessions: usize,
+    /// Sessions more whose client leaves partway through its upload: the gateway purges them from every
+    /// replica, and deletes their results queue.
+    pub abandoned: usize,
     /// Steps before the faults stop (the rest of the run must then converge).
     pub fault_steps: u64,
     /// A fault strikes at each step with this probability, until `fault_steps`.
@@ -106,6 +110,7 @@ impl Default for Options {
         Options {
             faults: Faults::ALL,
             sessions: 2,
+            abandoned: 1,
             fault_steps: 4_000,
             fault_rate: 0.01,
             max_steps: 400_000,

@@ -84,11 +84,26 @@ pub(super) struct Feed {
     pub(super) confirmed: usize,
 }
 
+/// Where an abandoned session's purge stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    /// Not abandoned, or its client still uploading.
+    No,
+    /// The client left: the gateway publishes a purge to every replica next.
+    Due,
+    /// Published: confirmed (and the results queue deleted) next.
+    Published,
+    Done,
+}
+
 /// One session: its upload, and its results as the gateway forwards them and the client keeps them.
 struct SimSession {
     id: SessionId,
     dataset: usize,
     feeds: Vec<Feed>,
+    /// For a session whose client leaves: how many messages it publishes before it does.
+    leaves_after: Option<usize>,
+    purge: Purge,
     results_queue: String,
     tracker: InputTracker,
     lines: Vec<String>,
@@ -143,15 +158,19 @@ impl<'a> World<'a> {
                 SimReplica { name, queue, protocol, disk: SimDisk::new(), phase: Phase::Starting, acked_early: false }
             })
             .collect();
-        let sessions = (0..options.sessions)
+        let sessions = (0..options.sessions + options.abandoned)
             .map(|i| {
                 let id = SessionId::from_u128(rng.gen());
                 let dataset = i % datasets.len();
                 let feeds = datasets[dataset].uploads(&topology, id);
+                let total: usize = feeds.iter().map(|f| f.messages.len()).sum();
+                let leaves_after = (i >= options.sessions).then(|| rng.gen_range(0..total));
                 SimSession {
                     id,
                     dataset,
                     feeds,
+                    leaves_after,
+                    purge: Purge::No,
                     results_queue: topology.results_queue(id),
                     tracker: result_tracker(&topology),
                     lines: Vec::new(),
@@ -237,10 +256,13 @@ impl<'a> World<'a> {
         }
         for (s, session) in self.sessions.iter().enumerate() {
             let publishing = session.feeds.iter().any(|f| f.sent < f.messages.len() || f.confirmed < f.sent);
-            if publishing {
+            let purging = matches!(session.purge, Purge::Due | Purge::Published);
+            if (publishing && session.purge == Purge::No) || purging {
                 actors.push(Actor::Upload(s));
             }
-            if session.holding || self.broker.ready(&session.results_queue) > 0 {
+            // Nobody forwards the results of a session whose client left.
+            let forwarding = session.leaves_after.is_none();
+            if forwarding && (session.holding || self.broker.ready(&session.results_queue) > 0) {
                 actors.push(Actor::Results(s));
             }
         }
@@ -400,6 +422,26 @@ impl<'a> World<'a> {
     /// The gateway publishes the next message of one of the session's files, or has what it published
     /// confirmed.
     fn step_upload(&mut self, s: usize) {
+        match self.sessions[s].purge {
+            Purge::Due => return self.publish_purge(s),
+            Purge::Published => {
+                // Confirmed: the purge is in every replica's queue; the results queue goes.
+                self.broker.confirm("gateway");
+                let (id, queue) = (self.sessions[s].id, self.sessions[s].results_queue.clone());
+                self.broker.delete_queue(&queue);
+                self.sessions[s].purge = Purge::Done;
+                self.note(format!("the gateway purged {} and deleted its results queue", short(id)));
+                return;
+            }
+            Purge::No | Purge::Done => {}
+        }
+        let sent: usize = self.sessions[s].feeds.iter().map(|f| f.sent).sum();
+        if self.sessions[s].leaves_after.is_some_and(|n| sent >= n) {
+            // The client is gone; the gateway, past its grace, purges the session everywhere.
+            self.note(format!("the client of {} left after {sent} messages", short(self.sessions[s].id)));
+            self.sessions[s].purge = Purge::Due;
+            return;
+        }
         let publishable: Vec<usize> = self.sessions[s]
             .feeds
             .iter()
@@ -419,6 +461,23 @@ impl<'a> World<'a> {
         let (queue, bytes) = feed.messages[feed.sent].clone();
         feed.sent += 1;
         self.broker.publish("gateway", &queue, bytes);
+    }
+
+    /// The gateway tells every replica of every stage to drop an abandoned session.
+    fn publish_purge(&mut self, s: usize) {
+        let id = self.sessions[s].id;
+        for r in 0..self.replicas.len() {
+            let envelope = Envelope {
+                session: id,
+                sender: coffee_engine::gateway::GATEWAY,
+                stream: Stream::Session,
+                seq: 0,
+                body: Body::Purge,
+            };
+            let queue = self.replicas[r].queue.clone();
+            self.broker.publish("gateway", &queue, envelope.encode());
+        }
+        self.sessions[s].purge = Purge::Published;
     }
 
     /// The gateway forwards a few results to the client, or acks what the client has written.
@@ -498,10 +557,14 @@ impl<'a> World<'a> {
                         self.crash_replica(i, false);
                     }
                 }
-                // The gateway saw no confirm for what it had not had confirmed: it publishes that again.
+                // The gateway saw no confirm for what it had not had confirmed: it publishes that again (a
+                // purge too: the gateway records it before it starts, and finishes it when it starts again).
                 for session in &mut self.sessions {
                     session.holding = false;
                     session.feeds.iter_mut().for_each(|f| f.sent = f.confirmed);
+                    if session.purge == Purge::Published {
+                        session.purge = Purge::Due;
+                    }
                 }
             }
             "duplicate" => {
@@ -515,6 +578,9 @@ impl<'a> World<'a> {
                 let mut marks = Vec::new();
                 for (s, session) in self.sessions.iter_mut().enumerate() {
                     session.holding = false;
+                    if session.purge == Purge::Published {
+                        session.purge = Purge::Due;
+                    }
                     self.broker.consumer_lost(&format!("gateway-results-{s}"), &mut self.rng);
                     for feed in &mut session.feeds {
                         let mark = self.rng.gen_range(0..=feed.confirmed.min(feed.eofs_from));
@@ -532,6 +598,12 @@ impl<'a> World<'a> {
     fn check(&mut self) -> Result<(), String> {
         let mut problems = String::new();
         for session in &self.sessions {
+            if session.leaves_after.is_some() {
+                if session.purge != Purge::Done {
+                    let _ = write!(problems, "abandoned session {} was never purged ", short(session.id));
+                }
+                continue;
+            }
             let expected = &self.datasets[session.dataset].expected;
             let comparison = compare_lines(expected, &session.lines);
             if !comparison.all_equal() {
