@@ -222,7 +222,7 @@ impl<'a> World<'a> {
                 return Err(format!("not quiet after {} steps (a liveness bug?): {}", self.step, self.progress()));
             }
             self.step += 1;
-            if self.step <= self.options.fault_steps && self.rng.gen_bool(self.options.fault_rate) {
+            if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
                 self.fault();
                 continue;
             }
@@ -331,6 +331,14 @@ impl<'a> World<'a> {
                 let what = describe(&message.bytes);
                 let redelivered = if message.redelivered { " (redelivered)" } else { "" };
                 self.note(format!("{name} handles {what}{redelivered}: {} out", outbox.len()));
+                // Now and then the process dies between two of its publishes.
+                if outbox.len() > 1 && self.faulting() && self.options.faults.crash && self.rng.gen_bool(0.02) {
+                    let sent = self.rng.gen_range(0..outbox.len());
+                    self.faults += 1;
+                    self.note(format!("{name} dies after publishing {sent} of them"));
+                    self.publish(&name, outbox.into_iter().take(sent).collect());
+                    return self.crash_replica(i, false);
+                }
                 self.publish(&name, outbox);
                 if next + 1 < group.len() {
                     Phase::Handling { group, next: next + 1 }
@@ -354,8 +362,7 @@ impl<'a> World<'a> {
             }
             Phase::Committing => {
                 // Now and then the process dies halfway through the commit, after a few disk operations.
-                let halfway =
-                    self.options.faults.crash && self.step <= self.options.fault_steps && self.rng.gen_bool(0.05);
+                let halfway = self.faulting() && self.options.faults.crash && self.rng.gen_bool(0.05);
                 if halfway {
                     let ops = self.rng.gen_range(0..6);
                     self.replicas[i].disk.fail_after(Some(ops));
@@ -381,6 +388,11 @@ impl<'a> World<'a> {
             }
         };
         self.replicas[i].phase = next;
+    }
+
+    /// Whether faults may still strike.
+    fn faulting(&self) -> bool {
+        self.step <= self.options.fault_steps
     }
 
     fn publish(&mut self, publisher: &str, outbox: Vec<(String, Outgoing)>) {
