@@ -59,5 +59,15 @@ async fn a_session_no_gateway_knows_is_purged_when_its_lease_runs_out() {
     let started = std::time::Instant::now();
     settle(&mut cluster, &spec).await;
     eprintln!("purged {:?} after the gateway vanished", started.elapsed());
+    // Its results queue, which nobody consumes any more, expires with the lease too (before, it stayed on the
+    // broker for good).
+    let connection = coffee_engine::amqp::connect(&spec.amqp_url, "lease-test").await.unwrap();
+    let queue = spec.topology.results_queue(session);
+    // Looked at less often than the lease: a look is a (passive) declare, which the broker counts as a use.
+    while coffee_engine::amqp::queue_exists(&connection, &queue).await.unwrap() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{queue} is still on the broker");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    eprintln!("its results queue expired {:?} after the gateway vanished", started.elapsed());
     cluster.stop().await.unwrap();
 }

@@ -194,6 +194,21 @@ pub async fn declare_durable(channel: &Channel, topology: &Topology, queue: &str
     declare_with(channel, queue_arguments(topology, None), queue).await
 }
 
+/// Declares a durable queue that the broker deletes once nobody has consumed from it for `expires` (RabbitMQ's
+/// `x-expires`): a session's results queue, which would otherwise outlive a gateway that vanished with its
+/// folder (nobody left to delete it).
+pub async fn declare_expiring(
+    channel: &Channel,
+    topology: &Topology,
+    queue: &str,
+    expires: std::time::Duration,
+) -> Result<(), BrokerError> {
+    let mut arguments = queue_arguments(topology, None);
+    let ms = u32::try_from(expires.as_millis()).unwrap_or(u32::MAX).max(1);
+    arguments.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+    declare_with(channel, arguments, queue).await
+}
+
 /// Deletes every queue of the topology (a cluster that stops cleanly leaves nothing on the broker).
 pub async fn delete_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
     for queue in topology.all_queues().into_iter().chain(topology.dead_letter_queues()) {

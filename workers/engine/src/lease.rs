@@ -24,6 +24,13 @@ use tokio::time::Instant;
 /// How long a stage replica keeps a session that no gateway announces and no input feeds.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 
+/// How long a session's results queue is kept once nobody consumes from it: the lease, after which the stages
+/// have purged the session anyway (a session whose gateway vanished with its folder has no one left to delete
+/// its queue; a gateway back within the lease finds it).
+pub fn results_queue_expiry(lease: Duration) -> Duration {
+    lease
+}
+
 /// How often the gateway announces its sessions: a quarter of the lease, at most every 30 s.
 pub fn announce_every(lease: Duration) -> Duration {
     (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))

@@ -48,6 +48,8 @@ struct Shared {
     flow: FlowControl,
     counters: Arc<Counters>,
     grace: Duration,
+    /// The stages' session lease: a results queue nobody consumes expires after it too.
+    lease: Duration,
     state_dir: std::path::PathBuf,
     limits: limits::Limits,
     /// Who each session belongs to now: the connection serving it (a newer one, a resume, supersedes the
@@ -153,6 +155,7 @@ impl Gateway {
             flow,
             counters,
             grace: self.session_grace,
+            lease: self.session_lease,
             state_dir: self.state_dir,
             limits: self.limits,
             live: Mutex::default(),

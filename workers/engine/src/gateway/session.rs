@@ -137,7 +137,8 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
                 return Err(refuse(ErrorCode::ResultsLost, format!("the results of session {session} are gone")));
             }
         } else {
-            amqp::declare_durable(&channel, &shared.topology, &results_queue).await?;
+            let expires = crate::lease::results_queue_expiry(shared.lease);
+            amqp::declare_expiring(&channel, &shared.topology, &results_queue, expires).await?;
         }
         let consumer = channel
             .basic_consume(

@@ -404,10 +404,20 @@ pub trait Protocol {
     fn retire(&mut self, id: SessionId) -> Result<(), RuntimeError>;
     /// Handles one delivery into the current group; returns what it sends, with each message's queue.
     fn handle(&mut self, bytes: &[u8]) -> Vec<(String, Outgoing)>;
-    /// Commits the current group (its outbox was sent and confirmed) and starts a new one.
-    fn commit(&mut self) -> Result<(), RuntimeError>;
+    /// Commits the current group (its outbox was sent and confirmed) and starts a new one; which sessions it
+    /// fed and which ended (for their leases).
+    fn commit(&mut self) -> Result<Committed, RuntimeError>;
     /// Sessions open here.
     fn open_sessions(&self) -> usize;
+    /// Their ids, in order.
+    fn sessions(&self) -> Vec<SessionId>;
+}
+
+/// The sessions a committed group fed, and those it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub applied: Vec<SessionId>,
+    pub ended: Vec<SessionId>,
 }
 
 /// A [`StageNode`] with its state, as a [`Protocol`].
@@ -460,13 +470,21 @@ impl<O: Operator> Protocol for Replica<O> {
         self.addressed(outbox)
     }
 
-    fn commit(&mut self) -> Result<(), RuntimeError> {
+    fn commit(&mut self) -> Result<Committed, RuntimeError> {
         let group = std::mem::take(&mut self.group);
+        let mut applied: Vec<SessionId> = group.applied.iter().map(|(id, _)| *id).collect();
+        applied.dedup();
+        let committed = Committed { applied, ended: group.completed.clone() };
         let state = self.state.as_mut().expect("opened");
-        self.node.commit(state, group)
+        self.node.commit(state, group)?;
+        Ok(committed)
     }
 
     fn open_sessions(&self) -> usize {
         self.state.as_ref().map_or(0, ReplicaState::open_sessions)
+    }
+
+    fn sessions(&self) -> Vec<SessionId> {
+        self.state.as_ref().map_or_else(Vec::new, |s| s.sessions.keys().copied().collect())
     }
 }

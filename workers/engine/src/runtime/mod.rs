@@ -16,7 +16,8 @@
 pub mod core;
 
 pub use self::core::{
-    expected_inputs, Group, Outgoing, Protocol, Replica, ReplicaConfig, ReplicaState, RuntimeError, StageNode,
+    expected_inputs, Committed, Group, Outgoing, Protocol, Replica, ReplicaConfig, ReplicaState, RuntimeError,
+    StageNode,
 };
 
 use crate::amqp::{self, BrokerError, Publisher};

@@ -41,6 +41,9 @@ pub struct SimBroker {
     queues: BTreeMap<String, VecDeque<Message>>,
     /// Queues deleted: what is published to them is dropped (unroutable, as with RabbitMQ's default exchange).
     deleted: std::collections::BTreeSet<String>,
+    /// Queues declared with an expiry (`x-expires`): the steps they may stay unused, and since when they are
+    /// (`None` while a consumer is attached).
+    expiring: BTreeMap<String, (u64, Option<u64>)>,
     /// Delivered and not acked, per consumer, with the queue each came from.
     unacked: BTreeMap<String, Vec<(String, Message)>>,
     /// Published and not confirmed, per publisher: (queue, message id).
@@ -101,8 +104,48 @@ impl SimBroker {
     /// Deletes a queue with what it holds, delivered or not; later publishes to it are dropped.
     pub fn delete_queue(&mut self, queue: &str) {
         self.queues.remove(queue);
+        self.expiring.remove(queue);
         self.unacked.values_mut().for_each(|held| held.retain(|(q, _)| q != queue));
         self.deleted.insert(queue.to_owned());
+    }
+
+    /// Declares `queue` to expire once unused for `ttl` steps (no consumer attached), counting from `now`.
+    pub fn declare_expiring(&mut self, queue: &str, ttl: u64, now: u64) {
+        self.queues.entry(queue.to_owned()).or_default();
+        self.expiring.insert(queue.to_owned(), (ttl, Some(now)));
+    }
+
+    /// A consumer attaches to `queue` (it is in use until [`SimBroker::detach`]).
+    pub fn attach(&mut self, queue: &str) {
+        if let Some((_, idle)) = self.expiring.get_mut(queue) {
+            *idle = None;
+        }
+    }
+
+    /// Its consumer is gone: `queue` is unused from `now`.
+    pub fn detach(&mut self, queue: &str, now: u64) {
+        if let Some((_, idle)) = self.expiring.get_mut(queue) {
+            *idle = Some(now);
+        }
+    }
+
+    /// Deletes the expiring queues unused for their whole expiry at `now`; their names.
+    pub fn expire(&mut self, now: u64) -> Vec<String> {
+        let due: Vec<String> = self
+            .expiring
+            .iter()
+            .filter(|(_, (ttl, idle))| idle.is_some_and(|since| now >= since + ttl))
+            .map(|(queue, _)| queue.clone())
+            .collect();
+        for queue in &due {
+            self.delete_queue(queue);
+        }
+        due
+    }
+
+    /// Whether a queue is waiting to expire (unused, not yet deleted).
+    pub fn expiring_idle(&self) -> bool {
+        self.expiring.values().any(|(_, idle)| idle.is_some())
     }
 
     /// Acks everything delivered to `consumer` (one `multiple` ack of its group).

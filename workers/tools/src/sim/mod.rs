@@ -100,6 +100,8 @@ pub struct Options {
     pub fault_rate: f64,
     /// A seed that has not converged after this many steps fails (a liveness bug).
     pub max_steps: u64,
+    /// The stages' session lease, in steps (a step is a millisecond of virtual time).
+    pub lease_steps: u64,
     /// Keep every event of the run (otherwise the last few hundred, shown when a seed fails).
     pub full_trace: bool,
     pub bug: Option<Bug>,
@@ -114,6 +116,7 @@ impl Default for Options {
             fault_steps: 4_000,
             fault_rate: 0.01,
             max_steps: 400_000,
+            lease_steps: 2_000,
             full_trace: false,
             bug: None,
         }

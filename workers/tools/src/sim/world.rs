@@ -6,6 +6,7 @@ use super::broker::{Message, SimBroker};
 use super::{Bug, Dataset, Options, SHAPES};
 use crate::compare::compare_lines;
 use coffee_engine::gateway::result_tracker;
+use coffee_engine::lease::{results_queue_expiry, Leases};
 use coffee_engine::operators::{with_operator, Operator, WithOperator};
 use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNode};
 use coffee_engine::state::disk::{SimDisk, Tear};
@@ -21,6 +22,7 @@ use std::collections::VecDeque;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The most deliveries a simulated replica takes as one group (small, so groups end often and faults land
 /// between many of them).
@@ -71,6 +73,10 @@ struct SimReplica {
     phase: Phase,
     /// With [`Bug::AckBeforeCommit`]: the group was acked and still has to be committed.
     acked_early: bool,
+    /// Its sessions' leases, renewed by inputs and the gateway's announcements (in memory: lost at a crash).
+    leases: Leases,
+    /// When it next looks for expired leases.
+    next_lease_check: u64,
 }
 
 /// One session's upload, as the gateway publishes it.
@@ -103,6 +109,9 @@ struct SimSession {
     feeds: Vec<Feed>,
     /// For a session whose client leaves: how many messages it publishes before it does.
     leaves_after: Option<usize>,
+    /// The gateway vanishes with its folder when that client leaves: nobody purges the session or deletes its
+    /// results queue; the stages' leases and the queue's expiry must clean up.
+    forgotten: bool,
     purge: Purge,
     results_queue: String,
     tracker: InputTracker,
@@ -123,6 +132,8 @@ pub(super) struct World<'a> {
     step: u64,
     faults: u64,
     trace: VecDeque<String>,
+    /// Virtual time: `base` plus a millisecond a step.
+    base: tokio::time::Instant,
 }
 
 /// Builds a replica's protocol for any stage, with its operator.
@@ -140,6 +151,7 @@ impl<'a> World<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let shape = SHAPES[rng.gen_range(0..SHAPES.len())];
         let topology = Topology::with_replicas("sim", shape).expect("a valid shape");
+        let lease = Duration::from_millis(options.lease_steps);
         let replicas = topology
             .stage_replicas()
             .map(|(stage, replica)| {
@@ -155,7 +167,16 @@ impl<'a> World<'a> {
                 let protocol = with_operator(stage, Build(config));
                 let name = protocol.me().to_string();
                 let queue = protocol.input_queue();
-                SimReplica { name, queue, protocol, disk: SimDisk::new(), phase: Phase::Starting, acked_early: false }
+                SimReplica {
+                    name,
+                    queue,
+                    protocol,
+                    disk: SimDisk::new(),
+                    phase: Phase::Starting,
+                    acked_early: false,
+                    leases: Leases::new(lease),
+                    next_lease_check: 0,
+                }
             })
             .collect();
         let sessions = (0..options.sessions + options.abandoned)
@@ -165,11 +186,13 @@ impl<'a> World<'a> {
                 let feeds = datasets[dataset].uploads(&topology, id);
                 let total: usize = feeds.iter().map(|f| f.messages.len()).sum();
                 let leaves_after = (i >= options.sessions).then(|| rng.gen_range(0..total));
+                let forgotten = leaves_after.is_some() && rng.gen_bool(0.5);
                 SimSession {
                     id,
                     dataset,
                     feeds,
                     leaves_after,
+                    forgotten,
                     purge: Purge::No,
                     results_queue: topology.results_queue(id),
                     tracker: result_tracker(&topology),
@@ -190,6 +213,39 @@ impl<'a> World<'a> {
             step: 0,
             faults: 0,
             trace: VecDeque::new(),
+            base: tokio::time::Instant::from_std(std::time::Instant::now()),
+        }
+        .declared()
+    }
+
+    /// Each session's results queue, declared as the gateway declares it (expiring once unused for the
+    /// lease), with the gateway's consumer on it.
+    fn declared(mut self) -> Self {
+        let expiry = results_queue_expiry(Duration::from_millis(self.options.lease_steps)).as_millis() as u64;
+        for session in &self.sessions {
+            self.broker.declare_expiring(&session.results_queue, expiry, 0);
+            self.broker.attach(&session.results_queue);
+        }
+        self
+    }
+
+    /// Virtual time: a millisecond a step.
+    fn now(&self) -> tokio::time::Instant {
+        self.base + Duration::from_millis(self.step)
+    }
+
+    /// How often (in steps) the gateway announces its sessions and the replicas look for expired leases.
+    fn announce_every(&self) -> u64 {
+        coffee_engine::lease::announce_every(Duration::from_millis(self.options.lease_steps)).as_millis() as u64
+    }
+
+    /// The gateway announces the sessions it knows; every replica that runs hears it.
+    fn announce(&mut self) {
+        let known: Vec<SessionId> =
+            self.sessions.iter().filter(|s| s.purge == Purge::No && !s.tracker.is_complete()).map(|s| s.id).collect();
+        let now = self.now();
+        for r in self.replicas.iter_mut().filter(|r| !matches!(r.phase, Phase::Down)) {
+            r.leases.announced(&known, now);
         }
     }
 
@@ -222,6 +278,12 @@ impl<'a> World<'a> {
                 return Err(format!("not quiet after {} steps (a liveness bug?): {}", self.step, self.progress()));
             }
             self.step += 1;
+            if self.step.is_multiple_of(self.announce_every()) {
+                self.announce();
+            }
+            for queue in self.broker.expire(self.step) {
+                self.note(format!("{queue} expired: nobody consumed it for a whole lease"));
+            }
             if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
                 self.fault();
                 continue;
@@ -229,6 +291,7 @@ impl<'a> World<'a> {
             let runnable = self.runnable();
             let Some(&actor) = runnable.choose(&mut self.rng) else { break };
             match actor {
+                Actor::Wait => {}
                 Actor::Replica(i) => self.step_replica(i),
                 Actor::Upload(s) => self.step_upload(s),
                 Actor::Results(s) => self.step_results(s)?,
@@ -249,10 +312,17 @@ impl<'a> World<'a> {
 
     fn runnable(&self) -> Vec<Actor> {
         let mut actors = Vec::new();
+        let mut waiting = self.broker.expiring_idle();
         for (i, r) in self.replicas.iter().enumerate() {
-            if !matches!(r.phase, Phase::Idle) || self.broker.ready(&r.queue) > 0 {
+            let lease_check = r.protocol.open_sessions() > 0 && self.step >= r.next_lease_check;
+            if !matches!(r.phase, Phase::Idle) || self.broker.ready(&r.queue) > 0 || lease_check {
                 actors.push(Actor::Replica(i));
             }
+            // A replica holding a session is waiting, at least, for its lease to run out.
+            waiting |= r.protocol.open_sessions() > 0;
+        }
+        if waiting {
+            actors.push(Actor::Wait);
         }
         for (s, session) in self.sessions.iter().enumerate() {
             let publishing = session.feeds.iter().any(|f| f.sent < f.messages.len() || f.confirmed < f.sent);
@@ -288,6 +358,12 @@ impl<'a> World<'a> {
                         for (_, outbox) in complete {
                             self.publish(&name, outbox);
                         }
+                        // A new process: every recovered session's lease starts now.
+                        let (now, every) = (self.now(), self.announce_every());
+                        let r = &mut self.replicas[i];
+                        r.leases = Leases::new(Duration::from_millis(self.options.lease_steps));
+                        r.protocol.sessions().into_iter().for_each(|id| r.leases.renew(id, now));
+                        r.next_lease_check = self.step + every;
                         let (sessions, records) = (recovery.sessions, recovery.records);
                         self.note(format!(
                             "{name} opened its folder: {sessions} sessions, {records} records replayed, {} complete",
@@ -312,6 +388,21 @@ impl<'a> World<'a> {
                         return self.crash_replica(i, false);
                     }
                     self.note(format!("{name} finished {} again after its restart", short(id)));
+                }
+                Phase::Idle
+            }
+            Phase::Idle if self.step >= self.replicas[i].next_lease_check => {
+                self.replicas[i].next_lease_check = self.step + self.announce_every();
+                let now = self.now();
+                for id in self.replicas[i].leases.expired(now) {
+                    if !self.replicas[i].protocol.sessions().contains(&id) {
+                        continue;
+                    }
+                    if let Err(e) = self.replicas[i].protocol.retire(id) {
+                        self.note(format!("{name} died purging {}: {e}", short(id)));
+                        return self.crash_replica(i, false);
+                    }
+                    self.note(format!("{name} purged {}: no gateway announced it for a whole lease", short(id)));
                 }
                 Phase::Idle
             }
@@ -368,12 +459,20 @@ impl<'a> World<'a> {
                     self.replicas[i].disk.fail_after(Some(ops));
                 }
                 match self.replicas[i].protocol.commit() {
-                    Ok(()) if self.replicas[i].acked_early => {
-                        self.replicas[i].acked_early = false;
-                        Phase::Idle
+                    Ok(committed) => {
+                        // As the shell does: an input renews its session's lease; a session that ended has none.
+                        let now = self.now();
+                        let leases = &mut self.replicas[i].leases;
+                        committed.applied.iter().for_each(|id| leases.renew(*id, now));
+                        committed.ended.iter().for_each(|id| leases.forget(*id));
+                        if std::mem::take(&mut self.replicas[i].acked_early) {
+                            Phase::Idle
+                        } else if self.options.bug == Some(Bug::CommitBeforeConfirm) {
+                            Phase::Confirming
+                        } else {
+                            Phase::Acking
+                        }
                     }
-                    Ok(()) if self.options.bug == Some(Bug::CommitBeforeConfirm) => Phase::Confirming,
-                    Ok(()) => Phase::Acking,
                     Err(e) => {
                         self.faults += 1;
                         self.note(format!("{name} dies halfway through its commit ({e})"));
@@ -449,9 +548,22 @@ impl<'a> World<'a> {
         }
         let sent: usize = self.sessions[s].feeds.iter().map(|f| f.sent).sum();
         if self.sessions[s].leaves_after.is_some_and(|n| sent >= n) {
-            // The client is gone; the gateway, past its grace, purges the session everywhere.
-            self.note(format!("the client of {} left after {sent} messages", short(self.sessions[s].id)));
-            self.sessions[s].purge = Purge::Due;
+            let session = &mut self.sessions[s];
+            if session.forgotten {
+                // The gateway vanishes with its folder: no purge, no announcement, no consumer any more.
+                session.purge = Purge::Done;
+                let (id, queue) = (session.id, session.results_queue.clone());
+                self.broker.detach(&queue, self.step);
+                self.note(format!(
+                    "the client of {} left after {sent} messages; its gateway vanished with its folder",
+                    short(id)
+                ));
+            } else {
+                // The client is gone; the gateway, past its grace, purges the session everywhere.
+                session.purge = Purge::Due;
+                let id = session.id;
+                self.note(format!("the client of {} left after {sent} messages", short(id)));
+            }
             return;
         }
         let publishable: Vec<usize> = self.sessions[s]
@@ -655,6 +767,8 @@ impl<'a> World<'a> {
 
 #[derive(Debug, Clone, Copy)]
 enum Actor {
+    /// Nothing but time passes (leases run out, unused queues expire).
+    Wait,
     Replica(usize),
     Upload(usize),
     Results(usize),
