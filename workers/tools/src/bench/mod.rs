@@ -1,7 +1,12 @@
-//! `coffee bench`: the pipeline and the reference on the same files in the same run, side by side.
+//! `coffee bench`: the pipeline and the reference on the same files in the same run, side by side, with DuckDB
+//! ([`duckdb`], when `scripts/duckdb-setup.sh` has made its environment) and the time it takes only to read and
+//! parse the files ([`bound`]).
 //!
 //! The reference and every client run as child processes of this binary, so each one's peak memory is its own;
 //! the nodes report theirs, and what they published, in their heartbeats.
+
+pub mod bound;
+pub mod duckdb;
 
 use crate::gen::{self, GenOptions, Scale};
 use coffee_engine::heartbeat::{self, Heartbeat};
@@ -104,6 +109,10 @@ pub struct BenchReport {
     pub input_rows: u64,
     pub input_bytes: u64,
     pub reference: Run,
+    /// DuckDB on the same files with as many threads as cores, if its environment is set up.
+    pub duckdb: Option<duckdb::DuckDbRun>,
+    /// Reading and parsing every file once, on one thread and on every core: (threads, seconds).
+    pub read_and_parse: Vec<(usize, f64)>,
     /// All clients, from the first start to the last end.
     pub pipeline: Run,
     pub clients_peak_rss_mib: Vec<f64>,
@@ -184,6 +193,27 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let reference_out = out.join("reference.ndjson");
     let args = ["reference", "--data", &path_str(&data), "--out", &path_str(&reference_out)].map(String::from);
     let (reference_wall, reference_rss) = timed_child(&exe, &args, &[]).await?;
+
+    // The bound, then DuckDB, alone on the machine too.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut read_and_parse = Vec::new();
+    for threads in [1, cores] {
+        let data = data.clone();
+        let (took, _) = tokio::task::spawn_blocking(move || bound::read_and_parse(&data, threads)).await??;
+        read_and_parse.push((threads, took.as_secs_f64()));
+    }
+    let duckdb = match duckdb::python() {
+        Some(python) => {
+            let (data, out, reference) = (data.clone(), out.join("duckdb.ndjson"), reference_out.clone());
+            Some(tokio::task::spawn_blocking(move || duckdb::run(&python, &data, &out, cores, &reference)).await??)
+        }
+        None => {
+            eprintln!(
+                "DuckDB is not set up: run scripts/duckdb-setup.sh (or set COFFEE_DUCKDB_PYTHON) to compare with it"
+            );
+            None
+        }
+    };
 
     // The pipeline: a fresh cluster, its heartbeats watched, the clients as child processes.
     let mut cluster = LocalCluster::start(options.cluster.clone()).await?;
@@ -268,6 +298,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             rows_per_sec: input_rows as f64 / reference_wall.as_secs_f64(),
             peak_rss_mib: mib(reference_rss),
         },
+        duckdb,
+        read_and_parse,
         pipeline: Run {
             wall_secs: pipeline_wall.as_secs_f64(),
             rows_per_sec: total_rows as f64 / pipeline_wall.as_secs_f64(),
@@ -328,7 +360,25 @@ impl std::fmt::Display for BenchReport {
             m(p.rows_per_sec),
             p.peak_rss_mib
         )?;
+        if let Some(d) = &self.duckdb {
+            let name = format!("duckdb ({} threads)", d.threads);
+            let exact = if d.exact { "equal to the reference" } else { "DIFFERS from the reference" };
+            let rows = m(self.input_rows as f64 / d.secs);
+            writeln!(f, "{name:<22} {:>9.2}s {rows:>18} {:>14}", d.secs, exact)?;
+        }
+        for (threads, secs) in &self.read_and_parse {
+            let name = format!("read+parse ({threads} thr.)");
+            writeln!(f, "{name:<22} {secs:>9.2}s {:>18}", m(self.input_rows as f64 / secs))?;
+        }
         writeln!(f, "ratio pipeline / reference (per client's data): {:.2}x", self.ratio)?;
+        if let Some(d) = &self.duckdb {
+            let ratio = self.pipeline.wall_secs / (d.secs * self.clients as f64);
+            writeln!(f, "ratio pipeline / duckdb (per client's data): {ratio:.2}x")?;
+        }
+        if let Some((threads, secs)) = self.read_and_parse.last() {
+            let ratio = self.pipeline.wall_secs / (secs * self.clients as f64);
+            writeln!(f, "ratio pipeline / read+parse on {threads} threads (per client's data): {ratio:.2}x")?;
+        }
         writeln!(f, "clients with results equal to the reference: {} of {}", self.exact_clients, self.clients)?;
         let clients: Vec<String> = self.clients_peak_rss_mib.iter().map(|c| format!("{c:.0}")).collect();
         writeln!(f, "clients' peak RSS (MiB): {}", clients.join(", "))?;
