@@ -1,0 +1,341 @@
+//! One seed's world: the replicas (the engine's protocol, stepped as its shell would), the gateway's input side
+//! and the results side of each session, the broker, and the scheduler that picks who steps next and which
+//! fault strikes.
+
+use super::broker::{Message, SimBroker};
+use super::{Bug, Dataset, Options, SHAPES};
+use crate::compare::compare_lines;
+use coffee_engine::gateway::result_tracker;
+use coffee_engine::lease::{results_queue_expiry, Leases};
+use coffee_engine::operators::{with_operator, Operator, WithOperator};
+use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNode};
+use coffee_engine::state::disk::{SimDisk, Tear};
+use coffee_engine::topology::Topology;
+use coffee_engine::tracker::{Admission, InputTracker};
+use coffee_model::message::{Batch, Stream};
+use coffee_model::model::FileKind;
+use coffee_model::wire::{Body, Envelope, SessionId};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod faults;
+mod gateway;
+mod replica;
+
+pub(super) use gateway::Feed;
+use gateway::{Purge, SimSession};
+use replica::{Phase, SimReplica};
+
+/// The most deliveries a simulated replica takes as one group (small, so groups end often and faults land
+/// between many of them).
+const GROUP_MAX: usize = 8;
+/// Events kept for a failing seed's trace (all of them with `full_trace`).
+const TRACE_TAIL: usize = 300;
+
+/// How one seed went.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    /// Why the seed failed, if it did.
+    pub failure: Option<String>,
+    pub steps: u64,
+    pub faults: u64,
+    /// The replicas' shape this seed ran.
+    pub shape: &'static str,
+    /// The run's events (the last few hundred, or all of them with `full_trace`).
+    pub trace: Vec<String>,
+}
+
+pub(super) struct World<'a> {
+    seed: u64,
+    rng: ChaCha8Rng,
+    options: &'a Options,
+    datasets: &'a [Dataset],
+    shape: &'static str,
+    broker: SimBroker,
+    replicas: Vec<SimReplica>,
+    sessions: Vec<SimSession>,
+    step: u64,
+    faults: u64,
+    trace: VecDeque<String>,
+    /// Virtual time: `base` plus a millisecond a step.
+    base: tokio::time::Instant,
+}
+
+/// Builds a replica's protocol for any stage, with its operator.
+struct Build(ReplicaConfig);
+
+impl WithOperator for Build {
+    type Output = Box<dyn Protocol>;
+    fn with<O: Operator>(self, operator: O) -> Box<dyn Protocol> {
+        Box::new(Replica::new(StageNode::new(operator, self.0)))
+    }
+}
+
+impl<'a> World<'a> {
+    pub(super) fn new(seed: u64, datasets: &'a [Dataset], options: &'a Options) -> World<'a> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = SHAPES[rng.gen_range(0..SHAPES.len())];
+        let topology = Topology::with_replicas("sim", shape).expect("a valid shape");
+        let lease = Duration::from_millis(options.lease_steps);
+        let replicas = topology
+            .stage_replicas()
+            .map(|(stage, replica)| {
+                let config = ReplicaConfig {
+                    topology: topology.clone(),
+                    replica,
+                    state_dir: PathBuf::from("/sim/state"),
+                    // Small, so snapshots are taken and recovered from.
+                    snapshot_interval: 5,
+                    session_lease: coffee_engine::lease::DEFAULT_LEASE,
+                    group_max: GROUP_MAX,
+                };
+                let protocol = with_operator(stage, Build(config));
+                let name = protocol.me().to_string();
+                let queue = protocol.input_queue();
+                SimReplica {
+                    name,
+                    queue,
+                    protocol,
+                    disk: SimDisk::new(),
+                    phase: Phase::Starting,
+                    acked_early: false,
+                    leases: Leases::new(lease),
+                    next_lease_check: 0,
+                }
+            })
+            .collect();
+        let sessions = (0..options.sessions + options.abandoned)
+            .map(|i| {
+                let id = SessionId::from_u128(rng.gen());
+                let dataset = i % datasets.len();
+                let feeds = datasets[dataset].uploads(&topology, id);
+                let total: usize = feeds.iter().map(|f| f.messages.len()).sum();
+                let leaves_after = (i >= options.sessions).then(|| rng.gen_range(0..total));
+                let forgotten = leaves_after.is_some() && rng.gen_bool(0.5);
+                SimSession {
+                    id,
+                    dataset,
+                    feeds,
+                    leaves_after,
+                    forgotten,
+                    purge: Purge::No,
+                    results_queue: topology.results_queue(id),
+                    tracker: result_tracker(&topology),
+                    lines: Vec::new(),
+                    holding: false,
+                }
+            })
+            .collect();
+        World {
+            seed,
+            rng,
+            options,
+            datasets,
+            shape,
+            broker: SimBroker::default(),
+            replicas,
+            sessions,
+            step: 0,
+            faults: 0,
+            trace: VecDeque::new(),
+            base: tokio::time::Instant::from_std(std::time::Instant::now()),
+        }
+        .declared()
+    }
+
+    /// Each session's results queue, declared as the gateway declares it (expiring once unused for the
+    /// lease), with the gateway's consumer on it.
+    fn declared(mut self) -> Self {
+        let expiry = results_queue_expiry(Duration::from_millis(self.options.lease_steps)).as_millis() as u64;
+        for session in &self.sessions {
+            self.broker.declare_expiring(&session.results_queue, expiry, 0);
+            self.broker.attach(&session.results_queue);
+        }
+        self
+    }
+
+    /// Virtual time: a millisecond a step.
+    fn now(&self) -> tokio::time::Instant {
+        self.base + Duration::from_millis(self.step)
+    }
+
+    /// How often (in steps) the gateway announces its sessions and the replicas look for expired leases.
+    fn announce_every(&self) -> u64 {
+        coffee_engine::lease::announce_every(Duration::from_millis(self.options.lease_steps)).as_millis() as u64
+    }
+
+    /// Whether faults may still strike.
+    fn faulting(&self) -> bool {
+        self.step <= self.options.fault_steps
+    }
+
+    fn note(&mut self, event: String) {
+        if !self.options.full_trace && self.trace.len() == TRACE_TAIL {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("{:>7} {event}", self.step));
+    }
+
+    pub(super) fn run(mut self) -> Outcome {
+        let failure = self.simulate().err();
+        Outcome {
+            seed: self.seed,
+            failure,
+            steps: self.step,
+            faults: self.faults,
+            shape: self.shape,
+            trace: self.trace.into_iter().collect(),
+        }
+    }
+
+    /// Steps until the sessions are done and the system is quiet, then checks the invariants.
+    fn simulate(&mut self) -> Result<(), String> {
+        let shape = self.shape;
+        let sessions: Vec<String> = self.sessions.iter().map(|s| short(s.id)).collect();
+        self.note(format!("seed {} · shape {shape} · sessions {}", self.seed, sessions.join(", ")));
+        loop {
+            if self.step >= self.options.max_steps {
+                return Err(format!("not quiet after {} steps (a liveness bug?): {}", self.step, self.progress()));
+            }
+            self.step += 1;
+            if self.step.is_multiple_of(self.announce_every()) {
+                self.announce();
+            }
+            for queue in self.broker.expire(self.step) {
+                self.note(format!("{queue} expired: nobody consumed it for a whole lease"));
+            }
+            if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
+                self.fault();
+                continue;
+            }
+            let runnable = self.runnable();
+            let Some(&actor) = runnable.choose(&mut self.rng) else { break };
+            match actor {
+                Actor::Wait => {}
+                Actor::Replica(i) => self.step_replica(i),
+                Actor::Upload(s) => self.step_upload(s),
+                Actor::Results(s) => self.step_results(s)?,
+            }
+        }
+        self.check()
+    }
+
+    /// What each session has received so far, for a run that did not finish.
+    fn progress(&self) -> String {
+        let sessions: Vec<String> = self
+            .sessions
+            .iter()
+            .map(|s| format!("{} complete={} lines={}", short(s.id), s.tracker.is_complete(), s.lines.len()))
+            .collect();
+        format!("{}; broker holds {:?}", sessions.join(", "), self.broker.holding())
+    }
+
+    fn runnable(&self) -> Vec<Actor> {
+        let mut actors = Vec::new();
+        let mut waiting = self.broker.expiring_idle();
+        for (i, r) in self.replicas.iter().enumerate() {
+            let lease_check = r.protocol.open_sessions() > 0 && self.step >= r.next_lease_check;
+            if !matches!(r.phase, Phase::Idle) || self.broker.ready(&r.queue) > 0 || lease_check {
+                actors.push(Actor::Replica(i));
+            }
+            // A replica holding a session is waiting, at least, for its lease to run out.
+            waiting |= r.protocol.open_sessions() > 0;
+        }
+        if waiting {
+            actors.push(Actor::Wait);
+        }
+        for (s, session) in self.sessions.iter().enumerate() {
+            let publishing = session.feeds.iter().any(|f| f.sent < f.messages.len() || f.confirmed < f.sent);
+            let purging = matches!(session.purge, Purge::Due | Purge::Published);
+            if (publishing && session.purge == Purge::No) || purging {
+                actors.push(Actor::Upload(s));
+            }
+            // Nobody forwards the results of a session whose client left.
+            let forwarding = session.leaves_after.is_none();
+            if forwarding && (session.holding || self.broker.ready(&session.results_queue) > 0) {
+                actors.push(Actor::Results(s));
+            }
+        }
+        actors
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        let mut problems = String::new();
+        for session in &self.sessions {
+            if session.leaves_after.is_some() {
+                if session.purge != Purge::Done {
+                    let _ = write!(problems, "abandoned session {} was never purged ", short(session.id));
+                }
+                continue;
+            }
+            let expected = &self.datasets[session.dataset].expected;
+            let comparison = compare_lines(expected, &session.lines);
+            if !comparison.all_equal() {
+                let _ = write!(problems, "session {} differs from the reference: ", short(session.id));
+                for query in comparison.queries.iter().filter(|q| !q.equal) {
+                    let (missing, extra) = (query.missing_from_right_total, query.extra_in_right_total);
+                    let _ = write!(problems, "{} ({missing} missing, {extra} extra) ", query.name);
+                }
+            }
+        }
+        let holding = self.broker.holding();
+        if !holding.is_empty() {
+            let _ = write!(problems, "queues still hold messages: {holding:?} ");
+        }
+        for r in &self.replicas {
+            let left: Vec<String> = r
+                .disk
+                .paths()
+                .into_iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .filter(|name| name != "finished.log")
+                .collect();
+            if !left.is_empty() || r.protocol.open_sessions() > 0 {
+                let _ = write!(problems, "{} keeps session state: {left:?} ", r.name);
+            }
+        }
+        if problems.is_empty() {
+            self.note(
+                "every session equals the reference; no queue holds a message; no session state is left".to_owned(),
+            );
+            Ok(())
+        } else {
+            Err(problems.trim_end().to_owned())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Actor {
+    /// Nothing but time passes (leases run out, unused queues expire).
+    Wait,
+    Replica(usize),
+    Upload(usize),
+    Results(usize),
+}
+
+fn short(id: SessionId) -> String {
+    id.to_string().chars().take(8).collect()
+}
+
+/// A message as the trace shows it.
+fn describe(bytes: &[u8]) -> String {
+    match Envelope::decode(bytes) {
+        Ok(e) => {
+            let body = match &e.body {
+                Body::Data(batch) => format!("{} rows", batch.len()),
+                Body::Eof { count } => format!("EOF after {count}"),
+                Body::Purge => "purge".to_owned(),
+            };
+            format!("{} {:?} #{} of {} ({body})", e.sender, e.stream, e.seq, short(e.session))
+        }
+        Err(e) => format!("undecodable ({e})"),
+    }
+}
