@@ -85,24 +85,18 @@ is_ours() {
   [ -n "$1" ] && environ="$({ tr '\0' '\n' <"/proc/$1/environ"; } 2>/dev/null)" &&
     grep -qxF "RABBITMQ_PID_FILE=$(node_dir "$2")/pid" <<<"$environ"
 }
+# pid_in FILE N: the pid FILE holds, if it is a live process this script started for node N.
+pid_in() {
+  local pid
+  [ -r "$1" ] || return 1
+  pid="$(tr -dc 0-9 <"$1")"
+  is_ours "$pid" "$2" || return 1
+  echo "$pid"
+}
 # node_pid N: the OS pid of node N's Erlang VM (RabbitMQ writes it to the pid file early in its boot).
-node_pid() {
-  local f pid
-  f="$(node_dir "$1")/pid"
-  [ -r "$f" ] || return 1
-  pid="$(tr -dc 0-9 <"$f")"
-  is_ours "$pid" "$1" || return 1
-  echo "$pid"
-}
+node_pid() { pid_in "$(node_dir "$1")/pid" "$1"; }
 # launcher_pid N: the pid of the `setsid su ... rabbitmq-server` that started node N, while it lives.
-launcher_pid() {
-  local f pid
-  f="$(node_dir "$1")/launcher.pid"
-  [ -r "$f" ] || return 1
-  pid="$(tr -dc 0-9 <"$f")"
-  is_ours "$pid" "$1" || return 1
-  echo "$pid"
-}
+launcher_pid() { pid_in "$(node_dir "$1")/launcher.pid" "$1"; }
 port_listening() {
   if command -v ss >/dev/null 2>&1; then
     [ -n "$(ss -Hltn "sport = :$1")" ]
