@@ -137,6 +137,38 @@ pub async fn connect_patiently(urls: &str, name: &str) -> Connection {
     }
 }
 
+/// A node's broker connection: reached like [`connect_patiently`], then watched for the rest of the process's
+/// life by [`exit_when_lost`].
+pub async fn connect_node(urls: &str, name: &str) -> Connection {
+    let connection = connect_patiently(urls, name).await;
+    exit_when_lost(connection.status().clone(), name);
+    connection
+}
+
+/// How often a node looks at its connection's state.
+const LOSS_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Ends the process with [`LOST_BROKER_EXIT_CODE`] within [`LOSS_CHECK_EVERY`] of its connection failing,
+/// whatever the node is awaiting. A node cannot count on learning of the loss from the call it awaits: lapin
+/// does not settle every pending future when the connection dies. An ack sent as the connection failed was
+/// seen waiting forever, so the node hung alive, where no supervisor restarts it (a proxy outage, mid-run).
+/// Exiting here is a crash at an arbitrary instruction, which every node survives by design: its state is
+/// rebuilt from its disk and its unacked inputs come again. Only for node processes, whose supervisor
+/// restarts them; a process that closes its connection on purpose must not use it.
+pub fn exit_when_lost(status: lapin::ConnectionStatus, name: &str) {
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LOSS_CHECK_EVERY);
+        loop {
+            tick.tick().await;
+            if !status.connected() {
+                tracing::error!(node = %name, "lost the broker: exiting to be restarted");
+                std::process::exit(LOST_BROKER_EXIT_CODE);
+            }
+        }
+    });
+}
+
 /// Cancels `consumer`, then closes its channel, each step awaited (the consumer's unacked deliveries go back to
 /// its queue). Left to lapin's drop handlers, the two race: a dropped consumer sends `basic.cancel` while the
 /// channel's close is under way, and lapin 4 takes a cancel that meets a closing channel for an error of the

@@ -178,7 +178,7 @@ impl Monitor {
         let me = self.me();
         let incarnation = Arc::new(coffee_engine::incarnation::Incarnation::claim(&self.node_dir).await?);
         incarnation.watch();
-        let connection = amqp::connect_patiently(amqp_url, &me).await;
+        let connection = amqp::connect_node(amqp_url, &me).await;
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         let liveness = Arc::new(std::sync::Mutex::new(Liveness::new(Instant::now())));

@@ -135,7 +135,7 @@ impl Gateway {
         let incarnation = std::sync::Arc::new(crate::incarnation::Incarnation::claim(&self.state_dir).await?);
         incarnation.watch();
         let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let connection = amqp::connect_patiently(&self.amqp_url, "gateway").await;
+        let connection = amqp::connect_node(&self.amqp_url, "gateway").await;
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         let counters = Arc::new(Counters::default());
@@ -185,13 +185,11 @@ impl Gateway {
             let (socket, peer) = tokio::select! {
                 accepted = listener.accept() => accepted?,
                 _ = broker_check.tick() => {
-                    // Without the broker the gateway can do nothing; exiting lets the supervisor restart it,
-                    // and the restarted gateway waits patiently for the broker. The same if a channel every
-                    // session shares was closed by the broker: no session could publish again (and since a
-                    // broker failure only drops its clients' connections, they would resume here in vain).
-                    let lost = if !shared.connection.status().connected() {
-                        "the connection closed"
-                    } else if !shared.publisher.is_open() {
+                    // A lost connection ends the process on its own (`amqp::connect_node`). A channel every
+                    // session shares that the broker closed ends it here: no session could publish again (and
+                    // since a broker failure only drops its clients' connections, they would resume here in
+                    // vain); the supervisor restarts the gateway, which waits patiently for the broker.
+                    let lost = if !shared.publisher.is_open() {
                         "the broker closed the publishing channel"
                     } else if !shared.flow.channel.status().connected() {
                         "the broker closed the flow channel"

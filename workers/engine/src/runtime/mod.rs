@@ -159,6 +159,8 @@ impl<O: Operator> StageNode<O> {
             crate::failpoint!("after-log-before-ack");
             shell.counters.open_sessions.store(state.open_sessions() as u64, Ordering::Relaxed);
             let last = deliveries.last().expect("a group is never empty");
+            // Stands for an ack that lapin never settles (see `amqp::exit_when_lost`).
+            crate::failpoint_delay!("ack-stalls");
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
             shell.counters.busy(busy_since.elapsed());
         }
@@ -176,7 +178,7 @@ impl<O: Operator> StageNode<O> {
         incarnation.watch();
         // The broker next, then the heartbeat: a node is heard while it replays its logs, so the monitors do not
         // take a long recovery for a hang.
-        let connection = amqp::connect_patiently(amqp_url, &me.to_string()).await;
+        let connection = amqp::connect_node(amqp_url, &me.to_string()).await;
         amqp::declare_queues(&connection.create_channel().await?, &self.config.topology).await?;
         let counters = Arc::new(Counters::default());
         // Each beat says what the folder holds, and, once known, how the recovery went.
