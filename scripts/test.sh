@@ -26,10 +26,15 @@ example=(-p coffee-engine -p coffee-tools -p coffee-model --features coffee-engi
 CARGO_TARGET_DIR="$ROOT/target/example-query" cargo clippy "${example[@]}" --all-targets -- -D warnings
 CARGO_TARGET_DIR="$ROOT/target/example-query" cargo test "${example[@]}"
 (cd tests/example-query && CARGO_TARGET_DIR="$ROOT/target/example-query" cargo test --locked)
-log "the binary users build carries no failpoint (only the tests' coffee-node has the feature)"
+log "the binary users build carries no failpoint and no planted bug (only the tests have those features)"
 cargo build -p coffee
 if grep -q "failpoint reached" target/debug/coffee; then
     echo "target/debug/coffee was built with failpoints: a feature leaked outside the tests" >&2
+    exit 1
+fi
+# Only a build without the planted-bugs feature carries this refusal (coffee sim reaches it).
+if ! grep -q "needs coffee-engine's \`planted-bugs\` feature" target/debug/coffee; then
+    echo "target/debug/coffee was built with planted bugs: a feature leaked outside the tests" >&2
     exit 1
 fi
 log "browser end-to-end test"

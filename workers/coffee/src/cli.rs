@@ -416,10 +416,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "{} seeds, {} failed; {} steps, {} faults; {:.1} s ({:.0} seeds/s)",
+                "{} seeds, {} failed; {} steps (longest seed {}), {} faults; {:.1} s ({:.0} seeds/s)",
                 summary.seeds,
                 summary.failed.len(),
                 summary.steps,
+                summary.longest,
                 summary.faults,
                 summary.elapsed.as_secs_f64(),
                 summary.seeds as f64 / summary.elapsed.as_secs_f64().max(1e-9)

@@ -28,6 +28,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 /// have purged the session anyway (a session whose gateway vanished with its folder has no one left to delete
 /// its queue; a gateway back within the lease finds it).
 pub fn results_queue_expiry(lease: Duration) -> Duration {
+    if crate::planted::active(crate::planted::Bug::NoResultsExpiry) {
+        return Duration::from_secs(100 * 365 * 24 * 3600);
+    }
     lease
 }
 
@@ -123,6 +126,9 @@ impl Leases {
 
     /// The sessions whose lease ran out (they are forgotten here).
     pub fn expired(&mut self, now: Instant) -> Vec<SessionId> {
+        if crate::planted::active(crate::planted::Bug::NoLease) {
+            return Vec::new();
+        }
         let lease = self.lease;
         let mut expired: Vec<SessionId> =
             self.renewed.iter().filter(|(_, at)| now - **at > lease).map(|(id, _)| *id).collect();

@@ -16,6 +16,7 @@ pub mod incarnation;
 pub mod lease;
 pub mod metrics;
 pub mod operators;
+pub mod planted;
 pub mod protocol;
 pub mod runtime;
 pub mod state;

@@ -85,6 +85,9 @@ struct Progress {
 
 impl Progress {
     fn complete(&self) -> bool {
+        if crate::planted::active(crate::planted::Bug::EofBeforeData) {
+            return self.eof.is_some();
+        }
         self.eof == Some(self.applied.len())
     }
 }
@@ -125,7 +128,7 @@ impl InputTracker {
         if progress.eof.is_some_and(|count| seq >= count) {
             return Admission::BeyondEof;
         }
-        if progress.applied.insert(seq) {
+        if progress.applied.insert(seq) || crate::planted::active(crate::planted::Bug::DedupOff) {
             Admission::Apply
         } else {
             Admission::Duplicate
@@ -157,6 +160,11 @@ impl InputTracker {
         if progress.eof.is_none() && eof.is_some_and(|count| count >= highest_end) {
             progress.eof = eof;
         }
+    }
+
+    /// Forgets which inputs were applied, keeping the EOFs: only for [`crate::planted::Bug::SnapshotWithoutDedup`].
+    pub(crate) fn forget_applied(&mut self) {
+        self.inputs.values_mut().for_each(|progress| progress.applied = SeqSet::default());
     }
 
     /// Every expected sender on `stream` has ended it and all it counted was applied.

@@ -278,7 +278,11 @@ impl<O: Operator> StageNode<O> {
             .into_iter()
             .map(|(target, batch)| {
                 let count = sent.entry(target).or_default();
-                let seq = input_seq.unwrap_or(*count);
+                let seq = match input_seq {
+                    Some(_) if crate::planted::active(crate::planted::Bug::FreshOutputSeq) => *count,
+                    Some(seq) => seq,
+                    None => *count,
+                };
                 *count += 1;
                 let envelope =
                     Envelope { session, sender: self.me(), stream: target.stream, seq, body: Body::Data(batch) };
@@ -381,7 +385,7 @@ impl<O: Operator> StageNode<O> {
         due.sort();
         due.dedup();
         for id in due {
-            let bytes = postcard::to_allocvec(&sessions[&id]).expect("session state serializes");
+            let bytes = snapshot_of(sessions.get_mut(&id).expect("due sessions are open"));
             crate::failpoint!("during-snapshot");
             store.snapshot(id, &bytes)?;
         }
@@ -390,6 +394,18 @@ impl<O: Operator> StageNode<O> {
         }
         Ok(())
     }
+}
+
+/// A session's snapshot.
+fn snapshot_of<S: Serialize>(session: &mut Session<S>) -> Vec<u8> {
+    if crate::planted::active(crate::planted::Bug::SnapshotWithoutDedup) {
+        let whole = session.inputs.clone();
+        session.inputs.forget_applied();
+        let bytes = postcard::to_allocvec(&*session).expect("session state serializes");
+        session.inputs = whole;
+        return bytes;
+    }
+    postcard::to_allocvec(&*session).expect("session state serializes")
 }
 
 /// A stage replica's protocol behind one object-safe face, whatever its operator: what the simulator holds for

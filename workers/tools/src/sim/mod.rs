@@ -75,14 +75,24 @@ impl Faults {
     }
 }
 
-/// A deliberate mistake in the order of the shell's steps, for proving that the simulator catches what such a
-/// mistake breaks (its tests run with each and expect a seed to fail).
+/// A deliberate mistake, for proving that the simulator catches what it breaks (its tests run with each and
+/// expect a seed to fail): in the order of the shell's steps, or planted in the engine's own code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
     /// Acks a group before its inputs are logged: a crash in between loses them.
     AckBeforeCommit,
     /// Logs a group before its outputs are confirmed: a broker restart in between loses outputs for good.
     CommitBeforeConfirm,
+    /// A bug planted in the engine (needs coffee-engine's `planted-bugs` feature, which only the tests enable).
+    Planted(coffee_engine::planted::Bug),
+}
+
+impl Bug {
+    /// Every bug the simulator's tests plant.
+    pub fn all() -> Vec<Bug> {
+        let planted = coffee_engine::planted::Bug::ALL.into_iter().map(Bug::Planted);
+        [Bug::AckBeforeCommit, Bug::CommitBeforeConfirm].into_iter().chain(planted).collect()
+    }
 }
 
 /// How one run goes.
@@ -230,6 +240,11 @@ pub const SHAPES: [&str; 4] = ["all=1", "all=2", "all=1,tx_filter=3,q4_count=2",
 
 /// Runs one seed.
 pub fn run_seed(seed: u64, datasets: &[Dataset], options: &Options) -> Outcome {
+    let planted = match options.bug {
+        Some(Bug::Planted(bug)) => Some(bug),
+        _ => None,
+    };
+    let _plant = coffee_engine::planted::Plant::new(planted);
     world::World::new(seed, datasets, options).run()
 }
 
@@ -239,6 +254,8 @@ pub struct Summary {
     pub seeds: u64,
     pub failed: Vec<(u64, String)>,
     pub steps: u64,
+    /// The most steps one seed took (how close the slowest came to `max_steps`).
+    pub longest: u64,
     pub faults: u64,
     pub elapsed: std::time::Duration,
 }
@@ -256,6 +273,7 @@ pub fn run_seeds(
         let outcome = run_seed(seed, datasets, options);
         summary.seeds += 1;
         summary.steps += outcome.steps;
+        summary.longest = summary.longest.max(outcome.steps);
         summary.faults += outcome.faults;
         if let Some(why) = &outcome.failure {
             on_failure(seed, &outcome);

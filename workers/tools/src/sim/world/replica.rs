@@ -146,7 +146,7 @@ impl World<'_> {
                         Phase::Committing
                     }
                     Some(Bug::CommitBeforeConfirm) => Phase::Acking,
-                    None => Phase::Committing,
+                    None | Some(Bug::Planted(_)) => Phase::Committing,
                 }
             }
             Phase::Committing => {

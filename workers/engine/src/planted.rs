@@ -1,0 +1,85 @@
+//! Bugs planted on purpose, to prove that the simulator (`coffee sim`) finds what each one breaks: classic
+//! exactly-once mistakes, and reverts of fixes that real faults called for. Each site in the engine asks
+//! [`active`] whether its bug is planted and, if so, does the wrong thing.
+//!
+//! Planted per thread, by an explicit call ([`Plant::new`]), never by the environment or the command line: the
+//! simulator runs a seed on one thread, and a test binary runs other tests on other threads at the same time.
+//! Without the `planted-bugs` feature (every binary a user builds) [`active`] is a constant `false` and every
+//! site compiles away.
+
+/// A bug the engine can be made to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// Duplicates are applied again: the dedup check always admits.
+    DedupOff,
+    /// A stream counts as complete once its EOF is in, whether or not the data it counts has all been applied.
+    EofBeforeData,
+    /// A snapshot keeps the operator's state but not which inputs were applied (the dedup record).
+    SnapshotWithoutDedup,
+    /// A per-input output takes the next number on its target instead of its input's seq, so the same input
+    /// handled again after a crash is sent under a new id.
+    FreshOutputSeq,
+    /// The session logs are never fsynced, so a group is acked before its inputs are on disk.
+    AckBeforeFsync,
+    /// Revert of a real-faults fix: the state folder is not fsynced after a session's files are created or
+    /// removed, so their names may not survive a power cut.
+    NoDirFsync,
+    /// Revert of a real-faults fix: session leases never run out, so a session whose gateway vanished with its
+    /// folder stays at the stages for good.
+    NoLease,
+    /// Revert of a real-faults fix: results queues do not expire, so one whose session was forgotten stays on
+    /// the broker for good.
+    NoResultsExpiry,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 8] = [
+        Bug::DedupOff,
+        Bug::EofBeforeData,
+        Bug::SnapshotWithoutDedup,
+        Bug::FreshOutputSeq,
+        Bug::AckBeforeFsync,
+        Bug::NoDirFsync,
+        Bug::NoLease,
+        Bug::NoResultsExpiry,
+    ];
+}
+
+#[cfg(feature = "planted-bugs")]
+thread_local! {
+    static PLANTED: std::cell::Cell<Option<Bug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether `bug` is planted on this thread.
+#[inline(always)]
+pub fn active(bug: Bug) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    return PLANTED.with(|planted| planted.get() == Some(bug));
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = bug;
+        false
+    }
+}
+
+/// A bug planted on this thread for as long as the value lives.
+pub struct Plant(());
+
+impl Plant {
+    /// Plants `bug` (none: plants nothing). Panics if a bug is asked of a build without the `planted-bugs`
+    /// feature: a test that plants a bug and sees nothing break must not pass for the wrong reason.
+    pub fn new(bug: Option<Bug>) -> Plant {
+        #[cfg(feature = "planted-bugs")]
+        PLANTED.with(|planted| planted.set(bug));
+        #[cfg(not(feature = "planted-bugs"))]
+        assert!(bug.is_none(), "planting {bug:?} needs coffee-engine's `planted-bugs` feature");
+        Plant(())
+    }
+}
+
+impl Drop for Plant {
+    fn drop(&mut self) {
+        #[cfg(feature = "planted-bugs")]
+        PLANTED.with(|planted| planted.set(None));
+    }
+}
