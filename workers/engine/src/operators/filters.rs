@@ -1,13 +1,13 @@
 //! The stateless stages: the year and hour filters, Q1, and partial aggregation of each input batch before it
 //! is routed by key (so a batch of a thousand rows becomes a few dozen partial sums on the wire).
 
+use super::HashMap;
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use coffee_model::keys::{Query, YearHalf, YearMonth};
 use coffee_model::message::{Batch, ItemSales, Purchases, StoreTpv, Stream};
 use coffee_model::model::{Timestamp, Transaction, TransactionItem};
 use coffee_model::node::StageKind;
 use coffee_model::results::ResultRow;
-use std::collections::HashMap;
 
 /// Q1's amount threshold, in cents.
 pub const Q1_MIN_AMOUNT: i64 = 75_00;
@@ -36,8 +36,8 @@ pub struct TxFilter;
 impl TxFilter {
     fn process(&self, rows: Vec<Transaction>, out: &mut Emit) {
         let mut q1 = Vec::new();
-        let mut tpv: HashMap<(YearHalf, u32), i64> = HashMap::new();
-        let mut purchases: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut tpv: HashMap<(YearHalf, u32), i64> = HashMap::default();
+        let mut purchases: HashMap<(u32, u32), u64> = HashMap::default();
         for t in rows.into_iter().filter(|t| in_query_years(&t.created_at)) {
             if let Some(user_id) = t.user_id {
                 *purchases.entry((t.store_id, user_id)).or_default() += 1;
@@ -83,7 +83,7 @@ pub struct ItemFilter;
 
 impl ItemFilter {
     fn process(&self, rows: Vec<TransactionItem>, out: &mut Emit) {
-        let mut sales: HashMap<(YearMonth, u32), (i64, i64)> = HashMap::new();
+        let mut sales: HashMap<(YearMonth, u32), (i64, i64)> = HashMap::default();
         for item in rows.into_iter().filter(|i| in_query_years(&i.created_at)) {
             let sum =
                 sales.entry((YearMonth::new(item.created_at.year, item.created_at.month), item.item_id)).or_default();

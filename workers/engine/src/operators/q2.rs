@@ -2,13 +2,14 @@
 //! from the broadcast menu.
 
 use super::topk::best;
+use super::HashMap;
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use coffee_model::keys::{Query, YearMonth};
 use coffee_model::message::{Batch, Stream};
 use coffee_model::node::StageKind;
 use coffee_model::results::ResultRow;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q2State {

@@ -1,12 +1,13 @@
 //! `q3_agg`: TPV per (semester, store) for the stores this replica owns, named from the broadcast stores.
 
+use super::HashMap;
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use coffee_model::keys::{Query, YearHalf};
 use coffee_model::message::{Batch, Stream};
 use coffee_model::node::StageKind;
 use coffee_model::results::ResultRow;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q3State {

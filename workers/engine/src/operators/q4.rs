@@ -4,6 +4,7 @@
 
 use super::q3::store_name;
 use super::topk::top_k;
+use super::HashMap;
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use coffee_model::keys::Query;
 use coffee_model::message::{Batch, Candidate, Stream};
@@ -11,7 +12,7 @@ use coffee_model::model::Date;
 use coffee_model::node::StageKind;
 use coffee_model::results::ResultRow;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// How many customers per store Q4 reports.
 pub const TOP_CUSTOMERS: usize = 3;

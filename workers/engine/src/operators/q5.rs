@@ -4,13 +4,14 @@
 
 use super::filters::in_query_years;
 use super::q3::store_name;
+use super::HashMap;
 use super::{unexpected, Emit, Operator, UnexpectedInput};
 use coffee_model::keys::Query;
 use coffee_model::message::{Batch, Stream};
 use coffee_model::node::StageKind;
 use coffee_model::results::ResultRow;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Q5State {
