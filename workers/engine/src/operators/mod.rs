@@ -22,9 +22,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::collections::btree_map::{BTreeMap, Entry};
 
 /// The operators' hash map: std's, with foldhash's hasher instead of SipHash. Their keys are small integers
-/// (ids, months, half-years), hashed once or more per row: SipHash was most of `q4_count`'s time in the profile
-/// (docs/benchmarks.md). foldhash is seeded at random per process like std's, so a client still cannot pick
-/// keys that collide on purpose, and nothing depends on a map's order (finals are sorted before they go out).
+/// (ids, months, half-years), hashed once or more per row, and SipHash showed in `q4_count`'s profile
+/// (docs/benchmarks.md). foldhash is seeded at random per process like std's, so colliding keys cannot be
+/// picked in advance (it promises no more than that against a determined attacker), and nothing depends on a
+/// map's order (finals are sorted before they go out).
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The rows an operator produced for one step, per stream.
