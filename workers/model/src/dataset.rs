@@ -3,6 +3,7 @@
 //! Reading streams record by record (one reused `csv::ByteRecord`), so no file is ever held whole in memory.
 //! A malformed row is reported to the caller and skipped; a wrong header refuses the file with its name.
 
+use crate::message::Batch;
 use crate::model::{FileKind, MenuItem, RowError, Store, Transaction, TransactionItem, User};
 use std::path::{Path, PathBuf};
 
@@ -35,23 +36,46 @@ pub fn files_of(data_dir: &Path, kind: FileKind) -> Result<Vec<PathBuf>, Dataset
 pub trait Row: Sized {
     const KIND: FileKind;
     fn parse(record: &csv::ByteRecord) -> Result<Self, RowError>;
+    /// Rows of this type as the batch that carries them.
+    fn batch(rows: Vec<Self>) -> Batch;
 }
 
 macro_rules! impl_row {
-    ($ty:ty, $kind:expr) => {
+    ($ty:ty, $kind:expr, $batch:expr) => {
         impl Row for $ty {
             const KIND: FileKind = $kind;
             fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
                 <$ty>::parse(record)
             }
+            fn batch(rows: Vec<Self>) -> Batch {
+                $batch(rows)
+            }
         }
     };
 }
-impl_row!(Store, FileKind::Stores);
-impl_row!(MenuItem, FileKind::MenuItems);
-impl_row!(User, FileKind::Users);
-impl_row!(Transaction, FileKind::Transactions);
-impl_row!(TransactionItem, FileKind::TransactionItems);
+impl_row!(Store, FileKind::Stores, Batch::Stores);
+impl_row!(MenuItem, FileKind::MenuItems, Batch::MenuItems);
+impl_row!(User, FileKind::Users, Batch::Users);
+impl_row!(Transaction, FileKind::Transactions, Batch::Transactions);
+impl_row!(TransactionItem, FileKind::TransactionItems, Batch::TransactionItems);
+
+/// Work on the rows of one kind, written once for every row type: [`with_row_type`] runs it with the type of a
+/// kind known only at run time (the one place that maps a [`FileKind`] to its [`Row`]).
+pub trait ForRowType {
+    type Output;
+    fn run<R: Row>(self) -> Self::Output;
+}
+
+/// Runs `work` with `kind`'s row type.
+pub fn with_row_type<W: ForRowType>(kind: FileKind, work: W) -> W::Output {
+    match kind {
+        FileKind::Stores => work.run::<Store>(),
+        FileKind::MenuItems => work.run::<MenuItem>(),
+        FileKind::Users => work.run::<User>(),
+        FileKind::Transactions => work.run::<Transaction>(),
+        FileKind::TransactionItems => work.run::<TransactionItem>(),
+    }
+}
 
 /// A malformed row: where it was and why it was skipped.
 #[derive(Debug, Clone)]

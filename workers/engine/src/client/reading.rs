@@ -4,9 +4,9 @@
 //! took longer than the gateway waits between two frames).
 
 use super::{FileReport, BAD_ROW_SAMPLES};
-use coffee_model::dataset::{self, DatasetError, Row};
+use coffee_model::dataset::{self, DatasetError, ForRowType, Row};
 use coffee_model::message::Batch;
-use coffee_model::model::{FileKind, MenuItem, Store, Transaction, TransactionItem, User};
+use coffee_model::model::FileKind;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -82,13 +82,11 @@ pub(super) fn read_dataset(
     tx: mpsc::Sender<Input>,
 ) -> Result<(), DatasetError> {
     let mut sent = 0;
-    let skip_of = |kind| skip.get(&kind).copied().unwrap_or(0);
-    read_kind::<Store>(source, Batch::Stores, skip_of(FileKind::Stores), marks, &mut sent, &tx)?;
-    read_kind::<MenuItem>(source, Batch::MenuItems, skip_of(FileKind::MenuItems), marks, &mut sent, &tx)?;
-    read_kind::<User>(source, Batch::Users, skip_of(FileKind::Users), marks, &mut sent, &tx)?;
-    read_kind::<Transaction>(source, Batch::Transactions, skip_of(FileKind::Transactions), marks, &mut sent, &tx)?;
-    let items = skip_of(FileKind::TransactionItems);
-    read_kind::<TransactionItem>(source, Batch::TransactionItems, items, marks, &mut sent, &tx)
+    for kind in FileKind::ALL {
+        let skip = skip.get(&kind).copied().unwrap_or(0);
+        dataset::with_row_type(kind, ReadKind { source, skip, marks, sent: &mut sent, tx: &tx })?;
+    }
+    Ok(())
 }
 
 /// What a pass reads: the dataset's folder, cut into batches of `batch_rows` rows.
@@ -98,9 +96,25 @@ pub(super) struct Source {
     pub batch_rows: usize,
 }
 
+/// One kind's files, read from `skip` on: each batch sent down `tx` with its mark recorded in `marks`.
+struct ReadKind<'a> {
+    source: &'a Source,
+    skip: u64,
+    marks: &'a Marks,
+    sent: &'a mut u64,
+    tx: &'a mpsc::Sender<Input>,
+}
+
+impl ForRowType for ReadKind<'_> {
+    type Output = Result<(), DatasetError>;
+    fn run<R: Row>(self) -> Self::Output {
+        let ReadKind { source, skip, marks, sent, tx } = self;
+        read_kind::<R>(source, skip, marks, sent, tx)
+    }
+}
+
 fn read_kind<R: Row>(
     source: &Source,
-    wrap: fn(Vec<R>) -> Batch,
     skip: u64,
     marks: &Marks,
     sent: &mut u64,
@@ -137,7 +151,7 @@ fn read_kind<R: Row>(
             report.rows_sent += rows.len() as u64;
             *sent += rows.len() as u64;
             if *seq >= skip {
-                let _ = tx.blocking_send(Input::Batch { kind, seq: *seq, batch: wrap(rows), sent: *sent });
+                let _ = tx.blocking_send(Input::Batch { kind, seq: *seq, batch: R::batch(rows), sent: *sent });
             }
             *seq += 1;
             let mark = match next {

@@ -3,8 +3,8 @@
 //! biggest first). No engine that reads these files can beat it by much; the benchmark prints it beside the
 //! pipeline, the reference and DuckDB.
 
-use coffee_model::dataset::{self, Row};
-use coffee_model::model::{FileKind, MenuItem, Store, Transaction, TransactionItem, User};
+use coffee_model::dataset::{self, ForRowType, Row};
+use coffee_model::model::FileKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,16 +47,14 @@ pub fn read_and_parse(data: &Path, threads: usize) -> anyhow::Result<(Duration, 
 
 /// Parses one file into its rows (dropped at once); how many parsed.
 fn parse(kind: FileKind, path: &Path) -> anyhow::Result<u64> {
-    fn count<R: Row>(path: &Path) -> anyhow::Result<u64> {
-        let mut rows = 0;
-        dataset::read_file::<R>(path, |_: R| rows += 1, |_| {})?;
-        Ok(rows)
+    struct Count<'a>(&'a Path);
+    impl ForRowType for Count<'_> {
+        type Output = anyhow::Result<u64>;
+        fn run<R: Row>(self) -> Self::Output {
+            let mut rows = 0;
+            dataset::read_file::<R>(self.0, |_: R| rows += 1, |_| {})?;
+            Ok(rows)
+        }
     }
-    match kind {
-        FileKind::Stores => count::<Store>(path),
-        FileKind::MenuItems => count::<MenuItem>(path),
-        FileKind::Users => count::<User>(path),
-        FileKind::Transactions => count::<Transaction>(path),
-        FileKind::TransactionItems => count::<TransactionItem>(path),
-    }
+    dataset::with_row_type(kind, Count(path))
 }

@@ -28,9 +28,9 @@ mod world;
 use coffee_engine::gateway::routing::{input_eofs, route_input};
 use coffee_engine::gateway::GATEWAY;
 use coffee_engine::topology::Topology;
-use coffee_model::dataset::{self, Row};
+use coffee_model::dataset::{self, ForRowType, Row};
 use coffee_model::message::Batch;
-use coffee_model::model::{FileKind, MenuItem, Store, Transaction, TransactionItem, User};
+use coffee_model::model::FileKind;
 use coffee_model::wire::{Body, Envelope, SessionId};
 use std::path::Path;
 use std::time::Instant;
@@ -182,23 +182,24 @@ impl Dataset {
 }
 
 fn read_batches(dir: &Path, kind: FileKind, batch_rows: usize) -> anyhow::Result<Vec<Batch>> {
-    fn read<R: Row>(dir: &Path, batch_rows: usize, wrap: fn(Vec<R>) -> Batch) -> anyhow::Result<Vec<Batch>> {
-        let mut rows = Vec::new();
-        dataset::read_all::<R>(dir, |row| rows.push(row), |_, _| {})?;
-        let mut batches = Vec::new();
-        while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(batch_rows));
-            batches.push(wrap(std::mem::replace(&mut rows, rest)));
+    struct Read<'a> {
+        dir: &'a Path,
+        batch_rows: usize,
+    }
+    impl ForRowType for Read<'_> {
+        type Output = anyhow::Result<Vec<Batch>>;
+        fn run<R: Row>(self) -> Self::Output {
+            let mut rows = Vec::new();
+            dataset::read_all::<R>(self.dir, |row| rows.push(row), |_, _| {})?;
+            let mut batches = Vec::new();
+            while !rows.is_empty() {
+                let rest = rows.split_off(rows.len().min(self.batch_rows));
+                batches.push(R::batch(std::mem::replace(&mut rows, rest)));
+            }
+            Ok(batches)
         }
-        Ok(batches)
     }
-    match kind {
-        FileKind::Stores => read::<Store>(dir, batch_rows, Batch::Stores),
-        FileKind::MenuItems => read::<MenuItem>(dir, batch_rows, Batch::MenuItems),
-        FileKind::Users => read::<User>(dir, batch_rows, Batch::Users),
-        FileKind::Transactions => read::<Transaction>(dir, batch_rows, Batch::Transactions),
-        FileKind::TransactionItems => read::<TransactionItem>(dir, batch_rows, Batch::TransactionItems),
-    }
+    dataset::with_row_type(kind, Read { dir, batch_rows })
 }
 
 /// The datasets a simulation runs on: two small generated ones (tiny scale, generator seeds 7 and 8), written
