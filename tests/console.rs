@@ -123,6 +123,24 @@ impl ConsoleClient {
         }
     }
 
+    /// Waits (`limit` at most) until the console lists `count` nodes (or any number, at least one), each up and
+    /// heard within `fresh`; their names.
+    pub async fn nodes_beating(&self, count: Option<usize>, fresh: Duration, limit: Duration) -> Vec<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let nodes = self.get("/api/nodes").await;
+            let nodes = nodes.as_array().expect("a list of nodes");
+            let fresh_ms = fresh.as_millis() as u64;
+            let beating = |n: &Value| n["up"] == true && n["heartbeat_age_ms"].as_u64().is_some_and(|a| a < fresh_ms);
+            let counted = count.map_or(!nodes.is_empty(), |count| nodes.len() == count);
+            if counted && nodes.iter().all(beating) {
+                return nodes.iter().map(|n| n["name"].as_str().expect("a name").to_owned()).collect();
+            }
+            assert!(started.elapsed() < limit, "the nodes did not all come up and beat: {nodes:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The console's event stream, collected in the background from the moment this returns: the console's
     /// first message (the cluster's state) has arrived, so the socket is subscribed and no later event is missed.
     pub async fn events(&self) -> Events {

@@ -4,7 +4,7 @@
 
 use coffee_tests::console::{self, Console};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The stages' replicas as `/api/topology` gives them.
 fn replicas(topology: &Value) -> Vec<(String, u64)> {
@@ -14,17 +14,7 @@ fn replicas(topology: &Value) -> Vec<(String, u64)> {
 
 /// Waits until every node of the listing is up and beating, and returns their names.
 async fn nodes_beating(console: &Console) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let nodes = console.get("/api/nodes").await;
-        let nodes = nodes.as_array().expect("nodes");
-        let beating = |n: &Value| n["up"] == true && n["heartbeat_age_ms"].as_u64().is_some_and(|age| age < 3000);
-        if !nodes.is_empty() && nodes.iter().all(beating) {
-            return nodes.iter().map(|n| n["name"].as_str().expect("name").to_owned()).collect();
-        }
-        assert!(Instant::now() < deadline, "the nodes did not all come up and beat: {nodes:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    console.nodes_beating(None, Duration::from_secs(3), Duration::from_secs(60)).await
 }
 
 /// Launches a session and waits until it is done and equal to the reference; its view.

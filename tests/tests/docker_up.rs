@@ -68,17 +68,7 @@ async fn the_compose_project_runs_on_the_real_engine_and_every_session_is_exact(
     let status = console.get("/api/status").await;
     assert_eq!(status["orchestrator"], "docker (compose project coffee-test)", "{status}");
     // Every node container, heard beating (once the console, just started, has heard each of them).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let nodes = console.get("/api/nodes").await;
-        let beating = |n: &Value| n["heartbeat_age_ms"].as_u64().is_some_and(|age| age < 5_000);
-        let all = nodes.as_array().expect("a list");
-        if all.len() == 16 && nodes_up(&nodes) == 16 && all.iter().all(beating) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not all 16 node containers up and heard: {nodes}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    console.nodes_beating(Some(16), Duration::from_secs(5), Duration::from_secs(30)).await;
 
     // A kill from the page: the page hears it, and hears a monitor restart the container through the engine.
     let mut events = console.events().await;
