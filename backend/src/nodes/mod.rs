@@ -9,15 +9,18 @@
 //! monkey, which is the one loop of [`coffee_ops::chaos::run_against`] with its counts shown on the page.
 
 pub mod local;
+mod views;
+
+use views::node_view;
+pub use views::topology_view;
 
 use crate::events::{Event, Events, KillCause};
 use coffee_engine::heartbeat::{self, HeardNodes};
 use coffee_engine::topology::Topology;
-use coffee_model::node::{NodeId, Role, StageKind};
 use coffee_ops::chaos::{self, ChaosMonkey, Faults, Report, Targets};
 use coffee_ops::cluster::{ClusterSpec, Restarted};
 use coffee_ops::orchestrator::{NodeState, Orchestrator, RunState};
-use coffee_types::{ClusterState, EdgeView, StageView, TopologyView};
+use coffee_types::ClusterState;
 use futures::future::BoxFuture;
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
@@ -594,27 +597,6 @@ pub enum RescaleError {
     Start(anyhow::Error),
 }
 
-/// The pipeline as the page draws it: stages with their replicas, and the streams between them (and the gateway).
-pub fn topology_view(topology: &Topology) -> TopologyView {
-    use coffee_engine::topology::{Edge, Endpoint, EDGES};
-    let name = |e: Endpoint| match e {
-        Endpoint::Gateway => "gateway".to_owned(),
-        Endpoint::Stage(s) => s.name().to_owned(),
-    };
-    let stages = StageKind::ALL
-        .iter()
-        .map(|&s| StageView { name: s.name().to_owned(), replicas: topology.replicas(s) })
-        .collect();
-    // The stages' edges, then the gateway's.
-    let (from_gateway, from_stages): (Vec<&Edge>, Vec<&Edge>) = EDGES.iter().partition(|e| e.from == Endpoint::Gateway);
-    let edges = from_stages
-        .into_iter()
-        .chain(from_gateway)
-        .map(|e| EdgeView { from: name(e.from), to: name(e.to), stream: format!("{:?}", e.stream) })
-        .collect();
-    TopologyView { stages, edges }
-}
-
 impl Drop for Nodes {
     fn drop(&mut self) {
         self.watcher.abort();
@@ -627,23 +609,4 @@ fn stop(chaos: &mut Chaos) {
         let _ = stop.send(());
     }
     chaos.running = false;
-}
-
-/// A node's view; its role and replica come from its name (`tx_filter-1`; `gateway` is replica 0).
-fn node_view(
-    name: String,
-    up: bool,
-    pid: Option<u32>,
-    restarts: u32,
-    heartbeat_age_ms: Option<u64>,
-    detail: String,
-) -> NodeView {
-    let (role, replica) = match name.parse::<NodeId>() {
-        Ok(NodeId { role: Role::Gateway, replica }) => ("gateway".to_owned(), replica),
-        Ok(NodeId { role: Role::Monitor, replica }) => ("monitor".to_owned(), replica),
-        Ok(NodeId { role: Role::Stage(stage), replica }) => (stage.name().to_owned(), replica),
-        // Not a pipeline node (the console itself).
-        Err(_) => (name.clone(), 0),
-    };
-    NodeView { up, name, role, replica, pid, restarts, heartbeat_age_ms, detail, open_sessions: None, state: None }
 }
