@@ -126,3 +126,22 @@ async fn clients_vanishing_after_their_welcome_never_cost_the_gateway_its_broker
     settle(&mut cluster, &spec).await;
     cluster.stop().await.unwrap();
 }
+
+/// A connection that ends gives its place back at once, though its session waits out its grace for a resume:
+/// a client that lost more connections than its address may hold, within one grace, is still let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_frees_its_place_while_its_session_waits_its_grace() {
+    let mut options = options("10s", "");
+    options.env.push(("GATEWAY_MAX_CONNECTIONS_PER_PEER".into(), "4".into()));
+    let (spec, mut cluster) = start_cluster_with("places", "all=1", options).await;
+    for _ in 0..8 {
+        let (client, _, _) = RawClient::hello(&spec.gateway_addr).await;
+        drop(client);
+        // The gateway sees the end of the connection before the next one comes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(spec.run_dir().join("logs/gateway.log")).expect("the gateway's log");
+    assert!(!log.contains("too many connections"), "a lost connection kept its place:\n{log}");
+    settle(&mut cluster, &spec).await;
+    cluster.stop().await.unwrap();
+}

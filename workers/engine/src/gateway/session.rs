@@ -164,7 +164,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             if let Some(frame) = error_frame(&e) {
                 let _ = writer.send(&frame).await;
             }
-            return abandon(session, number.id, &shared, e).await;
+            return abandon(session, number.id, &shared, e);
         }
     };
     info!(%session, resumed, received_streams, "session opened");
@@ -229,23 +229,33 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             info!(%session, "session complete: every result is with its client");
             Ok(())
         }
-        Err(e) => abandon(session, number.id, &shared, e).await,
+        Err(e) => abandon(session, number.id, &shared, e),
     }
 }
 
 /// A session whose connection ended without its results: it waits the grace for a resume, then, if none came,
-/// is purged from every node. Returns `e`, why the connection ended.
-async fn abandon(session: SessionId, number: u64, shared: &Shared, e: SessionError) -> anyhow::Result<()> {
+/// is purged from every node. That happens apart from the connection, which ends at once and gives its place
+/// back (`limits::Connections`): a client that lost a few connections in a row would otherwise find every place
+/// of its address held by the graces of its own earlier connections, and be refused. Returns `e`, why the
+/// connection ended.
+fn abandon(session: SessionId, number: u64, shared: &Arc<Shared>, e: SessionError) -> anyhow::Result<()> {
     let expired = matches!(e, SessionError::Refused { code: ErrorCode::ResultsLost, .. });
     if !expired {
         warn!(%session, error = %e, grace = ?shared.grace, "connection lost; the session waits for a resume");
-        tokio::time::sleep(shared.grace).await;
     }
-    if shared.begin_purge(session, Some(number)) {
-        let purged = purge(session, shared).await;
-        shared.end_purge(session);
-        purged?;
-    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if !expired {
+            tokio::time::sleep(shared.grace).await;
+        }
+        if shared.begin_purge(session, Some(number)) {
+            let purged = purge(session, &shared).await;
+            shared.end_purge(session);
+            if let Err(e) = purged {
+                warn!(%session, error = %e, "could not purge an abandoned session");
+            }
+        }
+    });
     Err(e.into())
 }
 
