@@ -235,6 +235,13 @@ impl TcpProxy {
         self.stalled.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// A proxy in front of the machine's RabbitMQ, which `spec`'s nodes are then given to reach it through.
+    pub async fn in_front_of_broker(spec: &mut ClusterSpec) -> TcpProxy {
+        let proxy = TcpProxy::start("127.0.0.1:5672").await;
+        spec.amqp_url = proxy.url();
+        proxy
+    }
+
     /// The AMQP URL that goes through the proxy (when it stands in front of RabbitMQ).
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)

@@ -32,9 +32,8 @@ const CUTS: [(u64, u64); 12] = [
 async fn sessions_survive_broker_outages() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 12, &dir.path().join("data"));
-    let mut proxy = TcpProxy::start("127.0.0.1:5672").await;
     let mut spec = cluster_spec("outage", "all=2");
-    spec.amqp_url = proxy.url();
+    let mut proxy = TcpProxy::in_front_of_broker(&mut spec).await;
     let mut cluster = LocalCluster::start(spec.clone()).await.unwrap();
     eprintln!("node logs: {}", spec.run_dir().join("logs").display());
 
@@ -72,9 +71,8 @@ async fn sessions_survive_broker_outages() {
 async fn a_replica_stuck_on_the_broker_exits_when_the_broker_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 13, &dir.path().join("data"));
-    let mut proxy = TcpProxy::start("127.0.0.1:5672").await;
     let mut spec = cluster_spec("stuck", "all=1");
-    spec.amqp_url = proxy.url();
+    let mut proxy = TcpProxy::in_front_of_broker(&mut spec).await;
     let stuck = "q3_agg-0";
     let options = StartOptions {
         first_start_env: [(
@@ -85,7 +83,7 @@ async fn a_replica_stuck_on_the_broker_exits_when_the_broker_goes_away() {
         ..Default::default()
     };
     let mut cluster = LocalCluster::start_with(spec.clone(), options).await.unwrap();
-    let log = spec.run_dir().join("logs").join(format!("{stuck}.log"));
+    let log = spec.log_path(stuck);
     let session = {
         let (spec, data, out) = (spec.clone(), data.clone(), dir.path().join("out"));
         async move { run_session(&spec, &data, &out).await }

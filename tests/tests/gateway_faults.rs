@@ -119,7 +119,7 @@ async fn clients_vanishing_after_their_welcome_never_cost_the_gateway_its_broker
         drop(client);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let log = std::fs::read_to_string(spec.run_dir().join("logs/gateway.log")).expect("the gateway's log");
+    let log = std::fs::read_to_string(spec.log_path("gateway")).expect("the gateway's log");
     assert!(!log.contains("lost the broker"), "the gateway lost its broker connection:\n{log}");
     let summary = run_session(&spec, &data, &dir.path().join("out")).await;
     assert_matches_reference(&summary, &data);
@@ -140,7 +140,7 @@ async fn a_lost_connection_frees_its_place_while_its_session_waits_its_grace() {
         // The gateway sees the end of the connection before the next one comes.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = std::fs::read_to_string(spec.run_dir().join("logs/gateway.log")).expect("the gateway's log");
+    let log = std::fs::read_to_string(spec.log_path("gateway")).expect("the gateway's log");
     assert!(!log.contains("too many connections"), "a lost connection kept its place:\n{log}");
     settle(&mut cluster, &spec).await;
     cluster.stop().await.unwrap();

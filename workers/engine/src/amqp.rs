@@ -155,7 +155,7 @@ const LOSS_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Exiting here is a crash at an arbitrary instruction, which every node survives by design: its state is
 /// rebuilt from its disk and its unacked inputs come again. Only for node processes, whose supervisor
 /// restarts them; a process that closes its connection on purpose must not use it.
-pub fn exit_when_lost(status: lapin::ConnectionStatus, name: &str) {
+fn exit_when_lost(status: lapin::ConnectionStatus, name: &str) {
     let name = name.to_owned();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(LOSS_CHECK_EVERY);

@@ -46,6 +46,11 @@ impl ClusterSpec {
         run_dir(&self.topology.namespace)
     }
 
+    /// Where a node's output goes (every start of it appends to the same file).
+    pub fn log_path(&self, node: &str) -> PathBuf {
+        self.run_dir().join("logs").join(format!("{node}.log"))
+    }
+
     /// Every node: its name and the arguments that start it.
     pub fn nodes(&self) -> Vec<(String, Vec<String>)> {
         let common = common_args(&self.topology);
@@ -326,7 +331,7 @@ impl LocalCluster {
     }
 
     fn spawn(&self, name: &str, args: &[String], extra_env: &[(String, String)]) -> anyhow::Result<Child> {
-        let log_path = self.spec.run_dir().join("logs").join(format!("{name}.log"));
+        let log_path = self.spec.log_path(name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let child = Command::new(&self.spec.exe)
             .args(args)
@@ -350,7 +355,7 @@ impl LocalCluster {
             if let Some(status) = self.nodes.get_mut("gateway").and_then(|n| n.child.try_wait().ok().flatten()) {
                 anyhow::bail!(
                     "the gateway exited ({status}) before accepting clients; see {}",
-                    self.spec.run_dir().join("logs/gateway.log").display()
+                    self.spec.log_path("gateway").display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
