@@ -2,32 +2,44 @@
 
 use super::*;
 
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// A replica killed: what it buffered is lost, its unacked input returns.
+    Kill,
+    /// A replica's machine cut off: what it wrote and did not fsync is lost or torn, too.
+    PowerCut,
+    BrokerRestart,
+    Duplicate,
+    GatewayRestart,
+}
+
 impl World<'_> {
     pub(super) fn fault(&mut self) {
         let faults = self.options.faults;
         let mut kinds = Vec::new();
         if faults.crash {
-            kinds.extend(["kill", "kill", "kill", "power"]);
+            kinds.extend([Fault::Kill, Fault::Kill, Fault::Kill, Fault::PowerCut]);
         }
         if faults.broker {
-            kinds.push("broker");
+            kinds.push(Fault::BrokerRestart);
         }
         if faults.duplicate {
-            kinds.extend(["duplicate", "duplicate"]);
+            kinds.extend([Fault::Duplicate, Fault::Duplicate]);
         }
         if faults.gateway {
-            kinds.push("gateway");
+            kinds.push(Fault::GatewayRestart);
         }
         let Some(&kind) = kinds.choose(&mut self.rng) else { return };
         self.faults += 1;
         match kind {
-            "kill" | "power" => {
+            Fault::Kill | Fault::PowerCut => {
                 let i = self.rng.gen_range(0..self.replicas.len());
                 if !matches!(self.replicas[i].phase, Phase::Down) {
-                    self.crash_replica(i, kind == "power");
+                    self.crash_replica(i, kind == Fault::PowerCut);
                 }
             }
-            "broker" => {
+            Fault::BrokerRestart => {
                 self.note("the broker restarts: every replica loses it and exits".to_owned());
                 self.broker.restart(&mut self.rng);
                 for i in 0..self.replicas.len() {
@@ -45,12 +57,12 @@ impl World<'_> {
                     }
                 }
             }
-            "duplicate" => {
+            Fault::Duplicate => {
                 if let Some(queue) = self.broker.duplicate_one(&mut self.rng) {
                     self.note(format!("a message of {queue} duplicated"));
                 }
             }
-            _ => {
+            Fault::GatewayRestart => {
                 // The gateway restarts: results it had not acked come back; each client resumes its upload
                 // from an earlier mark of each file and sends the batches after it again.
                 let mut marks = Vec::new();
