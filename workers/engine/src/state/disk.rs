@@ -131,11 +131,13 @@ impl Disk for RealDisk {
     }
 }
 
-/// One file of a [`SimDisk`]: what a crash keeps and what is only in the page cache.
+/// One file of a [`SimDisk`]: its bytes as the running process sees them, of which the first `durable` are
+/// synced (files are only appended to, truncated, or written whole, so what is synced is always a prefix, and
+/// a sync costs nothing however long the file).
 #[derive(Debug, Default, Clone)]
 struct SimFile {
-    durable: Vec<u8>,
-    current: Vec<u8>,
+    bytes: Vec<u8>,
+    durable: usize,
 }
 
 #[derive(Debug, Default)]
@@ -183,16 +185,14 @@ impl SimDisk {
         let state = &mut *state;
         let paths: BTreeMap<u64, PathBuf> = state.names.iter().map(|(p, &i)| (i, p.clone())).collect();
         for (inode, file) in &mut state.files {
-            let unsynced = file.current.get(file.durable.len()..).unwrap_or_default().to_vec();
+            let unsynced = file.bytes.len() - file.durable;
             let keep = match paths.get(inode).map_or(Tear::Nothing, |p| tear(p)) {
                 Tear::Nothing => 0,
-                Tear::Everything => unsynced.len(),
-                Tear::Prefix(n) => n.min(unsynced.len()),
+                Tear::Everything => unsynced,
+                Tear::Prefix(n) => n.min(unsynced),
             };
-            if file.current.len() >= file.durable.len() && file.current.starts_with(&file.durable) {
-                file.durable.extend_from_slice(&unsynced[..keep]);
-            }
-            file.current = file.durable.clone();
+            file.durable += keep;
+            file.bytes.truncate(file.durable);
         }
         state.names = state.durable_names.clone();
     }
@@ -223,7 +223,7 @@ impl SimAppend {
     fn flush(&mut self) {
         let mut state = self.disk.state();
         if let Some(file) = state.files.get_mut(&self.inode) {
-            file.current.append(&mut self.buffer);
+            file.bytes.append(&mut self.buffer);
         }
     }
 }
@@ -240,7 +240,7 @@ impl AppendFile for SimAppend {
         self.flush();
         let mut state = self.disk.state();
         if let Some(file) = state.files.get_mut(&self.inode) {
-            file.durable = file.current.clone();
+            file.durable = file.bytes.len();
         }
         Ok(())
     }
@@ -250,8 +250,8 @@ impl AppendFile for SimAppend {
         self.flush();
         let mut state = self.disk.state();
         if let Some(file) = state.files.get_mut(&self.inode) {
-            file.current.truncate(len as usize);
-            file.durable = file.current.clone();
+            file.bytes.truncate(len as usize);
+            file.durable = file.bytes.len();
         }
         Ok(())
     }
@@ -304,7 +304,7 @@ impl Disk for SimDisk {
 
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let state = self.state();
-        Ok(state.names.get(path).map(|inode| state.files[inode].current.clone()))
+        Ok(state.names.get(path).map(|inode| state.files[inode].bytes.clone()))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
@@ -322,8 +322,8 @@ impl Disk for SimDisk {
         state.tick()?;
         let inode = state.create(path);
         let file = state.files.get_mut(&inode).expect("just created");
-        file.current = bytes.to_vec();
-        file.durable = bytes.to_vec();
+        file.bytes = bytes.to_vec();
+        file.durable = bytes.len();
         Ok(())
     }
 

@@ -36,6 +36,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use world::Outcome;
+use world::Tracing;
 
 /// Which faults a run injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +247,16 @@ pub fn run_seed(seed: u64, datasets: &[Dataset], options: &Options) -> Outcome {
         _ => None,
     };
     let _plant = coffee_engine::planted::Plant::new(planted);
-    world::World::new(seed, datasets, options).run()
+    if options.full_trace {
+        return world::World::new(seed, datasets, options, Tracing::All).run();
+    }
+    // Formatting every event costs more than the run itself, so a seed runs without a trace; one that fails
+    // runs again, the same way, keeping the events that led to its failure.
+    let outcome = world::World::new(seed, datasets, options, Tracing::Off).run();
+    match outcome.failure {
+        None => outcome,
+        Some(_) => world::World::new(seed, datasets, options, Tracing::Tail).run(),
+    }
 }
 
 /// What many seeds gave.

@@ -40,7 +40,7 @@ impl World<'_> {
                 }
             }
             Fault::BrokerRestart => {
-                self.note("the broker restarts: every replica loses it and exits".to_owned());
+                note!(self, "the broker restarts: every replica loses it and exits");
                 self.broker.restart(&mut self.rng);
                 for i in 0..self.replicas.len() {
                     if !matches!(self.replicas[i].phase, Phase::Down) {
@@ -59,7 +59,7 @@ impl World<'_> {
             }
             Fault::Duplicate => {
                 if let Some(queue) = self.broker.duplicate_one(&mut self.rng) {
-                    self.note(format!("a message of {queue} duplicated"));
+                    note!(self, "a message of {queue} duplicated");
                 }
             }
             Fault::GatewayRestart => {
@@ -78,7 +78,7 @@ impl World<'_> {
                         (feed.sent, feed.confirmed) = (mark, mark);
                     }
                 }
-                self.note(format!("the gateway restarts; uploads resume from: {}", marks.join(", ")));
+                note!(self, "the gateway restarts; uploads resume from: {}", marks.join(", "));
             }
         }
     }

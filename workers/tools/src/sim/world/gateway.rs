@@ -67,7 +67,7 @@ impl World<'_> {
                 let (id, queue) = (self.sessions[s].id, self.sessions[s].results_queue.clone());
                 self.broker.delete_queue(&queue);
                 self.sessions[s].purge = Purge::Done;
-                self.note(format!("the gateway purged {} and deleted its results queue", short(id)));
+                note!(self, "the gateway purged {} and deleted its results queue", short(id));
                 return;
             }
             Purge::No | Purge::Done => {}
@@ -80,15 +80,16 @@ impl World<'_> {
                 session.purge = Purge::Done;
                 let (id, queue) = (session.id, session.results_queue.clone());
                 self.broker.detach(&queue, self.step);
-                self.note(format!(
+                note!(
+                    self,
                     "the client of {} left after {sent} messages; its gateway vanished with its folder",
                     short(id)
-                ));
+                );
             } else {
                 // The client is gone; the gateway, past its grace, purges the session everywhere.
                 session.purge = Purge::Due;
                 let id = session.id;
-                self.note(format!("the client of {} left after {sent} messages", short(id)));
+                note!(self, "the client of {} left after {sent} messages", short(id));
             }
             return;
         }

@@ -24,6 +24,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Records an event in the run's trace, formatting it only if the run keeps a trace (most runs do not: a
+/// failing seed is run again with its trace on, and replays exactly).
+macro_rules! note {
+    ($world:expr, $($event:tt)+) => {
+        if $world.tracing != Tracing::Off {
+            let event = format!($($event)+);
+            $world.record(event);
+        }
+    };
+}
+
 mod faults;
 mod gateway;
 mod replica;
@@ -37,6 +48,15 @@ use replica::{Phase, SimReplica};
 const GROUP_MAX: usize = 8;
 /// Events kept for a failing seed's trace (all of them with `full_trace`).
 const TRACE_TAIL: usize = 300;
+
+/// Which events a run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tracing {
+    Off,
+    /// The last [`TRACE_TAIL`].
+    Tail,
+    All,
+}
 
 /// How one seed went.
 #[derive(Debug)]
@@ -63,6 +83,7 @@ pub(super) struct World<'a> {
     sessions: Vec<SimSession>,
     step: u64,
     faults: u64,
+    tracing: Tracing,
     trace: VecDeque<String>,
     /// Virtual time: `base` plus a millisecond a step.
     base: tokio::time::Instant,
@@ -79,7 +100,7 @@ impl WithOperator for Build {
 }
 
 impl<'a> World<'a> {
-    pub(super) fn new(seed: u64, datasets: &'a [Dataset], options: &'a Options) -> World<'a> {
+    pub(super) fn new(seed: u64, datasets: &'a [Dataset], options: &'a Options, tracing: Tracing) -> World<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let shape = SHAPES[rng.gen_range(0..SHAPES.len())];
         let topology = Topology::with_replicas("sim", shape).expect("a valid shape");
@@ -144,6 +165,7 @@ impl<'a> World<'a> {
             sessions,
             step: 0,
             faults: 0,
+            tracing,
             trace: VecDeque::new(),
             base: tokio::time::Instant::from_std(std::time::Instant::now()),
         }
@@ -176,8 +198,8 @@ impl<'a> World<'a> {
         self.step <= self.options.fault_steps
     }
 
-    fn note(&mut self, event: String) {
-        if !self.options.full_trace && self.trace.len() == TRACE_TAIL {
+    fn record(&mut self, event: String) {
+        if self.tracing == Tracing::Tail && self.trace.len() == TRACE_TAIL {
             self.trace.pop_front();
         }
         self.trace.push_back(format!("{:>7} {event}", self.step));
@@ -199,7 +221,7 @@ impl<'a> World<'a> {
     fn simulate(&mut self) -> Result<(), String> {
         let shape = self.shape;
         let sessions: Vec<String> = self.sessions.iter().map(|s| short(s.id)).collect();
-        self.note(format!("seed {} · shape {shape} · sessions {}", self.seed, sessions.join(", ")));
+        note!(self, "seed {} · shape {shape} · sessions {}", self.seed, sessions.join(", "));
         loop {
             if self.step >= self.options.max_steps {
                 return Err(format!("not quiet after {} steps (a liveness bug?): {}", self.step, self.progress()));
@@ -209,7 +231,7 @@ impl<'a> World<'a> {
                 self.announce();
             }
             for queue in self.broker.expire(self.step) {
-                self.note(format!("{queue} expired: nobody consumed it for a whole lease"));
+                note!(self, "{queue} expired: nobody consumed it for a whole lease");
             }
             if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
                 self.fault();
@@ -302,9 +324,7 @@ impl<'a> World<'a> {
             }
         }
         if problems.is_empty() {
-            self.note(
-                "every session equals the reference; no queue holds a message; no session state is left".to_owned(),
-            );
+            note!(self, "every session equals the reference; no queue holds a message; no session state is left");
             Ok(())
         } else {
             Err(problems.trim_end().to_owned())

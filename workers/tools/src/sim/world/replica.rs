@@ -44,7 +44,7 @@ impl World<'_> {
         let name = self.replicas[i].name.clone();
         let next = match phase {
             Phase::Down => {
-                self.note(format!("{name} restarted by its supervisor"));
+                note!(self, "{name} restarted by its supervisor");
                 Phase::Starting
             }
             Phase::Starting => {
@@ -63,14 +63,15 @@ impl World<'_> {
                         r.protocol.sessions().into_iter().for_each(|id| r.leases.renew(id, now));
                         r.next_lease_check = self.step + every;
                         let (sessions, records) = (recovery.sessions, recovery.records);
-                        self.note(format!(
+                        note!(
+                            self,
                             "{name} opened its folder: {sessions} sessions, {records} records replayed, {} complete",
                             ids.len()
-                        ));
+                        );
                         Phase::RecoveredPublished(ids)
                     }
                     Err(e) => {
-                        self.note(format!("{name} failed to open its folder: {e}"));
+                        note!(self, "{name} failed to open its folder: {e}");
                         return self.crash_replica(i, false);
                     }
                 }
@@ -82,10 +83,10 @@ impl World<'_> {
             Phase::RecoveredConfirmed(ids) => {
                 for id in ids {
                     if let Err(e) = self.replicas[i].protocol.retire(id) {
-                        self.note(format!("{name} died retiring {}: {e}", short(id)));
+                        note!(self, "{name} died retiring {}: {e}", short(id));
                         return self.crash_replica(i, false);
                     }
-                    self.note(format!("{name} finished {} again after its restart", short(id)));
+                    note!(self, "{name} finished {} again after its restart", short(id));
                 }
                 Phase::Idle
             }
@@ -97,10 +98,10 @@ impl World<'_> {
                         continue;
                     }
                     if let Err(e) = self.replicas[i].protocol.retire(id) {
-                        self.note(format!("{name} died purging {}: {e}", short(id)));
+                        note!(self, "{name} died purging {}: {e}", short(id));
                         return self.crash_replica(i, false);
                     }
-                    self.note(format!("{name} purged {}: no gateway announced it for a whole lease", short(id)));
+                    note!(self, "{name} purged {}: no gateway announced it for a whole lease", short(id));
                 }
                 Phase::Idle
             }
@@ -117,14 +118,13 @@ impl World<'_> {
             Phase::Handling { group, next } => {
                 let message = &group[next];
                 let outbox = self.replicas[i].protocol.handle(&message.bytes);
-                let what = describe(&message.bytes);
                 let redelivered = if message.redelivered { " (redelivered)" } else { "" };
-                self.note(format!("{name} handles {what}{redelivered}: {} out", outbox.len()));
+                note!(self, "{name} handles {}{redelivered}: {} out", describe(&message.bytes), outbox.len());
                 // Now and then the process dies between two of its publishes.
                 if outbox.len() > 1 && self.faulting() && self.options.faults.crash && self.rng.gen_bool(0.02) {
                     let sent = self.rng.gen_range(0..outbox.len());
                     self.faults += 1;
-                    self.note(format!("{name} dies after publishing {sent} of them"));
+                    note!(self, "{name} dies after publishing {sent} of them");
                     self.publish(&name, outbox.into_iter().take(sent).collect());
                     return self.crash_replica(i, false);
                 }
@@ -173,7 +173,7 @@ impl World<'_> {
                     }
                     Err(e) => {
                         self.faults += 1;
-                        self.note(format!("{name} dies halfway through its commit ({e})"));
+                        note!(self, "{name} dies halfway through its commit ({e})");
                         let power_cut = self.rng.gen_bool(0.5);
                         return self.crash_replica(i, power_cut);
                     }
@@ -192,7 +192,7 @@ impl World<'_> {
             let bytes = match out {
                 Outgoing::Send { envelope, .. } => envelope.encode(),
                 Outgoing::SetAside { bytes, why } => {
-                    self.note(format!("{publisher} sets a message aside: {why}"));
+                    note!(self, "{publisher} sets a message aside: {why}");
                     bytes
                 }
             };
@@ -218,6 +218,6 @@ impl World<'_> {
         let name = r.name.clone();
         self.broker.consumer_lost(&name, &mut self.rng);
         let how = if power_cut { "its machine cut off" } else { "killed" };
-        self.note(format!("{name} {how}"));
+        note!(self, "{name} {how}");
     }
 }
