@@ -132,7 +132,8 @@ enum Command {
         /// Seeds to run: `A..B` (B excluded) or one seed.
         #[arg(long, default_value = "0..200")]
         seeds: String,
-        /// Faults to inject: all, none, or a comma-separated list of crash, broker, duplicate, gateway.
+        /// Faults to inject: all, none, or a comma-separated list of crash, broker, duplicate, gateway, pause,
+        /// monitor.
         #[arg(long, default_value = "all")]
         faults: String,
         /// Sessions per seed.

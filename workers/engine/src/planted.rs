@@ -1,6 +1,7 @@
 //! Bugs planted on purpose, to prove that the simulator (`coffee sim`) finds what each one breaks: classic
-//! exactly-once mistakes, and reverts of fixes that real faults called for. Each site in the engine asks
-//! [`active`] whether its bug is planted and, if so, does the wrong thing.
+//! exactly-once mistakes, and reverts of fixes that real faults called for. Each site (in the engine, and in the
+//! monitors' decisions in coffee-ops) asks [`active`] whether its bug is planted and, if so, does the wrong
+//! thing.
 //!
 //! Planted per thread, by an explicit call ([`Plant::new`]), never by the environment or the command line: the
 //! simulator runs a seed on one thread, and a test binary runs other tests on other threads at the same time.
@@ -30,10 +31,16 @@ pub enum Bug {
     /// Revert of a real-faults fix: results queues do not expire, so one whose session was forgotten stays on
     /// the broker for good.
     NoResultsExpiry,
+    /// A health monitor asks for a node's restart once and never again, so a node killed a second time (or
+    /// killed again before its first beat) stays down.
+    MonitorAsksOnce,
+    /// Revert of a fix CI called for: a monitor takes a tick late by a third of its timeout for its own pause,
+    /// so on a loaded machine it forgives every silence and restarts nobody.
+    MonitorForgivesLateTicks,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 10] = [
         Bug::DedupOff,
         Bug::EofBeforeData,
         Bug::SnapshotWithoutDedup,
@@ -42,6 +49,8 @@ impl Bug {
         Bug::NoDirFsync,
         Bug::NoLease,
         Bug::NoResultsExpiry,
+        Bug::MonitorAsksOnce,
+        Bug::MonitorForgivesLateTicks,
     ];
 }
 

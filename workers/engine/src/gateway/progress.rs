@@ -40,22 +40,32 @@ fn path(dir: &Path, session: SessionId) -> PathBuf {
 impl UploadLog {
     /// Starts the log of a new session with its secret.
     pub fn create(dir: &Path, session: SessionId, secret: u128) -> io::Result<UploadLog> {
-        std::fs::create_dir_all(dir)?;
-        let (log, _) = RecordLog::open(&path(dir, session))?;
+        UploadLog::create_on(&RealDisk, dir, session, secret)
+    }
+
+    /// [`UploadLog::create`] on any disk: durable, by name too, when it returns.
+    pub fn create_on(disk: &dyn Disk, dir: &Path, session: SessionId, secret: u128) -> io::Result<UploadLog> {
+        disk.create_dir_all(dir)?;
+        let (log, _) = RecordLog::open_on(disk, &path(dir, session))?;
         let mut log = UploadLog { log };
         log.append(&Record::Secret(secret))?;
         // The session exists durably, by name too, before its client is welcomed.
-        RealDisk.sync_dir(dir)?;
+        disk.sync_dir(dir)?;
         Ok(log)
     }
 
     /// Opens the log of an existing session; `None` if the gateway never opened that session (or it ended).
     pub fn resume(dir: &Path, session: SessionId) -> io::Result<Option<(UploadLog, Recovered)>> {
+        UploadLog::resume_on(&RealDisk, dir, session)
+    }
+
+    /// [`UploadLog::resume`] on any disk.
+    pub fn resume_on(disk: &dyn Disk, dir: &Path, session: SessionId) -> io::Result<Option<(UploadLog, Recovered)>> {
         let path = path(dir, session);
-        if !path.exists() {
+        if disk.read(&path)?.is_none() {
             return Ok(None);
         }
-        let (log, recovery) = RecordLog::open(&path)?;
+        let (log, recovery) = RecordLog::open_on(disk, &path)?;
         let mut recovered = Recovered { secret: None, done: BTreeMap::new(), purging: false };
         for record in recovery.records {
             match postcard::from_bytes::<Record>(&record) {
@@ -89,22 +99,37 @@ impl UploadLog {
     /// The sessions that have a log here (open, or left by a gateway that died), each with whether its purge
     /// had begun.
     pub fn sessions(dir: &Path) -> Vec<(SessionId, bool)> {
-        UploadLog::ids(dir)
+        UploadLog::sessions_on(&RealDisk, dir)
+    }
+
+    /// [`UploadLog::sessions`] on any disk.
+    pub fn sessions_on(disk: &dyn Disk, dir: &Path) -> Vec<(SessionId, bool)> {
+        UploadLog::ids_on(disk, dir)
             .into_iter()
-            .filter_map(|id| Some((id, UploadLog::resume(dir, id).ok()??.1.purging)))
+            .filter_map(|id| Some((id, UploadLog::resume_on(disk, dir, id).ok()??.1.purging)))
             .collect()
     }
 
     /// The sessions that have a log here (a listing of the folder, nothing read).
     pub fn ids(dir: &Path) -> Vec<SessionId> {
-        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".upload")?.parse().ok()).collect()
+        UploadLog::ids_on(&RealDisk, dir)
+    }
+
+    /// [`UploadLog::ids`] on any disk.
+    pub fn ids_on(disk: &dyn Disk, dir: &Path) -> Vec<SessionId> {
+        let Ok(names) = disk.list(dir) else { return Vec::new() };
+        names.iter().filter_map(|name| name.strip_suffix(".upload")?.parse().ok()).collect()
     }
 
     /// The session is over: its log goes (durably: a power cut must not bring the session back).
     pub fn remove(dir: &Path, session: SessionId) {
-        let _ = std::fs::remove_file(path(dir, session));
-        let _ = RealDisk.sync_dir(dir);
+        UploadLog::remove_on(&RealDisk, dir, session)
+    }
+
+    /// [`UploadLog::remove`] on any disk.
+    pub fn remove_on(disk: &dyn Disk, dir: &Path, session: SessionId) {
+        let _ = disk.remove(&path(dir, session));
+        let _ = disk.sync_dir(dir);
     }
 }
 
@@ -127,5 +152,32 @@ mod tests {
         assert_eq!(recovered.done, BTreeMap::from([(FileKind::Stores, 1), (FileKind::Users, 256)]));
         UploadLog::remove(dir.path(), session);
         assert!(UploadLog::resume(dir.path(), session).unwrap().is_none());
+    }
+
+    /// On a disk that loses at a power cut whatever was not fsynced (file contents and folder entries alike),
+    /// cut at the worst moment after each step.
+    #[test]
+    fn what_the_log_said_survives_a_power_cut_and_a_removal_stays_removed() {
+        use crate::state::disk::{SimDisk, Tear};
+        let (disk, dir) = (SimDisk::new(), Path::new("/gateway/state"));
+        let session = uuid::Uuid::from_u128(9);
+        let log = UploadLog::create_on(&disk, dir, session, 42).unwrap();
+        drop(log);
+        disk.crash(|_| Tear::Nothing);
+        let (mut log, recovered) =
+            UploadLog::resume_on(&disk, dir, session).unwrap().expect("a welcomed session exists");
+        assert_eq!(recovered.secret, Some(42));
+        log.record(FileKind::Users, 128).unwrap();
+        log.record_purging().unwrap();
+        drop(log);
+        disk.crash(|_| Tear::Nothing);
+        let (_, recovered) = UploadLog::resume_on(&disk, dir, session).unwrap().unwrap();
+        assert_eq!(recovered.done, BTreeMap::from([(FileKind::Users, 128)]), "recorded progress is durable");
+        assert!(recovered.purging, "a purge that began is durable");
+        assert_eq!(UploadLog::sessions_on(&disk, dir), vec![(session, true)]);
+        UploadLog::remove_on(&disk, dir, session);
+        disk.crash(|_| Tear::Everything);
+        assert!(UploadLog::resume_on(&disk, dir, session).unwrap().is_none(), "an ended session stays ended");
+        assert!(UploadLog::ids_on(&disk, dir).is_empty());
     }
 }

@@ -14,13 +14,18 @@
 //! - a message duplicated in its queue, and deliveries out of order within a few of the head;
 //! - the gateway restarted (the client resumes its upload from an earlier mark, re-sending batches it had sent;
 //!   the results side returns what it had not acked);
-//! - and, in every seed, a session whose client leaves partway, purged from every replica by the gateway.
+//! - a replica or a monitor paused for a while; a monitor killed, or its machine loaded so its clock ticks late;
+//! - and, in every seed, a session whose client leaves partway, purged from every replica by the gateway or
+//!   forgotten with it (the stages' leases must then purge it).
+//!
+//! Three health monitors run their real decision code (`coffee_ops::monitor::Watch`) on virtual time: a killed
+//! replica comes back only when the leading monitor has it restarted.
 //!
 //! At the end of each seed, once every fault has stopped and the system is quiet: every session's results equal
-//! the reference's exactly, no replica keeps a session's files, and no queue holds a message.
+//! the reference's exactly, no replica keeps a session's files, no queue holds a message, and every process runs.
 //!
 //! Not simulated yet (see docs/simulation.md): the gateway's and the client's own code (the sim plays them from
-//! the gateway's routing), the health monitors, leases and time.
+//! the gateway's routing).
 
 pub mod broker;
 mod world;
@@ -49,13 +54,20 @@ pub struct Faults {
     pub duplicate: bool,
     /// The gateway restarted: uploads resumed from an earlier mark, results redelivered.
     pub gateway: bool,
+    /// Replicas and monitors paused (stopped) for a while: the monitors restart a replica paused too long.
+    pub pause: bool,
+    /// Monitors killed, or their machine loaded so that their clock ticks late.
+    pub monitor: bool,
 }
 
 impl Faults {
-    pub const ALL: Faults = Faults { crash: true, broker: true, duplicate: true, gateway: true };
-    pub const NONE: Faults = Faults { crash: false, broker: false, duplicate: false, gateway: false };
+    pub const ALL: Faults =
+        Faults { crash: true, broker: true, duplicate: true, gateway: true, pause: true, monitor: true };
+    pub const NONE: Faults =
+        Faults { crash: false, broker: false, duplicate: false, gateway: false, pause: false, monitor: false };
 
-    /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`.
+    /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`, `pause`,
+    /// `monitor`.
     pub fn parse(text: &str) -> anyhow::Result<Faults> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -69,7 +81,11 @@ impl Faults {
                 "broker" => faults.broker = true,
                 "duplicate" => faults.duplicate = true,
                 "gateway" => faults.gateway = true,
-                other => anyhow::bail!("unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway"),
+                "pause" => faults.pause = true,
+                "monitor" => faults.monitor = true,
+                other => anyhow::bail!(
+                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor"
+                ),
             }
         }
         Ok(faults)

@@ -12,6 +12,12 @@ enum Fault {
     BrokerRestart,
     Duplicate,
     GatewayRestart,
+    /// A replica or a monitor stopped (SIGSTOP) for up to three timeouts.
+    Pause,
+    /// A monitor killed.
+    MonitorKill,
+    /// A monitor's machine loaded for the rest of the run: its ticks come late.
+    MonitorLoad,
 }
 
 impl World<'_> {
@@ -30,6 +36,12 @@ impl World<'_> {
         if faults.gateway {
             kinds.push(Fault::GatewayRestart);
         }
+        if faults.pause {
+            kinds.push(Fault::Pause);
+        }
+        if faults.monitor {
+            kinds.extend([Fault::MonitorKill, Fault::MonitorLoad]);
+        }
         let Some(&kind) = kinds.choose(&mut self.rng) else { return };
         self.faults += 1;
         match kind {
@@ -40,11 +52,12 @@ impl World<'_> {
                 }
             }
             Fault::BrokerRestart => {
-                note!(self, "the broker restarts: every replica loses it and exits");
+                note!(self, "the broker restarts: every replica loses it, exits, and is restarted at once");
                 self.broker.restart(&mut self.rng);
                 for i in 0..self.replicas.len() {
                     if !matches!(self.replicas[i].phase, Phase::Down) {
                         self.crash_replica(i, false);
+                        self.start_replica(i);
                     }
                 }
                 // The gateway saw no confirm for what it had not had confirmed: it publishes that again (a
@@ -79,6 +92,33 @@ impl World<'_> {
                     }
                 }
                 note!(self, "the gateway restarts; uploads resume from: {}", marks.join(", "));
+            }
+            Fault::Pause => {
+                let until = self.step + self.rng.gen_range(1..=3 * monitors::TIMEOUT);
+                let i = self.rng.gen_range(0..self.replicas.len() + self.monitors.len());
+                if let Some(r) = self.replicas.get_mut(i) {
+                    if r.running() {
+                        r.paused_until = Some(until);
+                        note!(self, "{} paused until step {until}", self.replicas[i].name);
+                    }
+                } else {
+                    let m = i - self.replicas.len();
+                    if self.monitors[m].running() {
+                        self.monitors[m].paused_until = Some(until);
+                        note!(self, "{} paused until step {until}", self.monitors[m].name);
+                    }
+                }
+            }
+            Fault::MonitorKill => {
+                let m = self.rng.gen_range(0..self.monitors.len());
+                if self.monitors[m].watch.is_some() {
+                    self.kill_monitor(m);
+                }
+            }
+            Fault::MonitorLoad => {
+                let m = self.rng.gen_range(0..self.monitors.len());
+                self.monitors[m].loaded = true;
+                note!(self, "{}'s machine is loaded from now on: its ticks come late", self.monitors[m].name);
             }
         }
     }

@@ -37,10 +37,12 @@ macro_rules! note {
 
 mod faults;
 mod gateway;
+mod monitors;
 mod replica;
 
 pub(super) use gateway::Feed;
 use gateway::{Purge, SimSession};
+use monitors::SimMonitor;
 use replica::{Phase, SimReplica};
 
 /// The most deliveries a simulated replica takes as one group (small, so groups end often and faults land
@@ -80,6 +82,7 @@ pub(super) struct World<'a> {
     shape: &'static str,
     broker: SimBroker,
     replicas: Vec<SimReplica>,
+    monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
     step: u64,
     faults: u64,
@@ -129,6 +132,9 @@ impl<'a> World<'a> {
                     acked_early: false,
                     leases: Leases::new(lease),
                     next_lease_check: 0,
+                    incarnation: 1,
+                    next_beat: 0,
+                    paused_until: None,
                 }
             })
             .collect();
@@ -162,6 +168,7 @@ impl<'a> World<'a> {
             shape,
             broker: SimBroker::default(),
             replicas,
+            monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
             step: 0,
             faults: 0,
@@ -170,6 +177,13 @@ impl<'a> World<'a> {
             base: tokio::time::Instant::from_std(std::time::Instant::now()),
         }
         .declared()
+        .watched()
+    }
+
+    /// The monitors, started.
+    fn watched(mut self) -> Self {
+        (0..self.monitors.len()).for_each(|m| self.start_monitor(m));
+        self
     }
 
     /// Each session's results queue, declared as the gateway declares it (expiring once unused for the
@@ -233,6 +247,7 @@ impl<'a> World<'a> {
             for queue in self.broker.expire(self.step) {
                 note!(self, "{queue} expired: nobody consumed it for a whole lease");
             }
+            self.keep_time();
             if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
                 self.fault();
                 continue;
@@ -241,6 +256,7 @@ impl<'a> World<'a> {
             let Some(&actor) = runnable.choose(&mut self.rng) else { break };
             match actor {
                 Actor::Wait => {}
+                Actor::Monitor(m) => self.step_monitor(m),
                 Actor::Replica(i) => self.step_replica(i),
                 Actor::Upload(s) => self.step_upload(s),
                 Actor::Results(s) => self.step_results(s)?,
@@ -259,12 +275,14 @@ impl<'a> World<'a> {
         format!("{}; broker holds {:?}", sessions.join(", "), self.broker.holding())
     }
 
+    /// Who may step now; none once the run is over (no work left, nothing waiting, every process running).
     fn runnable(&self) -> Vec<Actor> {
         let mut actors = Vec::new();
-        let mut waiting = self.broker.expiring_idle();
+        let mut waiting = self.broker.expiring_idle() || !self.all_running();
         for (i, r) in self.replicas.iter().enumerate() {
             let lease_check = r.protocol.open_sessions() > 0 && self.step >= r.next_lease_check;
-            if !matches!(r.phase, Phase::Idle) || self.broker.ready(&r.queue) > 0 || lease_check {
+            let work = !matches!(r.phase, Phase::Idle) || self.broker.ready(&r.queue) > 0 || lease_check;
+            if r.running() && work {
                 actors.push(Actor::Replica(i));
             }
             // A replica holding a session is waiting, at least, for its lease to run out.
@@ -284,6 +302,10 @@ impl<'a> World<'a> {
             if forwarding && (session.holding || self.broker.ready(&session.results_queue) > 0) {
                 actors.push(Actor::Results(s));
             }
+        }
+        // The monitors' clocks tick while anything goes on; they are not work that keeps the run going.
+        if !actors.is_empty() {
+            actors.extend((0..self.monitors.len()).filter(|&m| self.monitor_due(m)).map(Actor::Monitor));
         }
         actors
     }
@@ -334,8 +356,9 @@ impl<'a> World<'a> {
 
 #[derive(Debug, Clone, Copy)]
 enum Actor {
-    /// Nothing but time passes (leases run out, unused queues expire).
+    /// Nothing but time passes (leases run out, unused queues expire, monitors tick).
     Wait,
+    Monitor(usize),
     Replica(usize),
     Upload(usize),
     Results(usize),

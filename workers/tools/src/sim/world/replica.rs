@@ -36,6 +36,18 @@ pub(super) struct SimReplica {
     pub(super) leases: Leases,
     /// When it next looks for expired leases.
     pub(super) next_lease_check: u64,
+    /// Its process: a restart request naming an older one is ignored.
+    pub(super) incarnation: u32,
+    pub(super) next_beat: u64,
+    /// Stopped (SIGSTOP) until then: it neither steps nor beats, and keeps what it was delivered.
+    pub(super) paused_until: Option<u64>,
+}
+
+impl SimReplica {
+    /// Whether its process is up and not paused.
+    pub(super) fn running(&self) -> bool {
+        !matches!(self.phase, Phase::Down) && self.paused_until.is_none()
+    }
 }
 
 impl World<'_> {
@@ -43,10 +55,8 @@ impl World<'_> {
         let phase = std::mem::replace(&mut self.replicas[i].phase, Phase::Idle);
         let name = self.replicas[i].name.clone();
         let next = match phase {
-            Phase::Down => {
-                note!(self, "{name} restarted by its supervisor");
-                Phase::Starting
-            }
+            // Nothing runs: it waits for a monitor to have it restarted.
+            Phase::Down => Phase::Down,
             Phase::Starting => {
                 let r = &mut self.replicas[i];
                 match r.protocol.open(Arc::new(r.disk.clone())) {
@@ -200,6 +210,16 @@ impl World<'_> {
         }
     }
 
+    /// A new process of replica `i`: it opens its folder next, and beats from now.
+    pub(super) fn start_replica(&mut self, i: usize) {
+        let step = self.step;
+        let r = &mut self.replicas[i];
+        r.phase = Phase::Starting;
+        r.incarnation += 1;
+        r.next_beat = step;
+        r.paused_until = None;
+    }
+
     /// The replica's process is gone (and, on a power cut, what it had not fsynced may be too); its
     /// supervisor starts it again later.
     pub(super) fn crash_replica(&mut self, i: usize, power_cut: bool) {
@@ -214,6 +234,7 @@ impl World<'_> {
             });
         }
         r.phase = Phase::Down;
+        r.paused_until = None;
         r.acked_early = false;
         let name = r.name.clone();
         self.broker.consumer_lost(&name, &mut self.rng);

@@ -1,0 +1,205 @@
+//! Health monitors in the simulation: three monitors run the real decision code (`coffee_ops::monitor::Watch`)
+//! on virtual time, hear every running process's heartbeat, elect a leader, and have silent processes restarted
+//! by the simulated orchestrator, which, like the local one, ignores a request naming a process that is gone.
+//! A killed replica waits for them (nobody else restarts it); a killed monitor is restarted by the leader or by
+//! the cluster's supervisor, whichever comes first. Times are the real ones divided by ten.
+
+use super::*;
+use coffee_engine::heartbeat::Heartbeat;
+use coffee_ops::monitor::{monitor_name, Watch, WatchConfig};
+
+/// How many monitors watch.
+pub(super) const MONITORS: u16 = 3;
+/// A process beats this often (steps).
+pub(super) const BEAT_EVERY: u64 = 100;
+/// A monitor's clock ticks this often, unless its machine is loaded.
+const TICK_EVERY: u64 = 25;
+/// A process silent this long is restarted.
+pub(super) const TIMEOUT: u64 = 300;
+/// A process restarted and not heard since is left alone this long.
+const START_GRACE: u64 = 3_000;
+/// The cluster's supervisor restarts an exited monitor within this many steps.
+const SUPERVISOR_DELAY: u64 = 300;
+
+pub(super) struct SimMonitor {
+    pub(super) name: String,
+    /// What it knows (none while it is down).
+    pub(super) watch: Option<Watch>,
+    /// Its process: a restart request naming an older one is ignored.
+    pub(super) incarnation: u32,
+    pub(super) next_tick: u64,
+    pub(super) next_beat: u64,
+    /// When the supervisor restarts it, while it is down.
+    pub(super) down_until: u64,
+    /// Stopped (SIGSTOP) until then: it neither ticks nor beats; beats sent to it wait.
+    pub(super) paused_until: Option<u64>,
+    /// Beats that arrived while it was paused, heard when it wakes.
+    pub(super) inbox: Vec<Heartbeat>,
+    /// Its machine is loaded from then on: every tick comes late by a third to two thirds of the timeout.
+    pub(super) loaded: bool,
+}
+
+impl SimMonitor {
+    pub(super) fn new(replica: u16) -> SimMonitor {
+        SimMonitor {
+            name: monitor_name(replica),
+            watch: None,
+            incarnation: 0,
+            next_tick: 0,
+            next_beat: 0,
+            down_until: 0,
+            paused_until: None,
+            inbox: Vec::new(),
+            loaded: false,
+        }
+    }
+
+    pub(super) fn running(&self) -> bool {
+        self.watch.is_some() && self.paused_until.is_none()
+    }
+}
+
+impl World<'_> {
+    /// Every process that the monitors watch: the replicas, then the monitors.
+    fn watched_names(&self) -> Vec<String> {
+        let replicas = self.replicas.iter().map(|r| r.name.clone());
+        replicas.chain(self.monitors.iter().map(|m| m.name.clone())).collect()
+    }
+
+    /// Starts monitor `m` (again): it listens from now, and judges nobody for a timeout.
+    pub(super) fn start_monitor(&mut self, m: usize) {
+        let config = WatchConfig {
+            replica: m as u16,
+            monitors: MONITORS,
+            timeout: Duration::from_millis(TIMEOUT),
+            start_grace: Duration::from_millis(START_GRACE),
+            nodes: self.watched_names(),
+        };
+        let now = self.now();
+        let step = self.step;
+        let monitor = &mut self.monitors[m];
+        monitor.watch = Some(Watch::new(config, now));
+        monitor.incarnation += 1;
+        monitor.next_tick = step + TICK_EVERY;
+        monitor.next_beat = step;
+        monitor.paused_until = None;
+        monitor.inbox.clear();
+    }
+
+    pub(super) fn kill_monitor(&mut self, m: usize) {
+        let delay = self.rng.gen_range(0..=SUPERVISOR_DELAY);
+        let monitor = &mut self.monitors[m];
+        monitor.watch = None;
+        monitor.paused_until = None;
+        monitor.inbox.clear();
+        monitor.down_until = self.step + delay;
+        note!(self, "{} killed", self.monitors[m].name);
+    }
+
+    /// What happens at every step whoever steps: processes beat, paused ones wake, the supervisor restarts the
+    /// monitors that exited.
+    pub(super) fn keep_time(&mut self) {
+        let step = self.step;
+        for i in 0..self.replicas.len() {
+            let r = &mut self.replicas[i];
+            if r.paused_until.is_some_and(|until| step >= until) {
+                r.paused_until = None;
+                note!(self, "{} wakes from its pause", self.replicas[i].name);
+            }
+            let r = &mut self.replicas[i];
+            if r.running() && step >= r.next_beat {
+                r.next_beat = step + BEAT_EVERY;
+                let beat = Heartbeat::quiet(&r.name, r.incarnation, 0);
+                self.send_beat(beat);
+            }
+        }
+        for m in 0..self.monitors.len() {
+            let monitor = &mut self.monitors[m];
+            if monitor.watch.is_none() && step >= monitor.down_until {
+                note!(self, "{} restarted by the cluster's supervisor", self.monitors[m].name);
+                self.start_monitor(m);
+            }
+            let monitor = &mut self.monitors[m];
+            if monitor.paused_until.is_some_and(|until| step >= until) {
+                monitor.paused_until = None;
+                note!(self, "{} wakes from its pause", self.monitors[m].name);
+            }
+            let now = self.now();
+            let monitor = &mut self.monitors[m];
+            if let (true, Some(watch)) = (monitor.running() && step >= monitor.next_beat, &monitor.watch) {
+                monitor.next_beat = step + BEAT_EVERY;
+                let mut beat = Heartbeat::quiet(&monitor.name, monitor.incarnation, 0);
+                beat.restarting = watch.restarting(now);
+                self.send_beat(beat);
+            }
+        }
+    }
+
+    /// A beat reaches every monitor that is up (a paused one finds it waiting when it wakes).
+    fn send_beat(&mut self, beat: Heartbeat) {
+        let now = self.now();
+        for monitor in &mut self.monitors {
+            match (&mut monitor.watch, monitor.paused_until) {
+                (Some(watch), None) => watch.heard(&beat, now),
+                (Some(_), Some(_)) => monitor.inbox.push(beat.clone()),
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// Whether monitor `m`'s clock is due to tick.
+    pub(super) fn monitor_due(&self, m: usize) -> bool {
+        let monitor = &self.monitors[m];
+        monitor.running() && self.step >= monitor.next_tick
+    }
+
+    /// A tick of monitor `m`: it hears what waited for it, then judges; the leader's requests go to the
+    /// orchestrator.
+    pub(super) fn step_monitor(&mut self, m: usize) {
+        let now = self.now();
+        let late = if self.monitors[m].loaded { self.rng.gen_range(TIMEOUT / 3..=TIMEOUT * 2 / 3) } else { 0 };
+        let monitor = &mut self.monitors[m];
+        monitor.next_tick = self.step + TICK_EVERY + late;
+        let Some(watch) = &mut monitor.watch else { return };
+        for beat in std::mem::take(&mut monitor.inbox) {
+            watch.heard(&beat, now);
+        }
+        let judgement = watch.tick(now);
+        let name = monitor.name.clone();
+        if let Some(leader) = judgement.new_leader {
+            note!(self, "{name} takes {} for the leader", monitor_name(leader));
+        }
+        for (node, pid) in judgement.restart {
+            note!(self, "{name} asks for {node}'s restart (process {pid:?} silent past the timeout)");
+            self.orchestrate_restart(&node, pid);
+        }
+    }
+
+    /// The orchestrator restarts `node` if `pid` (when known) is still its current process: a running one is
+    /// killed first (it was paused, or judged wrongly), one that is down is started.
+    fn orchestrate_restart(&mut self, node: &str, pid: Option<u32>) {
+        if let Some(i) = self.replicas.iter().position(|r| r.name == node) {
+            if pid.is_some_and(|pid| pid != self.replicas[i].incarnation) {
+                note!(self, "the orchestrator ignores it: {node} is already another process");
+                return;
+            }
+            if !matches!(self.replicas[i].phase, Phase::Down) {
+                self.crash_replica(i, false);
+            }
+            note!(self, "{node} restarted at a monitor's request");
+            self.start_replica(i);
+        } else if let Some(m) = self.monitors.iter().position(|m| m.name == node) {
+            if pid.is_some_and(|pid| pid != self.monitors[m].incarnation) {
+                note!(self, "the orchestrator ignores it: {node} is already another process");
+                return;
+            }
+            note!(self, "{node} restarted at a monitor's request");
+            self.start_monitor(m);
+        }
+    }
+
+    /// Whether every process runs (none down or paused).
+    pub(super) fn all_running(&self) -> bool {
+        self.replicas.iter().all(SimReplica::running) && self.monitors.iter().all(SimMonitor::running)
+    }
+}
