@@ -146,11 +146,48 @@ struct SimState {
     files: BTreeMap<u64, SimFile>,
     next_inode: u64,
     /// Names as the running process sees them, and as a crash would leave them.
-    names: BTreeMap<PathBuf, u64>,
-    durable_names: BTreeMap<PathBuf, u64>,
+    names: Names,
+    durable_names: Names,
     dirs: Vec<PathBuf>,
     /// Operations that may still succeed before the process is taken to die ([`SimDisk::fail_after`]).
     ops_left: Option<u64>,
+}
+
+/// File names by folder, then by name (a folder's entries are what a folder sync makes durable, and
+/// comparing whole paths at every lookup made the simulator slow).
+#[derive(Debug, Default, Clone)]
+struct Names(BTreeMap<PathBuf, BTreeMap<String, u64>>);
+
+fn split(path: &Path) -> (&Path, String) {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    (dir, name)
+}
+
+impl Names {
+    fn get(&self, path: &Path) -> Option<u64> {
+        let (dir, name) = split(path);
+        self.0.get(dir)?.get(&name).copied()
+    }
+
+    fn insert(&mut self, path: &Path, inode: u64) {
+        let (dir, name) = split(path);
+        self.0.entry(dir.to_owned()).or_default().insert(name, inode);
+    }
+
+    fn remove(&mut self, path: &Path) -> Option<u64> {
+        let (dir, name) = split(path);
+        self.0.get_mut(dir)?.remove(&name)
+    }
+
+    fn in_dir(&self, dir: &Path) -> Option<&BTreeMap<String, u64>> {
+        self.0.get(dir)
+    }
+
+    /// Every (path, inode), in path order.
+    fn iter(&self) -> impl Iterator<Item = (PathBuf, u64)> + '_ {
+        self.0.iter().flat_map(|(dir, names)| names.iter().map(move |(name, &inode)| (dir.join(name), inode)))
+    }
 }
 
 /// An in-memory disk that loses, at [`SimDisk::crash`], what a real one may lose at a power cut. Clones share
@@ -183,7 +220,7 @@ impl SimDisk {
     pub fn crash(&self, mut tear: impl FnMut(&Path) -> Tear) {
         let mut state = self.state();
         let state = &mut *state;
-        let paths: BTreeMap<u64, PathBuf> = state.names.iter().map(|(p, &i)| (i, p.clone())).collect();
+        let paths: BTreeMap<u64, PathBuf> = state.names.iter().map(|(p, i)| (i, p)).collect();
         for (inode, file) in &mut state.files {
             let unsynced = file.bytes.len() - file.durable;
             let keep = match paths.get(inode).map_or(Tear::Nothing, |p| tear(p)) {
@@ -195,6 +232,9 @@ impl SimDisk {
             file.bytes.truncate(file.durable);
         }
         state.names = state.durable_names.clone();
+        // Files no name points at any more are gone for good (their process died with the machine).
+        let named: std::collections::BTreeSet<u64> = state.names.iter().map(|(_, inode)| inode).collect();
+        state.files.retain(|inode, _| named.contains(inode));
     }
 
     /// Makes every operation after the next `ops` fail, as if the process died there (`None`: never). The
@@ -205,7 +245,7 @@ impl SimDisk {
 
     /// Every file name, as the running process sees them.
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.state().names.keys().cloned().collect()
+        self.state().names.iter().map(|(path, _)| path).collect()
     }
 }
 
@@ -278,7 +318,7 @@ impl SimState {
         let inode = self.next_inode;
         self.next_inode += 1;
         self.files.insert(inode, SimFile::default());
-        self.names.insert(path.to_owned(), inode);
+        self.names.insert(path, inode);
         inode
     }
 }
@@ -293,25 +333,19 @@ impl Disk for SimDisk {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = self.state();
-        Ok(state
-            .names
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect())
+        Ok(self.state().names.in_dir(dir).map(|names| names.keys().cloned().collect()).unwrap_or_default())
     }
 
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let state = self.state();
-        Ok(state.names.get(path).map(|inode| state.files[inode].bytes.clone()))
+        Ok(state.names.get(path).map(|inode| state.files[&inode].bytes.clone()))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
         let mut state = self.state();
         state.tick()?;
         let inode = match state.names.get(path) {
-            Some(&inode) => inode,
+            Some(inode) => inode,
             None => state.create(path),
         };
         Ok(Box::new(SimAppend { disk: self.clone(), inode, buffer: Vec::new() }))
@@ -331,7 +365,7 @@ impl Disk for SimDisk {
         let mut state = self.state();
         state.tick()?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
-        state.names.insert(to.to_owned(), inode);
+        state.names.insert(to, inode);
         Ok(())
     }
 
@@ -345,13 +379,8 @@ impl Disk for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state();
         state.tick()?;
-        let state = &mut *state;
-        state.durable_names.retain(|p, _| p.parent() != Some(dir));
-        for (path, &inode) in &state.names {
-            if path.parent() == Some(dir) {
-                state.durable_names.insert(path.clone(), inode);
-            }
-        }
+        let now = state.names.in_dir(dir).cloned().unwrap_or_default();
+        state.durable_names.0.insert(dir.to_owned(), now);
         Ok(())
     }
 }
