@@ -4,7 +4,7 @@
 //! picks up where the results queue and the client's list of received results say.
 
 pub mod limits;
-mod progress;
+pub mod progress;
 pub mod routing;
 mod session;
 

@@ -107,8 +107,9 @@ impl Watch {
             .unwrap_or(self.config.replica)
     }
 
-    /// Nodes silent past the timeout, not asked about within it, and not restarting: a node restarted and not
-    /// heard since is given the start grace, so a slow start is not cut short by restart after restart (the
+    /// Nodes silent past the timeout, not asked about within it, and not restarting, each with the process last
+    /// heard (none if it never was, or if it was asked about already and not heard since): a node restarted and
+    /// not heard since is given the start grace, so a slow start is not cut short by restart after restart (the
     /// local orchestrator also ignores a request naming a pid that is gone; containers keep their pid, 1). A
     /// node never heard is given the start grace from the monitor's own start: it may be waiting for the broker
     /// or replaying its logs.
@@ -127,7 +128,12 @@ impl Watch {
                 let asked = self.liveness.asked.get(node);
                 let asked_recently =
                     asked.is_some_and(|at| now - *at <= timeout || planted::active(Bug::MonitorAsksOnce));
-                let starting = asked.is_some_and(|at| last <= *at && now - *at <= start_grace);
+                let unheard_since_asked = asked.is_some_and(|at| last <= *at);
+                let starting = unheard_since_asked && asked.is_some_and(|at| now - *at <= start_grace);
+                // Asked already and not heard since: the process that runs now may be a newer one this monitor
+                // never heard (started by the supervisor, and hung or dead before its first beat), which a
+                // request naming the old pid would never reach. A repeated request names no process.
+                let pid = if unheard_since_asked { None } else { pid };
                 (now - last > limit && !asked_recently && !starting).then(|| (node.clone(), pid))
             })
             .collect()
@@ -290,9 +296,11 @@ mod tests {
         let asked = started + Duration::from_secs(10);
         w.heard(&beat("tx_filter-0", 7), started + Duration::from_secs(5));
         w.liveness.asked.insert("tx_filter-0".into(), asked);
-        // Not heard since the restart: left alone for the grace, then restarted again (it may hang at start).
+        // Not heard since the restart: left alone for the grace, then restarted again (it may hang at start),
+        // naming no process: the one that runs may be newer than the one last heard.
         assert!(!is_silent(&w, "tx_filter-0", asked + Duration::from_secs(20)));
-        assert!(is_silent(&w, "tx_filter-0", asked + Duration::from_secs(31)));
+        let again = w.silent(asked + Duration::from_secs(31));
+        assert!(again.contains(&("tx_filter-0".to_owned(), None)), "{again:?}");
         // Heard after the restart: the plain timeout applies from its last beat.
         w.heard(&beat("tx_filter-0", 8), asked + Duration::from_secs(2));
         assert!(!is_silent(&w, "tx_filter-0", asked + Duration::from_secs(4)));

@@ -100,6 +100,9 @@ pub enum Bug {
     AckBeforeCommit,
     /// Logs a group before its outputs are confirmed: a broker restart in between loses outputs for good.
     CommitBeforeConfirm,
+    /// The gateway records an upload's progress once its batches are published, before they are confirmed: a
+    /// broker restart loses them, and a gateway restart resumes after them.
+    ProgressBeforeConfirm,
     /// A bug planted in the engine (needs coffee-engine's `planted-bugs` feature, which only the tests enable).
     Planted(coffee_engine::planted::Bug),
 }
@@ -108,7 +111,8 @@ impl Bug {
     /// Every bug the simulator's tests plant.
     pub fn all() -> Vec<Bug> {
         let planted = coffee_engine::planted::Bug::ALL.into_iter().map(Bug::Planted);
-        [Bug::AckBeforeCommit, Bug::CommitBeforeConfirm].into_iter().chain(planted).collect()
+        let shell = [Bug::AckBeforeCommit, Bug::CommitBeforeConfirm, Bug::ProgressBeforeConfirm];
+        shell.into_iter().chain(planted).collect()
     }
 }
 
@@ -183,6 +187,7 @@ impl Dataset {
             .iter()
             .map(|(kind, batches)| {
                 let mut messages = Vec::new();
+                let mut batch_ends = Vec::new();
                 for (seq, batch) in batches.iter().enumerate() {
                     for routed in route_input(topology, *kind, seq as u64, batch.clone()) {
                         let body = Body::Data(routed.payload);
@@ -190,6 +195,7 @@ impl Dataset {
                             Envelope { session, sender: GATEWAY, stream: routed.stream, seq: routed.seq, body };
                         messages.push((topology.queue_of(routed.to, session), envelope.encode()));
                     }
+                    batch_ends.push(messages.len());
                 }
                 let eofs_from = messages.len();
                 for eof in input_eofs(topology, *kind, batches.len() as u64) {
@@ -197,7 +203,7 @@ impl Dataset {
                     let envelope = Envelope { session, sender: GATEWAY, stream: eof.stream, seq: eof.seq, body };
                     messages.push((topology.queue_of(eof.to, session), envelope.encode()));
                 }
-                world::Feed { kind: *kind, messages, eofs_from, sent: 0, confirmed: 0 }
+                world::Feed { kind: *kind, messages, batch_ends, eofs_from, sent: 0, confirmed: 0, recorded: None }
             })
             .collect()
     }

@@ -21,7 +21,7 @@ enum Fault {
 }
 
 impl World<'_> {
-    pub(super) fn fault(&mut self) {
+    pub(super) fn fault(&mut self) -> Result<(), String> {
         let faults = self.options.faults;
         let mut kinds = Vec::new();
         if faults.crash {
@@ -42,7 +42,7 @@ impl World<'_> {
         if faults.monitor {
             kinds.extend([Fault::MonitorKill, Fault::MonitorLoad]);
         }
-        let Some(&kind) = kinds.choose(&mut self.rng) else { return };
+        let Some(&kind) = kinds.choose(&mut self.rng) else { return Ok(()) };
         self.faults += 1;
         match kind {
             Fault::Kill | Fault::PowerCut => {
@@ -77,21 +77,9 @@ impl World<'_> {
             }
             Fault::GatewayRestart => {
                 // The gateway restarts: results it had not acked come back; each client resumes its upload
-                // from an earlier mark of each file and sends the batches after it again.
-                let mut marks = Vec::new();
-                for (s, session) in self.sessions.iter_mut().enumerate() {
-                    session.holding = false;
-                    if session.purge == Purge::Published {
-                        session.purge = Purge::Due;
-                    }
-                    self.broker.consumer_lost(&format!("gateway-results-{s}"), &mut self.rng);
-                    for feed in &mut session.feeds {
-                        let mark = self.rng.gen_range(0..=feed.confirmed.min(feed.eofs_from));
-                        marks.push(format!("{} {}: {} of {}", short(session.id), feed.kind, mark, feed.sent));
-                        (feed.sent, feed.confirmed) = (mark, mark);
-                    }
-                }
-                note!(self, "the gateway restarts; uploads resume from: {}", marks.join(", "));
+                // after what the gateway's log says is in.
+                let power_cut = self.rng.gen_bool(0.5);
+                self.restart_gateway(power_cut)?;
             }
             Fault::Pause => {
                 let until = self.step + self.rng.gen_range(1..=3 * monitors::TIMEOUT);
@@ -121,5 +109,6 @@ impl World<'_> {
                 note!(self, "{}'s machine is loaded from now on: its ticks come late", self.monitors[m].name);
             }
         }
+        Ok(())
     }
 }

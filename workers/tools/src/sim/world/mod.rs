@@ -5,6 +5,7 @@
 use super::broker::{Message, SimBroker};
 use super::{Bug, Dataset, Options, SHAPES};
 use crate::compare::compare_lines;
+use coffee_engine::gateway::progress::UploadLog;
 use coffee_engine::gateway::result_tracker;
 use coffee_engine::lease::{results_queue_expiry, Leases};
 use coffee_engine::operators::{with_operator, Operator, WithOperator};
@@ -20,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub(super) struct World<'a> {
     datasets: &'a [Dataset],
     shape: &'static str,
     broker: SimBroker,
+    /// The gateway's state folder (the sessions' upload logs).
+    gateway_disk: SimDisk,
     replicas: Vec<SimReplica>,
     monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
@@ -157,6 +160,8 @@ impl<'a> World<'a> {
                     tracker: result_tracker(&topology),
                     lines: Vec::new(),
                     holding: false,
+                    log: None,
+                    ended: false,
                 }
             })
             .collect();
@@ -167,6 +172,7 @@ impl<'a> World<'a> {
             datasets,
             shape,
             broker: SimBroker::default(),
+            gateway_disk: SimDisk::new(),
             replicas,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
@@ -190,9 +196,12 @@ impl<'a> World<'a> {
     /// lease), with the gateway's consumer on it.
     fn declared(mut self) -> Self {
         let expiry = results_queue_expiry(Duration::from_millis(self.options.lease_steps)).as_millis() as u64;
-        for session in &self.sessions {
+        for session in &mut self.sessions {
             self.broker.declare_expiring(&session.results_queue, expiry, 0);
             self.broker.attach(&session.results_queue);
+            // The gateway welcomes a client only once its session's log is durable.
+            let log = UploadLog::create_on(&self.gateway_disk, Path::new(gateway::GATEWAY_DIR), session.id, 0);
+            session.log = Some(log.expect("the gateway's simulated disk does not fail"));
         }
         self
     }
@@ -249,7 +258,7 @@ impl<'a> World<'a> {
             }
             self.keep_time();
             if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
-                self.fault();
+                self.fault()?;
                 continue;
             }
             let runnable = self.runnable();
@@ -333,6 +342,11 @@ impl<'a> World<'a> {
                     let _ = write!(problems, "{} ({missing} missing, {extra} extra) ", query.name);
                 }
             }
+        }
+        let logs = UploadLog::ids_on(&self.gateway_disk, Path::new(gateway::GATEWAY_DIR));
+        if !logs.is_empty() {
+            let logs: Vec<String> = logs.into_iter().map(short).collect();
+            let _ = write!(problems, "the gateway keeps upload logs of {logs:?} ");
         }
         let holding = self.broker.holding();
         if !holding.is_empty() {

@@ -33,7 +33,7 @@ pub(super) struct SimMonitor {
     pub(super) down_until: u64,
     /// Stopped (SIGSTOP) until then: it neither ticks nor beats; beats sent to it wait.
     pub(super) paused_until: Option<u64>,
-    /// Beats that arrived while it was paused, heard when it wakes.
+    /// Beats that arrived while it was paused, heard as it wakes, before any newer one.
     pub(super) inbox: Vec<Heartbeat>,
     /// Its machine is loaded from then on: every tick comes late by a third to two thirds of the timeout.
     pub(super) loaded: bool,
@@ -119,9 +119,14 @@ impl World<'_> {
                 note!(self, "{} restarted by the cluster's supervisor", self.monitors[m].name);
                 self.start_monitor(m);
             }
+            let now = self.now();
             let monitor = &mut self.monitors[m];
             if monitor.paused_until.is_some_and(|until| step >= until) {
                 monitor.paused_until = None;
+                // What waited in its queue comes first, before any beat sent from now on.
+                if let Some(watch) = &mut monitor.watch {
+                    std::mem::take(&mut monitor.inbox).iter().for_each(|beat| watch.heard(beat, now));
+                }
                 note!(self, "{} wakes from its pause", self.monitors[m].name);
             }
             let now = self.now();
@@ -153,17 +158,13 @@ impl World<'_> {
         monitor.running() && self.step >= monitor.next_tick
     }
 
-    /// A tick of monitor `m`: it hears what waited for it, then judges; the leader's requests go to the
-    /// orchestrator.
+    /// A tick of monitor `m`: it judges; the leader's requests go to the orchestrator.
     pub(super) fn step_monitor(&mut self, m: usize) {
         let now = self.now();
         let late = if self.monitors[m].loaded { self.rng.gen_range(TIMEOUT / 3..=TIMEOUT * 2 / 3) } else { 0 };
         let monitor = &mut self.monitors[m];
         monitor.next_tick = self.step + TICK_EVERY + late;
         let Some(watch) = &mut monitor.watch else { return };
-        for beat in std::mem::take(&mut monitor.inbox) {
-            watch.heard(&beat, now);
-        }
         let judgement = watch.tick(now);
         let name = monitor.name.clone();
         if let Some(leader) = judgement.new_leader {
@@ -175,22 +176,25 @@ impl World<'_> {
         }
     }
 
-    /// The orchestrator restarts `node` if `pid` (when known) is still its current process: a running one is
-    /// killed first (it was paused, or judged wrongly), one that is down is started.
+    /// The orchestrator restarts `node` as the local one does (`LocalCluster::restart`): a node that is down is
+    /// started, whichever process the request names; a running one is killed first and started again (it was
+    /// paused, or judged wrongly), unless the request names an older process than the one running.
     fn orchestrate_restart(&mut self, node: &str, pid: Option<u32>) {
         if let Some(i) = self.replicas.iter().position(|r| r.name == node) {
-            if pid.is_some_and(|pid| pid != self.replicas[i].incarnation) {
-                note!(self, "the orchestrator ignores it: {node} is already another process");
+            let down = matches!(self.replicas[i].phase, Phase::Down);
+            if !down && pid.is_some_and(|pid| pid != self.replicas[i].incarnation) {
+                note!(self, "the orchestrator ignores it: {node} is already another process, running");
                 return;
             }
-            if !matches!(self.replicas[i].phase, Phase::Down) {
+            if !down {
                 self.crash_replica(i, false);
             }
             note!(self, "{node} restarted at a monitor's request");
             self.start_replica(i);
         } else if let Some(m) = self.monitors.iter().position(|m| m.name == node) {
-            if pid.is_some_and(|pid| pid != self.monitors[m].incarnation) {
-                note!(self, "the orchestrator ignores it: {node} is already another process");
+            let down = self.monitors[m].watch.is_none();
+            if !down && pid.is_some_and(|pid| pid != self.monitors[m].incarnation) {
+                note!(self, "the orchestrator ignores it: {node} is already another process, running");
                 return;
             }
             note!(self, "{node} restarted at a monitor's request");
