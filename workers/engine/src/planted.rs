@@ -31,6 +31,9 @@ pub enum Bug {
     /// Revert of a real-faults fix: results queues do not expire, so one whose session was forgotten stays on
     /// the broker for good.
     NoResultsExpiry,
+    /// The gateway records an upload's progress before the batches it counts are confirmed: a broker restart
+    /// may lose them, and a resume then starts after them.
+    ProgressBeforeConfirm,
     /// A health monitor asks for a node's restart once and never again, so a node killed a second time (or
     /// killed again before its first beat) stays down.
     MonitorAsksOnce,
@@ -40,7 +43,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::DedupOff,
         Bug::EofBeforeData,
         Bug::SnapshotWithoutDedup,
@@ -49,6 +52,7 @@ impl Bug {
         Bug::NoDirFsync,
         Bug::NoLease,
         Bug::NoResultsExpiry,
+        Bug::ProgressBeforeConfirm,
         Bug::MonitorAsksOnce,
         Bug::MonitorForgivesLateTicks,
     ];

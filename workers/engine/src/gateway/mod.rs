@@ -7,6 +7,7 @@ pub mod limits;
 pub mod progress;
 pub mod routing;
 mod session;
+pub mod upload;
 
 pub use session::result_tracker;
 

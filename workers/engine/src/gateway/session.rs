@@ -2,7 +2,7 @@
 //! pipeline, and the session's results forwarded and acked as the client writes them.
 
 use super::progress::UploadLog;
-use super::routing::{input_eofs, route_input, stream_of};
+use super::upload::{Upload, UploadStep, PROGRESS_EVERY};
 use super::{Shared, GATEWAY};
 use crate::amqp::{self, BrokerError};
 use crate::protocol::{
@@ -27,12 +27,6 @@ use tracing::{debug, info, warn};
 
 /// Confirms a connection keeps in flight before it waits for the oldest (backpressure on a fast client).
 const CONFIRMS_IN_FLIGHT: usize = 512;
-
-/// How often (in batches of one kind) the gateway looks at the depth of the queue it feeds.
-const DEPTH_CHECK_EVERY: u64 = 16;
-
-/// Batches of one kind between two records of the upload's durable progress.
-const PROGRESS_EVERY: u64 = 128;
 
 /// Result messages forwarded to a client and not yet acked by it, at most.
 const RESULTS_IN_FLIGHT: u16 = 256;
@@ -85,15 +79,6 @@ impl<T> From<mpsc::error::SendError<T>> for SessionError {
 
 pub(super) fn refuse(code: ErrorCode, message: impl Into<String>) -> SessionError {
     SessionError::Refused { code, message: message.into() }
-}
-
-/// A protocol refusal unless `holds`.
-fn check(holds: bool, message: impl FnOnce() -> String) -> Result<(), SessionError> {
-    if holds {
-        Ok(())
-    } else {
-        Err(refuse(ErrorCode::Protocol, message()))
-    }
 }
 
 /// What the client hears of an error that ends its connection: its refusal, with the code; nothing otherwise.
@@ -348,14 +333,13 @@ async fn receive_input(
     resume_from: BTreeMap<FileKind, u64>,
 ) -> Result<(), SessionError> {
     let topology = &shared.topology;
-    let mut next_seq: BTreeMap<FileKind, u64> = resume_from;
-    let mut ended: BTreeSet<FileKind> = BTreeSet::new();
+    let mut upload = Upload::new(session, resume_from, PROGRESS_EVERY);
     let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::new();
     loop {
         // While the client uploads, a frame must come within the timeout; once every kind has ended, the client
         // only acks results, which may be a long time coming.
         let next = reader.next();
-        let frame = if ended.len() < FileKind::ALL.len() {
+        let frame = if !upload.all_ended() {
             match tokio::time::timeout(shared.limits.frame_timeout, next).await {
                 Ok(frame) => frame,
                 Err(_) => {
@@ -382,49 +366,46 @@ async fn receive_input(
                 let _ = acks.send(upto);
             }
             ClientFrame::Rows { kind, seq, batch } => {
-                let expected = next_seq.entry(kind).or_default();
-                check(!ended.contains(&kind), || format!("{kind} rows after its end"))?;
-                check(seq == *expected, || format!("{kind} batch {seq} out of order (expected {expected})"))?;
-                check(stream_of(kind).carries(&batch), || format!("a {kind} batch holds other rows"))?;
-                *expected += 1;
-                debug!(%session, sender = %GATEWAY, %kind, seq, rows = batch.len(), "client batch");
-                for routed in route_input(topology, kind, seq, batch) {
-                    let queue = topology.queue_of(routed.to, session);
-                    if seq % DEPTH_CHECK_EVERY == 0 {
-                        shared.flow.wait_for_room(&queue).await?;
-                    }
-                    let body = Body::Data(routed.payload);
-                    let envelope = Envelope { session, sender: GATEWAY, stream: routed.stream, seq: routed.seq, body };
-                    in_flight.push_back(shared.publisher.publish(&queue, &envelope).await?);
-                }
-                crate::failpoint!("gateway-mid-upload");
-                while in_flight.len() > CONFIRMS_IN_FLIGHT {
-                    amqp::await_confirms(in_flight.pop_front().into_iter().collect()).await?;
-                }
-                if (seq + 1) % PROGRESS_EVERY == 0 {
-                    // Everything so far confirmed, then recorded: a resume starts after it.
-                    amqp::await_confirms(in_flight.drain(..).collect()).await?;
-                    upload_log.record(kind, seq + 1)?;
-                }
+                let rows = batch.len();
+                let steps = upload.rows(topology, kind, seq, batch).map_err(|m| refuse(ErrorCode::Protocol, m))?;
+                debug!(%session, sender = %GATEWAY, %kind, seq, rows, "client batch");
+                perform(steps, shared, &mut in_flight, &mut upload_log).await?;
             }
             ClientFrame::EndOfFile { kind, batches } => {
-                let sent = next_seq.get(&kind).copied().unwrap_or(0);
-                check(batches == sent, || format!("{kind} ends after {batches} batches, but {sent} arrived"))?;
-                check(ended.insert(kind), || format!("{kind} ended twice"))?;
-                // Everything of this kind is confirmed before its EOF can overtake it on a restart.
-                amqp::await_confirms(in_flight.drain(..).collect()).await?;
-                for eof in input_eofs(topology, kind, batches) {
-                    let body = Body::Eof { count: eof.payload };
-                    let envelope = Envelope { session, sender: GATEWAY, stream: eof.stream, seq: eof.seq, body };
-                    in_flight
-                        .push_back(shared.publisher.publish(&topology.queue_of(eof.to, session), &envelope).await?);
-                }
-                amqp::await_confirms(in_flight.drain(..).collect()).await?;
-                upload_log.record(kind, batches)?;
+                let steps = upload.end_of_file(topology, kind, batches).map_err(|m| refuse(ErrorCode::Protocol, m))?;
+                perform(steps, shared, &mut in_flight, &mut upload_log).await?;
                 info!(%session, %kind, batches, "input file kind ended");
             }
         }
     }
+}
+
+/// Carries out an upload's steps on the broker and the upload log, in their order.
+async fn perform(
+    steps: Vec<UploadStep>,
+    shared: &Shared,
+    in_flight: &mut VecDeque<PublisherConfirm>,
+    upload_log: &mut UploadLog,
+) -> Result<(), SessionError> {
+    for step in steps {
+        match step {
+            UploadStep::Publish { queue, envelope, check_room } => {
+                if check_room {
+                    shared.flow.wait_for_room(&queue).await?;
+                }
+                in_flight.push_back(shared.publisher.publish(&queue, &envelope).await?);
+            }
+            UploadStep::Throttle => {
+                crate::failpoint!("gateway-mid-upload");
+                while in_flight.len() > CONFIRMS_IN_FLIGHT {
+                    amqp::await_confirms(in_flight.pop_front().into_iter().collect()).await?;
+                }
+            }
+            UploadStep::ConfirmAll => amqp::await_confirms(in_flight.drain(..).collect()).await?,
+            UploadStep::Record { kind, batches } => upload_log.record(kind, batches)?,
+        }
+    }
+    Ok(())
 }
 
 /// The result streams a session waits for: one per query, from every replica of the stage that answers it.

@@ -30,13 +30,9 @@
 pub mod broker;
 mod world;
 
-use coffee_engine::gateway::routing::{input_eofs, route_input};
-use coffee_engine::gateway::GATEWAY;
-use coffee_engine::topology::Topology;
 use coffee_model::dataset::{self, ForRowType, Row};
 use coffee_model::message::Batch;
 use coffee_model::model::FileKind;
-use coffee_model::wire::{Body, Envelope, SessionId};
 use std::path::Path;
 use std::time::Instant;
 
@@ -100,9 +96,6 @@ pub enum Bug {
     AckBeforeCommit,
     /// Logs a group before its outputs are confirmed: a broker restart in between loses outputs for good.
     CommitBeforeConfirm,
-    /// The gateway records an upload's progress once its batches are published, before they are confirmed: a
-    /// broker restart loses them, and a gateway restart resumes after them.
-    ProgressBeforeConfirm,
     /// A bug planted in the engine (needs coffee-engine's `planted-bugs` feature, which only the tests enable).
     Planted(coffee_engine::planted::Bug),
 }
@@ -111,8 +104,7 @@ impl Bug {
     /// Every bug the simulator's tests plant.
     pub fn all() -> Vec<Bug> {
         let planted = coffee_engine::planted::Bug::ALL.into_iter().map(Bug::Planted);
-        let shell = [Bug::AckBeforeCommit, Bug::CommitBeforeConfirm, Bug::ProgressBeforeConfirm];
-        shell.into_iter().chain(planted).collect()
+        [Bug::AckBeforeCommit, Bug::CommitBeforeConfirm].into_iter().chain(planted).collect()
     }
 }
 
@@ -178,34 +170,6 @@ impl Dataset {
         let mut expected_sorted = expected.clone();
         expected_sorted.sort_unstable();
         Ok(Dataset { name: dir.display().to_string(), batches, expected, expected_sorted })
-    }
-
-    /// Every message the gateway publishes for this dataset in session `session` under `topology`, per kind:
-    /// the data then the EOFs, each as (queue, bytes).
-    fn uploads(&self, topology: &Topology, session: SessionId) -> Vec<world::Feed> {
-        self.batches
-            .iter()
-            .map(|(kind, batches)| {
-                let mut messages = Vec::new();
-                let mut batch_ends = Vec::new();
-                for (seq, batch) in batches.iter().enumerate() {
-                    for routed in route_input(topology, *kind, seq as u64, batch.clone()) {
-                        let body = Body::Data(routed.payload);
-                        let envelope =
-                            Envelope { session, sender: GATEWAY, stream: routed.stream, seq: routed.seq, body };
-                        messages.push((topology.queue_of(routed.to, session), envelope.encode()));
-                    }
-                    batch_ends.push(messages.len());
-                }
-                let eofs_from = messages.len();
-                for eof in input_eofs(topology, *kind, batches.len() as u64) {
-                    let body = Body::Eof { count: eof.payload };
-                    let envelope = Envelope { session, sender: GATEWAY, stream: eof.stream, seq: eof.seq, body };
-                    messages.push((topology.queue_of(eof.to, session), envelope.encode()));
-                }
-                world::Feed { kind: *kind, messages, batch_ends, eofs_from, sent: 0, confirmed: 0, recorded: None }
-            })
-            .collect()
     }
 }
 

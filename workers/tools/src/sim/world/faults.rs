@@ -60,15 +60,8 @@ impl World<'_> {
                         self.start_replica(i);
                     }
                 }
-                // The gateway saw no confirm for what it had not had confirmed: it publishes that again (a
-                // purge too: the gateway records it before it starts, and finishes it when it starts again).
-                for session in &mut self.sessions {
-                    session.holding = false;
-                    session.feeds.iter_mut().for_each(|f| f.sent = f.confirmed);
-                    if session.purge == Purge::Published {
-                        session.purge = Purge::Due;
-                    }
-                }
+                // The gateway loses the broker too: it exits and is restarted, and its clients resume.
+                self.restart_gateway(false)?;
             }
             Fault::Duplicate => {
                 if let Some(queue) = self.broker.duplicate_one(&mut self.rng) {

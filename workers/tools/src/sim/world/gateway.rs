@@ -1,48 +1,27 @@
-//! The gateway's two sides in the simulation: each session's upload (published from the gateway's own routing,
-//! its progress recorded in the gateway's own upload log on a simulated disk, and resumed from what that log
-//! says after a restart), its results (admitted by the gateway's own result tracker), the purge of an abandoned
-//! session (recorded in the log before it starts, finished by a restarted gateway), and the announcements that
-//! renew the replicas' leases.
+//! The gateway's two sides in the simulation: each session's upload (the client's frames turned into steps by
+//! the gateway's own plan, `gateway::upload::Upload`, performed one at a time on the broker and on the upload
+//! log, which lives on a simulated disk and says where a client resumes after a restart), its results (admitted
+//! by the gateway's own result tracker), the purge of an abandoned session (recorded in the log before it
+//! starts, finished by a restarted gateway), and the announcements that renew the replicas' leases.
 
 use super::*;
 use coffee_engine::gateway::progress::UploadLog;
+use coffee_engine::gateway::upload::{Upload, UploadStep};
 
 /// The gateway's state folder on its simulated disk.
 pub(super) const GATEWAY_DIR: &str = "/sim/gateway";
 /// Batches of a kind between two progress records. The real gateway records every 128; the simulated files
 /// are a few dozen batches each, and a resume should land in the middle of a file.
-const PROGRESS_EVERY: u64 = 4;
+pub(super) const PROGRESS_EVERY: u64 = 4;
 
-/// One session's upload, as the gateway publishes it.
-pub(in crate::sim) struct Feed {
-    pub(in crate::sim) kind: FileKind,
-    /// (queue, bytes) of each message.
-    pub(in crate::sim) messages: Vec<(String, Vec<u8>)>,
-    /// Where each batch's messages end (a batch may be routed to several replicas).
-    pub(in crate::sim) batch_ends: Vec<usize>,
-    /// Where the EOFs begin: they go out only once every data message before them is confirmed.
-    pub(in crate::sim) eofs_from: usize,
-    pub(in crate::sim) sent: usize,
-    pub(in crate::sim) confirmed: usize,
-    /// The last progress recorded in the upload log: batches, and whether the file's EOFs were in.
-    pub(in crate::sim) recorded: Option<(u64, bool)>,
-}
-
-impl Feed {
-    /// Batches whose every message is `upto` or before.
-    fn batches_before(&self, upto: usize) -> u64 {
-        self.batch_ends.partition_point(|&end| end <= upto) as u64
-    }
-
-    /// Where a client resumes that the gateway's log says has `done` batches in: after them, or, with all of
-    /// them in, at the EOFs (the client ends the file again; duplicate EOFs are dropped downstream).
-    fn resume_at(&self, done: u64) -> usize {
-        match done as usize {
-            0 => 0,
-            n if n >= self.batch_ends.len() => self.eofs_from,
-            n => self.batch_ends[n - 1],
-        }
-    }
+/// One file of a session's upload, as its client sends it.
+pub(super) struct ClientFile {
+    pub(super) kind: FileKind,
+    pub(super) batches: u64,
+    /// The next batch the client sends (after a resume: the first one the gateway's log does not have).
+    pub(super) next: u64,
+    /// Its end sent.
+    pub(super) ended: bool,
 }
 
 /// Where an abandoned session's purge stands.
@@ -61,8 +40,13 @@ pub(super) enum Purge {
 pub(super) struct SimSession {
     pub(super) id: SessionId,
     pub(super) dataset: usize,
-    pub(super) feeds: Vec<Feed>,
-    /// For a session whose client leaves: how many messages it publishes before it does.
+    pub(super) files: Vec<ClientFile>,
+    /// The gateway's plan for the upload, and the steps of the client's last frame not yet performed.
+    pub(super) upload: Upload,
+    pub(super) pending: VecDeque<UploadStep>,
+    /// Frames the client sent (batches and ends of file, resent ones included).
+    pub(super) frames_sent: usize,
+    /// For a session whose client leaves: how many frames it sends before it does.
     pub(super) leaves_after: Option<usize>,
     /// The gateway vanishes with its folder when that client leaves: nobody purges the session or deletes its
     /// results queue; the stages' leases and the queue's expiry must clean up.
@@ -90,11 +74,13 @@ impl World<'_> {
         }
     }
 
-    /// The gateway publishes the next message of one of the session's files, or has what it published
-    /// confirmed.
-    pub(super) fn step_upload(&mut self, s: usize) {
+    /// The gateway performs the next step of the client's last frame, or the client sends its next frame.
+    pub(super) fn step_upload(&mut self, s: usize) -> Result<(), String> {
         match self.sessions[s].purge {
-            Purge::Due => return self.publish_purge(s),
+            Purge::Due => {
+                self.publish_purge(s);
+                return Ok(());
+            }
             Purge::Published => {
                 // Confirmed: the purge is in every replica's queue; the results queue goes.
                 self.broker.confirm("gateway");
@@ -104,13 +90,14 @@ impl World<'_> {
                 self.sessions[s].log = None;
                 UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), id);
                 note!(self, "the gateway purged {} and deleted its results queue", short(id));
-                return;
+                return Ok(());
             }
             Purge::No | Purge::Done => {}
         }
-        let sent: usize = self.sessions[s].feeds.iter().map(|f| f.sent).sum();
+        let sent = self.sessions[s].frames_sent;
         if self.sessions[s].leaves_after.is_some_and(|n| sent >= n) {
             let session = &mut self.sessions[s];
+            session.pending.clear();
             if session.forgotten {
                 // The gateway vanishes with its folder: no purge, no announcement, no consumer any more.
                 session.purge = Purge::Done;
@@ -120,59 +107,57 @@ impl World<'_> {
                 UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), id);
                 note!(
                     self,
-                    "the client of {} left after {sent} messages; its gateway vanished with its folder",
+                    "the client of {} left after {sent} frames; its gateway vanished with its folder",
                     short(id)
                 );
             } else {
                 // The client is gone; the gateway, past its grace, purges the session everywhere.
                 session.purge = Purge::Due;
                 let id = session.id;
-                note!(self, "the client of {} left after {sent} messages", short(id));
+                note!(self, "the client of {} left after {sent} frames", short(id));
             }
-            return;
+            return Ok(());
         }
-        let publishable: Vec<usize> = self.sessions[s]
-            .feeds
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.sent < f.messages.len() && (f.sent < f.eofs_from || f.confirmed >= f.eofs_from))
-            .map(|(k, _)| k)
-            .collect();
-        let unconfirmed = self.sessions[s].feeds.iter().any(|f| f.confirmed < f.sent);
-        let confirm = publishable.is_empty() || (unconfirmed && self.rng.gen_bool(0.2));
-        if confirm {
-            self.broker.confirm("gateway");
-            self.sessions[s].feeds.iter_mut().for_each(|f| f.confirmed = f.sent);
-            return self.record_progress(s, false);
+        if let Some(step) = self.sessions[s].pending.pop_front() {
+            self.perform(s, step);
+            return Ok(());
         }
-        let k = publishable[self.rng.gen_range(0..publishable.len())];
-        let feed = &mut self.sessions[s].feeds[k];
-        let (queue, bytes) = feed.messages[feed.sent].clone();
-        feed.sent += 1;
-        self.broker.publish("gateway", &queue, bytes);
-        if self.options.bug == Some(Bug::ProgressBeforeConfirm) {
-            self.record_progress(s, true);
-        }
+        // The client sends its next frame, of a file picked at random: a batch, or the file's end.
+        let open: Vec<usize> =
+            (0..self.sessions[s].files.len()).filter(|&f| !self.sessions[s].files[f].ended).collect();
+        let Some(&f) = open.choose(&mut self.rng) else { return Ok(()) };
+        let topology = &self.topology;
+        let session = &mut self.sessions[s];
+        let file = &mut session.files[f];
+        let steps = if file.next < file.batches {
+            let batch = self.datasets[session.dataset].batches[f].1[file.next as usize].clone();
+            file.next += 1;
+            session.upload.rows(topology, file.kind, file.next - 1, batch)
+        } else {
+            file.ended = true;
+            session.upload.end_of_file(topology, file.kind, file.batches)
+        };
+        let steps = steps.map_err(|e| format!("the gateway refused the client of {}: {e}", short(session.id)))?;
+        session.pending.extend(steps);
+        session.frames_sent += 1;
+        Ok(())
     }
 
-    /// Records in the session's upload log, as the gateway does once they are confirmed, every
-    /// [`PROGRESS_EVERY`] batches of a kind and each kind's end (its EOFs in). `published` counts what is only
-    /// published as in ([`Bug::ProgressBeforeConfirm`]).
-    fn record_progress(&mut self, s: usize, published: bool) {
-        let session = &mut self.sessions[s];
-        let Some(log) = &mut session.log else { return };
-        for feed in &mut session.feeds {
-            let upto = if published { feed.sent } else { feed.confirmed };
-            let ended = upto == feed.messages.len();
-            let batches = if ended {
-                feed.batch_ends.len() as u64
-            } else {
-                let before = feed.batches_before(upto.min(feed.eofs_from));
-                before - before % PROGRESS_EVERY
-            };
-            if batches > 0 && feed.recorded.is_none_or(|(b, e)| batches > b || (ended && !e)) {
-                log.record(feed.kind, batches).expect("the gateway's simulated disk does not fail");
-                feed.recorded = Some((batches, ended));
+    /// One step of an upload, as the gateway's connection loop performs it. A confirm may come while the gateway
+    /// throttles, and surely comes when it waits for all of them.
+    fn perform(&mut self, s: usize, step: UploadStep) {
+        match step {
+            UploadStep::Publish { queue, envelope, .. } => self.broker.publish("gateway", &queue, envelope.encode()),
+            UploadStep::Throttle => {
+                if self.rng.gen_bool(0.2) {
+                    self.broker.confirm("gateway");
+                }
+            }
+            UploadStep::ConfirmAll => self.broker.confirm("gateway"),
+            UploadStep::Record { kind, batches } => {
+                if let Some(log) = &mut self.sessions[s].log {
+                    log.record(kind, batches).expect("the gateway's simulated disk does not fail");
+                }
             }
         }
     }
@@ -213,12 +198,12 @@ impl World<'_> {
             if session.purge != Purge::No {
                 continue;
             }
-            for feed in &mut session.feeds {
-                let done = recovered.done.get(&feed.kind).copied().unwrap_or(0);
-                let mark = feed.resume_at(done);
-                marks.push(format!("{} {}: {} of {}", short(session.id), feed.kind, mark, feed.sent));
-                (feed.sent, feed.confirmed) = (mark, mark);
-                feed.recorded = (done > 0).then_some((done, false));
+            session.pending.clear();
+            session.upload = Upload::new(session.id, recovered.done.clone(), PROGRESS_EVERY);
+            for file in &mut session.files {
+                let done = recovered.done.get(&file.kind).copied().unwrap_or(0);
+                marks.push(format!("{} {}: {done} of {}", short(session.id), file.kind, file.next));
+                (file.next, file.ended) = (done, false);
             }
         }
         let how = if power_cut { " (its machine cut off)" } else { "" };

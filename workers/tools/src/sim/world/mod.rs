@@ -7,6 +7,7 @@ use super::{Bug, Dataset, Options, SHAPES};
 use crate::compare::compare_lines;
 use coffee_engine::gateway::progress::UploadLog;
 use coffee_engine::gateway::result_tracker;
+use coffee_engine::gateway::upload::Upload;
 use coffee_engine::lease::{results_queue_expiry, Leases};
 use coffee_engine::operators::{with_operator, Operator, WithOperator};
 use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNode};
@@ -19,7 +20,7 @@ use coffee_model::wire::{Body, Envelope, SessionId};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,8 +42,7 @@ mod gateway;
 mod monitors;
 mod replica;
 
-pub(super) use gateway::Feed;
-use gateway::{Purge, SimSession};
+use gateway::{ClientFile, Purge, SimSession};
 use monitors::SimMonitor;
 use replica::{Phase, SimReplica};
 
@@ -81,6 +81,7 @@ pub(super) struct World<'a> {
     options: &'a Options,
     datasets: &'a [Dataset],
     shape: &'static str,
+    topology: Topology,
     broker: SimBroker,
     /// The gateway's state folder (the sessions' upload logs).
     gateway_disk: SimDisk,
@@ -145,14 +146,27 @@ impl<'a> World<'a> {
             .map(|i| {
                 let id = SessionId::from_u128(rng.gen());
                 let dataset = i % datasets.len();
-                let feeds = datasets[dataset].uploads(&topology, id);
-                let total: usize = feeds.iter().map(|f| f.messages.len()).sum();
-                let leaves_after = (i >= options.sessions).then(|| rng.gen_range(0..total));
+                let files: Vec<ClientFile> = datasets[dataset]
+                    .batches
+                    .iter()
+                    .map(|(kind, batches)| ClientFile {
+                        kind: *kind,
+                        batches: batches.len() as u64,
+                        next: 0,
+                        ended: false,
+                    })
+                    .collect();
+                // Every batch, and each file's end.
+                let frames: u64 = files.iter().map(|f| f.batches + 1).sum();
+                let leaves_after = (i >= options.sessions).then(|| rng.gen_range(0..frames as usize));
                 let forgotten = leaves_after.is_some() && rng.gen_bool(0.5);
                 SimSession {
                     id,
                     dataset,
-                    feeds,
+                    files,
+                    upload: Upload::new(id, BTreeMap::new(), gateway::PROGRESS_EVERY),
+                    pending: VecDeque::new(),
+                    frames_sent: 0,
                     leaves_after,
                     forgotten,
                     purge: Purge::No,
@@ -171,6 +185,7 @@ impl<'a> World<'a> {
             options,
             datasets,
             shape,
+            topology,
             broker: SimBroker::default(),
             gateway_disk: SimDisk::new(),
             replicas,
@@ -267,7 +282,7 @@ impl<'a> World<'a> {
                 Actor::Wait => {}
                 Actor::Monitor(m) => self.step_monitor(m),
                 Actor::Replica(i) => self.step_replica(i),
-                Actor::Upload(s) => self.step_upload(s),
+                Actor::Upload(s) => self.step_upload(s)?,
                 Actor::Results(s) => self.step_results(s)?,
             }
         }
@@ -301,7 +316,7 @@ impl<'a> World<'a> {
             actors.push(Actor::Wait);
         }
         for (s, session) in self.sessions.iter().enumerate() {
-            let publishing = session.feeds.iter().any(|f| f.sent < f.messages.len() || f.confirmed < f.sent);
+            let publishing = !session.pending.is_empty() || session.files.iter().any(|f| !f.ended);
             let purging = matches!(session.purge, Purge::Due | Purge::Published);
             if (publishing && session.purge == Purge::No) || purging {
                 actors.push(Actor::Upload(s));

@@ -156,7 +156,7 @@ impl World<'_> {
                         Phase::Committing
                     }
                     Some(Bug::CommitBeforeConfirm) => Phase::Acking,
-                    None | Some(Bug::Planted(_) | Bug::ProgressBeforeConfirm) => Phase::Committing,
+                    None | Some(Bug::Planted(_)) => Phase::Committing,
                 }
             }
             Phase::Committing => {
