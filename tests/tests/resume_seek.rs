@@ -2,8 +2,8 @@
 //! of parsing them again: with a gateway that waits only 400 ms between two frames, a resume that re-read
 //! ~180 k rows first would be cut off before it sent anything, again and again.
 //!
-//! Batches of 100 rows (the client's `batch_rows`), so the gateway's progress records (every 128 batches of a
-//! kind) land in the middle of the transaction items.
+//! Batches of 100 rows (the client's `batch_rows`), so there are thousands of them and the gateway's progress
+//! records (every 16 batches of a kind) land in the middle of the transaction items.
 
 use coffee_engine::client::{self, ClientOptions};
 use coffee_ops::cluster::StartOptions;

@@ -80,7 +80,8 @@ struct SessionArgs {
     /// How long a new session tries to reach the gateway at all before it says none runs.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_patience: Duration,
-    /// Rows per batch sent to the gateway (for measuring what batching buys).
+    /// The most rows per batch sent to the gateway (for measuring what batching buys; a batch is also cut to fit a
+    /// frame).
     #[arg(long, env = "COFFEE_BATCH_ROWS", default_value_t = client::BATCH_ROWS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     batch_rows: usize,

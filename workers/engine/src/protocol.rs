@@ -27,7 +27,7 @@ pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame either side accepts.
 ///
 /// Small on purpose: the codec reserves buffer space for a frame's announced length as soon as it reads the
-/// prefix, so this bounds what a connection can make the gateway allocate (a batch of 2,000 rows is ~150 KB; a
+/// prefix, so this bounds what a connection can make the gateway allocate (the client cuts its batches to fit; a
 /// resume is a few hundred bytes per result stream, whatever the session's size).
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 

@@ -38,6 +38,8 @@ pub trait Row: Sized {
     fn parse(record: &csv::ByteRecord) -> Result<Self, RowError>;
     /// Rows of this type as the batch that carries them.
     fn batch(rows: Vec<Self>) -> Batch;
+    /// At least the bytes this row takes on the wire (postcard), without encoding it.
+    fn encoded_bound(&self) -> usize;
 }
 
 macro_rules! impl_row {
@@ -49,6 +51,9 @@ macro_rules! impl_row {
             }
             fn batch(rows: Vec<Self>) -> Batch {
                 $batch(rows)
+            }
+            fn encoded_bound(&self) -> usize {
+                <$ty>::encoded_bound(self)
             }
         }
     };

@@ -248,6 +248,61 @@ pub fn parse_timestamp(s: &str, field: &'static str) -> Result<Timestamp, RowErr
     Ok(Timestamp { year: date.year, month: date.month, day: date.day, secs_of_day: h * 3600 + m * 60 + sec })
 }
 
+/// The most bytes postcard (the wire's encoding, `crate::wire`) takes for each field type: a varint spends one
+/// byte per 7 bits, a `u8` one byte, an `Option` a tag byte, a string its length as a varint then its bytes.
+/// A row's bound lets the client cut batches that fit in a frame without encoding them twice.
+mod encoded {
+    pub const U8: usize = 1;
+    pub const U16: usize = 3;
+    pub const U32: usize = 5;
+    pub const I64: usize = 10;
+    pub const OPTION_TAG: usize = 1;
+    pub const TIMESTAMP: usize = U16 + U8 + U8 + U32;
+    pub const DATE: usize = U16 + U8 + U8;
+
+    /// A string of `len` bytes.
+    pub fn string(len: usize) -> usize {
+        10 + len
+    }
+}
+
+impl Transaction {
+    /// At least the bytes of this row encoded on the wire.
+    pub fn encoded_bound(&self) -> usize {
+        use encoded::*;
+        string(self.transaction_id.len()) + U32 + OPTION_TAG + U32 + I64 + TIMESTAMP
+    }
+}
+
+impl TransactionItem {
+    /// At least the bytes of this row encoded on the wire.
+    pub fn encoded_bound(&self) -> usize {
+        use encoded::*;
+        U32 + I64 + I64 + TIMESTAMP
+    }
+}
+
+impl User {
+    /// At least the bytes of this row encoded on the wire.
+    pub fn encoded_bound(&self) -> usize {
+        encoded::U32 + encoded::DATE
+    }
+}
+
+impl Store {
+    /// At least the bytes of this row encoded on the wire.
+    pub fn encoded_bound(&self) -> usize {
+        encoded::U32 + encoded::string(self.store_name.len())
+    }
+}
+
+impl MenuItem {
+    /// At least the bytes of this row encoded on the wire.
+    pub fn encoded_bound(&self) -> usize {
+        encoded::U32 + encoded::string(self.item_name.len())
+    }
+}
+
 impl Transaction {
     pub fn parse(record: &csv::ByteRecord) -> Result<Self, RowError> {
         check_len(record, 9)?;
@@ -449,6 +504,23 @@ pub(crate) mod prop_tests {
 
     fn row(fields: &[String]) -> csv::ByteRecord {
         csv::ByteRecord::from(fields.to_vec())
+    }
+
+    proptest! {
+        /// The client cuts batches by these bounds to fit a frame: a row must never encode longer.
+        #[test]
+        fn no_row_encodes_longer_than_its_bound(
+            t in transaction(), i in transaction_item(), u in user(), s in store(), m in menu_item(),
+        ) {
+            fn len(row: &impl Serialize) -> usize {
+                postcard::to_allocvec(row).expect("rows serialize").len()
+            }
+            prop_assert!(len(&t) <= t.encoded_bound(), "{t:?}");
+            prop_assert!(len(&i) <= i.encoded_bound(), "{i:?}");
+            prop_assert!(len(&u) <= u.encoded_bound(), "{u:?}");
+            prop_assert!(len(&s) <= s.encoded_bound(), "{s:?}");
+            prop_assert!(len(&m) <= m.encoded_bound(), "{m:?}");
+        }
     }
 
     proptest! {

@@ -89,11 +89,13 @@ pub(super) fn read_dataset(
     Ok(())
 }
 
-/// What a pass reads: the dataset's folder, cut into batches of `batch_rows` rows.
+/// What a pass reads: the dataset's folder, cut into batches of at most `batch_rows` rows whose encoded bounds
+/// add up to at most `batch_bytes`.
 #[derive(Debug, Clone)]
 pub(super) struct Source {
     pub data_dir: PathBuf,
     pub batch_rows: usize,
+    pub batch_bytes: usize,
 }
 
 /// One kind's files, read from `skip` on: each batch sent down `tx` with its mark recorded in `marks`.
@@ -162,23 +164,42 @@ fn read_kind<R: Row>(
             };
             marks.record(kind, *seq, || mark);
         };
+        // The bytes the rows of `rows` take on the wire at most, and where the row after the last one begins.
+        let mut bytes = 0;
+        let mut row_start = position.clone();
+        let bad_row = |line: u64, error: &dyn std::fmt::Display| {
+            let mut report = report.borrow_mut();
+            report.malformed += 1;
+            if report.samples.len() < BAD_ROW_SAMPLES {
+                report.samples.push(format!("line {line}: {error}"));
+            }
+        };
         let outcome = dataset::read_file_from::<R>(
             path,
             position.as_ref(),
             |row, next| {
-                rows.push(row);
-                if rows.len() == batch_rows {
-                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
-                    emit(batch, &mut seq, Some(next));
+                let bound = row.encoded_bound();
+                if bound > source.batch_bytes {
+                    let error = format!("a row of {bound} bytes cannot fit in a frame");
+                    bad_row(next.line().saturating_sub(1), &error);
+                } else {
+                    if bytes + bound > source.batch_bytes {
+                        // `rows` is not empty (one row fits), so a row before this one set `row_start`.
+                        let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
+                        emit(batch, &mut seq, row_start.as_ref());
+                        bytes = 0;
+                    }
+                    rows.push(row);
+                    bytes += bound;
+                    if rows.len() == batch_rows {
+                        let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
+                        emit(batch, &mut seq, Some(next));
+                        bytes = 0;
+                    }
                 }
+                row_start = Some(next.clone());
             },
-            |bad| {
-                let mut report = report.borrow_mut();
-                report.malformed += 1;
-                if report.samples.len() < BAD_ROW_SAMPLES {
-                    report.samples.push(format!("line {}: {}", bad.line, bad.error));
-                }
-            },
+            |bad| bad_row(bad.line, &bad.error),
         );
         if !rows.is_empty() {
             emit(rows, &mut seq, None);
@@ -195,4 +216,71 @@ fn read_kind<R: Row>(
     marks.with(kind, |k| k.end = Some((seq, *sent)));
     let _ = tx.blocking_send(Input::KindDone { kind, batches: seq });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffee_model::model::Store;
+
+    /// Every input the reading thread hands over, read into a vector (the channel is sized to hold all of it).
+    fn read(source: &Source, skip: u64, marks: &Marks) -> Vec<Input> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_dataset(source, &BTreeMap::from([(FileKind::Stores, skip)]), marks, tx).unwrap();
+        let mut inputs = Vec::new();
+        while let Ok(input) = rx.try_recv() {
+            inputs.push(input);
+        }
+        inputs
+    }
+
+    fn batches(inputs: &[Input]) -> Vec<(u64, Vec<Store>)> {
+        inputs
+            .iter()
+            .filter_map(|input| match input {
+                Input::Batch { seq, batch: Batch::Stores(rows), .. } => Some((*seq, rows.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Batches are cut where their rows' encoded bounds would pass the budget, a row that could never fit a frame
+    /// is reported as malformed and skipped, and a resumed pass starts at a batch cut by bytes exactly where the
+    /// first pass cut it.
+    #[test]
+    fn batches_are_cut_by_bytes_and_resume_at_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = dir.path().join(FileKind::Stores.dir_name());
+        std::fs::create_dir_all(&stores).unwrap();
+        let mut csv = format!("{}\n", FileKind::Stores.header().join(","));
+        for i in 0..10 {
+            let name = if i == 4 { "x".repeat(5000) } else { format!("{i:0>100}") };
+            csv.push_str(&format!("{i},{name},street,1,city,state,0,0\n"));
+        }
+        std::fs::write(stores.join("stores.csv"), csv).unwrap();
+        // A store of a 100-byte name is bounded at 115 bytes: three fit in 400.
+        let source = Source { data_dir: dir.path().to_owned(), batch_rows: 1000, batch_bytes: 400 };
+        let marks = Marks::default();
+
+        let first = read(&source, 0, &marks);
+        let cut = batches(&first);
+        let ids: Vec<Vec<u32>> = cut.iter().map(|(_, rows)| rows.iter().map(|s| s.store_id).collect()).collect();
+        assert_eq!(ids, [vec![0, 1, 2], vec![3, 5, 6], vec![7, 8, 9]]);
+        assert_eq!(cut.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [0, 1, 2]);
+        for (_, rows) in &cut {
+            let encoded = postcard::to_allocvec(rows).unwrap().len();
+            assert!(encoded <= 400, "a batch of {encoded} bytes");
+        }
+        let report = first.iter().find_map(|i| if let Input::FileDone(r) = i { Some(r.clone()) } else { None });
+        let report = report.expect("the file's report");
+        assert_eq!((report.rows_sent, report.malformed), (9, 1));
+        assert!(
+            report.samples[0].contains("line 6: a row of 5015 bytes cannot fit in a frame"),
+            "{:?}",
+            report.samples
+        );
+
+        let resumed = read(&source, 1, &marks);
+        assert_eq!(batches(&resumed), cut[1..]);
+    }
 }

@@ -26,8 +26,9 @@ use tracing::{info, warn};
 /// The gateway's identity as a sender.
 pub const GATEWAY: NodeId = NodeId { role: Role::Gateway, replica: 0 };
 
-/// Messages a first-stage queue may hold before the gateway stops reading from the client that fills it.
-const MAX_QUEUE_DEPTH: u32 = 512;
+/// Messages a first-stage queue may hold before the gateway stops reading from the client that fills it. A
+/// client batch is up to 2 MiB, so this keeps a backlog to about 128 MiB a queue.
+const MAX_QUEUE_DEPTH: u32 = 64;
 
 pub struct Gateway {
     pub topology: Topology,

@@ -15,11 +15,12 @@ use coffee_model::model::FileKind;
 use coffee_model::wire::{Body, Envelope, SessionId};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Batches of one kind between two records of the upload's durable progress.
-pub const PROGRESS_EVERY: u64 = 128;
+/// Batches of one kind between two records of the upload's durable progress: with batches of up to 32,000 rows
+/// (the client's `BATCH_ROWS`), a resumed client sends again at most about half a million rows of a kind.
+pub const PROGRESS_EVERY: u64 = 16;
 
 /// How often (in batches of one kind) the gateway looks at the depth of the queue it feeds.
-const DEPTH_CHECK_EVERY: u64 = 16;
+const DEPTH_CHECK_EVERY: u64 = 4;
 
 /// One thing the gateway does for an upload.
 #[derive(Debug, Clone, PartialEq)]

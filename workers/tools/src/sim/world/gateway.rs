@@ -10,7 +10,7 @@ use coffee_engine::gateway::upload::{Upload, UploadStep};
 
 /// The gateway's state folder on its simulated disk.
 pub(super) const GATEWAY_DIR: &str = "/sim/gateway";
-/// Batches of a kind between two progress records. The real gateway records every 128; the simulated files
+/// Batches of a kind between two progress records. The real gateway records every 16; the simulated files
 /// are a few dozen batches each, and a resume should land in the middle of a file.
 pub(super) const PROGRESS_EVERY: u64 = 4;
 
