@@ -21,8 +21,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-/// The version byte of every frame (2: a `Resume` lists the results it has as ranges).
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The version byte of every frame (2: a `Resume` lists the results it has as ranges; 3: a transaction id in a
+/// UUID's canonical text travels as its 16 bytes).
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// The largest frame either side accepts.
 ///

@@ -1,5 +1,5 @@
 //! Writes the seed corpora of the `cargo fuzz` targets (`fuzz/seeds/<target>/`): a few valid encodings each.
-//! Ignored in normal runs; regenerate with `cargo test -p coffee --test fuzz_seeds -- --ignored`.
+//! Ignored in normal runs; regenerate with `cargo test -p coffee-engine --test fuzz_seeds -- --ignored`.
 
 use coffee_model::keys::Query;
 
@@ -14,7 +14,7 @@ use coffee_model::wire::{Body, Envelope};
 use std::path::PathBuf;
 
 fn write(target: &str, seeds: Vec<Vec<u8>>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds").join(target);
     std::fs::create_dir_all(&dir).expect("seed dir");
     for (i, seed) in seeds.iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i}")), seed).expect("write seed");

@@ -50,9 +50,11 @@ fn timestamp() -> impl Strategy<Value = Timestamp> {
 fn batch() -> impl Strategy<Value = Batch> {
     use prop::collection::vec;
     let store = (any::<u32>(), "\\PC{0,20}").prop_map(|(store_id, store_name)| Store { store_id, store_name });
-    let transaction = ("\\PC{1,36}", any::<u32>(), any::<Option<u32>>(), any::<i64>(), timestamp()).prop_map(
+    // Any text, and ids in a UUID's canonical text (which travel as 16 bytes).
+    let id = prop_oneof!["\\PC{1,36}", "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"];
+    let transaction = (id, any::<u32>(), any::<Option<u32>>(), any::<i64>(), timestamp()).prop_map(
         |(transaction_id, store_id, user_id, final_amount, created_at)| Transaction {
-            transaction_id,
+            transaction_id: transaction_id.as_str().into(),
             store_id,
             user_id,
             final_amount,

@@ -48,10 +48,55 @@ impl fmt::Display for Date {
     }
 }
 
+/// A transaction's id, printed back exactly as the file wrote it. An id in a UUID's canonical text (36
+/// lowercase hex digits and hyphens, as every id of the course's data is) travels as its 16 bytes: as text, ids
+/// were half of every byte the broker carried. Any other id is kept as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TransactionId {
+    Uuid([u8; 16]),
+    Text(String),
+}
+
+impl TransactionId {
+    pub fn new(text: &str) -> TransactionId {
+        let b = text.as_bytes();
+        let canonical = b.len() == 36
+            && b.iter().enumerate().all(|(i, &c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+            });
+        match uuid::Uuid::try_parse_ascii(b) {
+            Ok(uuid) if canonical => TransactionId::Uuid(uuid.into_bytes()),
+            _ => TransactionId::Text(text.to_owned()),
+        }
+    }
+}
+
+impl From<&str> for TransactionId {
+    fn from(text: &str) -> Self {
+        TransactionId::new(text)
+    }
+}
+
+impl fmt::Display for TransactionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransactionId::Uuid(bytes) => fmt::Display::fmt(&uuid::Uuid::from_bytes(*bytes).hyphenated(), f),
+            TransactionId::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl PartialEq<&str> for TransactionId {
+    fn eq(&self, other: &&str) -> bool {
+        *self == TransactionId::new(other)
+    }
+}
+
 /// One row of `transactions/*.csv`, projected to the columns the queries use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {
-    pub transaction_id: String,
+    pub transaction_id: TransactionId,
     pub store_id: u32,
     pub user_id: Option<u32>,
     pub final_amount: Cents,
@@ -257,6 +302,8 @@ mod encoded {
     pub const U32: usize = 5;
     pub const I64: usize = 10;
     pub const OPTION_TAG: usize = 1;
+    /// An enum's variant (any of fewer than 128 variants).
+    pub const ENUM_TAG: usize = 1;
     pub const TIMESTAMP: usize = U16 + U8 + U8 + U32;
     pub const DATE: usize = U16 + U8 + U8;
 
@@ -270,7 +317,11 @@ impl Transaction {
     /// At least the bytes of this row encoded on the wire.
     pub fn encoded_bound(&self) -> usize {
         use encoded::*;
-        string(self.transaction_id.len()) + U32 + OPTION_TAG + U32 + I64 + TIMESTAMP
+        let id = match &self.transaction_id {
+            TransactionId::Uuid(bytes) => bytes.len(),
+            TransactionId::Text(text) => string(text.len()),
+        };
+        ENUM_TAG + id + U32 + OPTION_TAG + U32 + I64 + TIMESTAMP
     }
 }
 
@@ -312,7 +363,7 @@ impl Transaction {
         }
         let user_id = text(record, 4, "user_id")?;
         Ok(Transaction {
-            transaction_id: transaction_id.to_owned(),
+            transaction_id: TransactionId::new(transaction_id),
             store_id: parse_id(text(record, 1, "store_id")?, "store_id")?,
             user_id: if user_id.trim().is_empty() { None } else { Some(parse_id(user_id, "user_id")?) },
             final_amount: parse_cents(text(record, 7, "final_amount")?, "final_amount")?,
@@ -369,6 +420,20 @@ mod tests {
 
     fn record(fields: &[&str]) -> csv::ByteRecord {
         csv::ByteRecord::from(fields.to_vec())
+    }
+
+    #[test]
+    fn transaction_ids_print_back_exactly_and_travel_small_when_they_are_canonical_uuids() {
+        let canonical = "4f50dc7e-a5ec-4446-aeae-99e46f3e32e6";
+        let id = TransactionId::new(canonical);
+        assert!(matches!(id, TransactionId::Uuid(_)), "{id:?}");
+        assert_eq!(id.to_string(), canonical);
+        assert_eq!(postcard::to_allocvec(&id).unwrap().len(), 17, "a tag and 16 bytes");
+        for other in ["4F50DC7E-A5EC-4446-AEAE-99E46F3E32E6", "4f50dc7ea5ec4446aeae99e46f3e32e6", "d,1", "x"] {
+            let id = TransactionId::new(other);
+            assert!(matches!(id, TransactionId::Text(_)), "{other}: {id:?}");
+            assert_eq!(id.to_string(), other);
+        }
     }
 
     #[test]
@@ -462,8 +527,19 @@ pub(crate) mod prop_tests {
         (i64::MIN + 1)..=i64::MAX
     }
 
+    /// Ids in a UUID's canonical text, in other UUID texts (upper case, no hyphens) and in any other text.
+    pub(crate) fn transaction_id() -> impl Strategy<Value = TransactionId> {
+        prop_oneof![
+            "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+            "[0-9a-f]{32}",
+            "[0-9a-f]{1,8}(-[0-9a-f]{1,8}){0,4}",
+        ]
+        .prop_map(|text| TransactionId::new(&text))
+    }
+
     pub(crate) fn transaction() -> impl Strategy<Value = Transaction> {
-        ("[0-9a-f]{1,8}(-[0-9a-f]{1,8}){0,4}", any::<u32>(), any::<Option<u32>>(), cents(), timestamp()).prop_map(
+        (transaction_id(), any::<u32>(), any::<Option<u32>>(), cents(), timestamp()).prop_map(
             |(transaction_id, store_id, user_id, final_amount, created_at)| Transaction {
                 transaction_id,
                 store_id,
@@ -552,7 +628,7 @@ pub(crate) mod prop_tests {
             let registered = time(&t.created_at);
             let user_id = t.user_id.map_or_else(String::new, |u| format!("{u}.0"));
             let amount = money(t.final_amount);
-            let fields = [&t.transaction_id, &t.store_id.to_string(), "1", "", &user_id, &amount, "0", &amount,
+            let fields = [&t.transaction_id.to_string(), &t.store_id.to_string(), "1", "", &user_id, &amount, "0", &amount,
                 &time(&t.created_at)].map(str::to_owned);
             prop_assert_eq!(Transaction::parse(&row(&fields)), Ok(t));
             let fields = ["x", &i.item_id.to_string(), &i.quantity.to_string(), "1.0", &money(i.subtotal),

@@ -8,8 +8,9 @@ use crate::message::{Batch, Stream};
 use crate::node::NodeId;
 use serde::{Deserialize, Serialize};
 
-/// The version byte every encoded envelope starts with.
-pub const WIRE_VERSION: u8 = 1;
+/// The version byte every encoded envelope starts with (2: a transaction id in a UUID's canonical text travels as
+/// its 16 bytes).
+pub const WIRE_VERSION: u8 = 2;
 
 /// A client session, as the gateway assigned it (a random UUID).
 pub type SessionId = uuid::Uuid;

@@ -166,7 +166,7 @@ impl TransactionAggregates {
         }
         if in_hours(at.secs_of_day) {
             if t.final_amount >= Q1_MIN_AMOUNT {
-                self.q1_lines.push(q1_line(&t.transaction_id, t.final_amount));
+                self.q1_lines.push(q1_line(&t.transaction_id.to_string(), t.final_amount));
             }
             let half = if at.month <= 6 { 1 } else { 2 };
             *self.tpv.entry(((at.year, half), t.store_id)).or_default() += t.final_amount;

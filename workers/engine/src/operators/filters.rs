@@ -46,7 +46,10 @@ impl TxFilter {
                 *tpv.entry((YearHalf::of(t.created_at.year, t.created_at.month), t.store_id)).or_default() +=
                     t.final_amount;
                 if t.final_amount >= Q1_MIN_AMOUNT {
-                    q1.push(ResultRow::Q1 { transaction_id: t.transaction_id, final_amount: t.final_amount });
+                    q1.push(ResultRow::Q1 {
+                        transaction_id: t.transaction_id.to_string(),
+                        final_amount: t.final_amount,
+                    });
                 }
             }
         }

@@ -107,7 +107,7 @@ fn transactions_are_consistent_with_items_and_users() {
             if t.final_amount == 7500 {
                 boundary_times.insert(t.created_at.secs_of_day);
             }
-            amounts.insert(t.transaction_id, (t.final_amount, t.created_at));
+            amounts.insert(t.transaction_id.to_string(), (t.final_amount, t.created_at));
         },
         |_, _| panic!(),
     )
