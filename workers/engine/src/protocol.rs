@@ -22,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// The version byte of every frame (2: a `Resume` lists the results it has as ranges; 3: a transaction id in a
-/// UUID's canonical text travels as its 16 bytes).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// UUID's canonical text travels as its 16 bytes; 4: an item carries the month of its timestamp only).
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The largest frame either side accepts.
 ///

@@ -9,8 +9,8 @@ use crate::node::NodeId;
 use serde::{Deserialize, Serialize};
 
 /// The version byte every encoded envelope starts with (2: a transaction id in a UUID's canonical text travels as
-/// its 16 bytes).
-pub const WIRE_VERSION: u8 = 2;
+/// its 16 bytes; 3: an item carries the month of its timestamp only).
+pub const WIRE_VERSION: u8 = 3;
 
 /// A client session, as the gateway assigned it (a random UUID).
 pub type SessionId = uuid::Uuid;

@@ -185,7 +185,7 @@ struct ItemSums {
 
 impl ItemSums {
     fn add(&mut self, i: &TransactionItem) {
-        let at = i.created_at;
+        let at = i.created_in;
         if in_years(at.year) {
             let sum = self.sums.entry((at.year, at.month, i.item_id)).or_default();
             sum.0 += i.quantity;

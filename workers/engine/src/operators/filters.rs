@@ -13,8 +13,8 @@ use coffee_model::results::ResultRow;
 pub const Q1_MIN_AMOUNT: i64 = 75_00;
 
 /// Every query looks at 2024 and 2025 only.
-pub fn in_query_years(t: &Timestamp) -> bool {
-    t.year == 2024 || t.year == 2025
+pub fn in_query_years(year: u16) -> bool {
+    year == 2024 || year == 2025
 }
 
 /// Q1 and Q3's time window: 06:00:00 to 23:00:00, both ends included.
@@ -38,7 +38,7 @@ impl TxFilter {
         let mut q1 = Vec::new();
         let mut tpv: HashMap<(YearHalf, u32), i64> = HashMap::default();
         let mut purchases: HashMap<(u32, u32), u64> = HashMap::default();
-        for t in rows.into_iter().filter(|t| in_query_years(&t.created_at)) {
+        for t in rows.into_iter().filter(|t| in_query_years(t.created_at.year)) {
             if let Some(user_id) = t.user_id {
                 *purchases.entry((t.store_id, user_id)).or_default() += 1;
             }
@@ -87,9 +87,9 @@ pub struct ItemFilter;
 impl ItemFilter {
     fn process(&self, rows: Vec<TransactionItem>, out: &mut Emit) {
         let mut sales: HashMap<(YearMonth, u32), (i64, i64)> = HashMap::default();
-        for item in rows.into_iter().filter(|i| in_query_years(&i.created_at)) {
+        for item in rows.into_iter().filter(|i| in_query_years(i.created_in.year)) {
             let sum =
-                sales.entry((YearMonth::new(item.created_at.year, item.created_at.month), item.item_id)).or_default();
+                sales.entry((YearMonth::new(item.created_in.year, item.created_in.month), item.item_id)).or_default();
             sum.0 += item.quantity;
             sum.1 += item.subtotal;
         }
@@ -184,7 +184,7 @@ mod tests {
             item_id: id,
             quantity: qty,
             subtotal: cents,
-            created_at: parse_timestamp(at, "t").unwrap(),
+            created_in: parse_timestamp(at, "t").unwrap().into(),
         };
         let rows = vec![
             item(1, 2, 1000, "2024-01-01 01:00:00"),

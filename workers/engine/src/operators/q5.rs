@@ -31,7 +31,7 @@ impl Operator for Q5Count {
     fn apply(&self, state: &mut Q5State, stream: Stream, batch: Batch, _: &mut Emit) -> Result<(), UnexpectedInput> {
         match (stream, batch) {
             (Stream::Transactions, Batch::Transactions(rows)) => {
-                for t in rows.iter().filter(|t| in_query_years(&t.created_at)) {
+                for t in rows.iter().filter(|t| in_query_years(t.created_at.year)) {
                     *state.transactions.entry(t.store_id).or_default() += 1;
                 }
             }

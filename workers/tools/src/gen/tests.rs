@@ -124,7 +124,7 @@ fn transactions_are_consistent_with_items_and_users() {
             let row = row.unwrap();
             let (_, created) = amounts[&row[0]];
             let item = TransactionItem::parse(&row.as_byte_record().clone()).unwrap();
-            assert_eq!(item.created_at, created);
+            assert_eq!(item.created_in, created.into());
             let unit = coffee_model::model::parse_cents(&row[3], "unit_price").unwrap();
             assert_eq!(item.subtotal, unit * item.quantity);
             *item_sums.entry(row[0].to_owned()).or_default() += item.subtotal;
@@ -140,7 +140,7 @@ fn transactions_are_consistent_with_items_and_users() {
 fn top_items(dir: &Path, year: u16, month: u8, profit: bool) -> Vec<u32> {
     let mut sums: BTreeMap<u32, i64> = BTreeMap::new();
     let add = |i: TransactionItem| {
-        if (i.created_at.year, i.created_at.month) == (year, month) {
+        if (i.created_in.year, i.created_in.month) == (year, month) {
             *sums.entry(i.item_id).or_default() += if profit { i.subtotal } else { i.quantity };
         }
     };
