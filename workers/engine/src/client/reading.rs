@@ -34,8 +34,8 @@ pub(super) enum Input {
 struct Mark {
     /// Its file, as an index in the kind's files (sorted by name).
     file: usize,
-    /// The position of its first row in that file; `None` for the file's first row.
-    position: Option<csv::Position>,
+    /// The byte offset of its first row in that file; `None` for the file's first row.
+    position: Option<u64>,
     /// The file's report as it stood before this batch.
     report: FileReport,
     /// Rows read from the dataset before this batch.
@@ -143,12 +143,12 @@ fn read_kind<R: Row>(
     let batch_rows = source.batch_rows;
     for (i, path) in files.iter().enumerate().skip(start.file) {
         let (position, report) =
-            if i == start.file { (start.position.clone(), start.report.clone()) } else { (None, report_of(i)) };
+            if i == start.file { (start.position, start.report.clone()) } else { (None, report_of(i)) };
         // Shared by the row and bad-row callbacks.
         let report = std::cell::RefCell::new(report);
         let mut rows = Vec::with_capacity(batch_rows);
         // Hands a batch over and records where the next one begins: `next` in this file, or the next file.
-        let mut emit = |rows: Vec<R>, seq: &mut u64, next: Option<&csv::Position>| {
+        let mut emit = |rows: Vec<R>, seq: &mut u64, next: Option<u64>| {
             let mut report = report.borrow_mut();
             report.rows_sent += rows.len() as u64;
             *sent += rows.len() as u64;
@@ -157,49 +157,42 @@ fn read_kind<R: Row>(
             }
             *seq += 1;
             let mark = match next {
-                Some(position) => {
-                    Mark { file: i, position: Some(position.clone()), report: report.clone(), sent: *sent }
-                }
+                Some(position) => Mark { file: i, position: Some(position), report: report.clone(), sent: *sent },
                 None => Mark { file: i + 1, position: None, report: report_of(i + 1), sent: *sent },
             };
             marks.record(kind, *seq, || mark);
         };
         // The bytes the rows of `rows` take on the wire at most, and where the row after the last one begins.
         let mut bytes = 0;
-        let mut row_start = position.clone();
-        let bad_row = |line: u64, error: &dyn std::fmt::Display| {
-            let mut report = report.borrow_mut();
-            report.malformed += 1;
-            if report.samples.len() < BAD_ROW_SAMPLES {
-                report.samples.push(format!("line {line}: {error}"));
-            }
-        };
+        let mut row_start = position;
         let outcome = dataset::read_file_from::<R>(
             path,
-            position.as_ref(),
+            position,
+            source.batch_bytes,
             |row, next| {
                 let bound = row.encoded_bound();
-                if bound > source.batch_bytes {
-                    let error = format!("a row of {bound} bytes cannot fit in a frame");
-                    bad_row(next.line().saturating_sub(1), &error);
-                } else {
-                    if bytes + bound > source.batch_bytes {
-                        // `rows` is not empty (one row fits), so a row before this one set `row_start`.
-                        let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
-                        emit(batch, &mut seq, row_start.as_ref());
-                        bytes = 0;
-                    }
-                    rows.push(row);
-                    bytes += bound;
-                    if rows.len() == batch_rows {
-                        let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
-                        emit(batch, &mut seq, Some(next));
-                        bytes = 0;
-                    }
+                if bytes + bound > source.batch_bytes {
+                    // `rows` is not empty (one row fits), so a row before this one set `row_start`.
+                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
+                    emit(batch, &mut seq, row_start);
+                    bytes = 0;
                 }
-                row_start = Some(next.clone());
+                rows.push(row);
+                bytes += bound;
+                if rows.len() == batch_rows {
+                    let batch = std::mem::replace(&mut rows, Vec::with_capacity(batch_rows));
+                    emit(batch, &mut seq, Some(next));
+                    bytes = 0;
+                }
+                row_start = Some(next);
             },
-            |bad| bad_row(bad.line, &bad.error),
+            |bad| {
+                let mut report = report.borrow_mut();
+                report.malformed += 1;
+                if report.samples.len() < BAD_ROW_SAMPLES {
+                    report.samples.push(format!("line {}: {}", bad.line, bad.error));
+                }
+            },
         );
         if !rows.is_empty() {
             emit(rows, &mut seq, None);

@@ -134,7 +134,7 @@ mod tests {
             store_id: store,
             user_id: user,
             final_amount: cents,
-            created_at: parse_timestamp(at, "t").unwrap(),
+            created_at: parse_timestamp(at.as_bytes(), "t").unwrap(),
         }
     }
 
@@ -180,11 +180,11 @@ mod tests {
 
     #[test]
     fn item_filter_sums_per_month_and_item() {
-        let item = |id, qty, cents, at| TransactionItem {
+        let item = |id, qty, cents, at: &str| TransactionItem {
             item_id: id,
             quantity: qty,
             subtotal: cents,
-            created_in: parse_timestamp(at, "t").unwrap().into(),
+            created_in: parse_timestamp(at.as_bytes(), "t").unwrap().into(),
         };
         let rows = vec![
             item(1, 2, 1000, "2024-01-01 01:00:00"),

@@ -123,9 +123,9 @@ fn transactions_are_consistent_with_items_and_users() {
         for row in reader.records() {
             let row = row.unwrap();
             let (_, created) = amounts[&row[0]];
-            let item = TransactionItem::parse(&row.as_byte_record().clone()).unwrap();
+            let item = TransactionItem::parse(&coffee_model::model::Record::from(row.iter())).unwrap();
             assert_eq!(item.created_in, created.into());
-            let unit = coffee_model::model::parse_cents(&row[3], "unit_price").unwrap();
+            let unit = coffee_model::model::parse_cents(row[3].as_bytes(), "unit_price").unwrap();
             assert_eq!(item.subtotal, unit * item.quantity);
             *item_sums.entry(row[0].to_owned()).or_default() += item.subtotal;
         }
