@@ -154,9 +154,7 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 pub fn encode<T: Serialize>(frame: &T) -> Bytes {
-    let mut out = vec![PROTOCOL_VERSION];
-    postcard::to_io(frame, &mut out).expect("frames serialize");
-    Bytes::from(out)
+    Bytes::from(coffee_model::wire::encode_versioned(PROTOCOL_VERSION, frame))
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
