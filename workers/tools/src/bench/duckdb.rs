@@ -13,6 +13,8 @@ pub struct DuckDbRun {
     pub threads: usize,
     /// From its first read to its last line written, as DuckDB's process measured it.
     pub secs: f64,
+    /// The CPU time of DuckDB's threads over the same span (core-seconds).
+    pub cpu_secs: f64,
     /// Whether its lines equal the reference's.
     pub exact: bool,
 }
@@ -51,10 +53,11 @@ pub fn run(python: &Path, data: &Path, out: &Path, threads: usize, reference: &P
     #[derive(serde::Deserialize)]
     struct Timing {
         seconds: f64,
+        cpu_seconds: f64,
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let timing: Timing = serde_json::from_str(stdout.trim())
         .map_err(|e| anyhow::anyhow!("DuckDB's queries printed `{}`: {e}", stdout.trim()))?;
     let exact = crate::compare::compare_files(reference, out)?.all_equal();
-    Ok(DuckDbRun { threads, secs: timing.seconds, exact })
+    Ok(DuckDbRun { threads, secs: timing.seconds, cpu_secs: timing.cpu_seconds, exact })
 }

@@ -90,6 +90,10 @@ fn ready_ms(kill: &ChaosEvent, beats: &[(u64, Heartbeat)]) -> Option<u64> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
     pub wall_secs: f64,
+    /// The CPU time the whole machine spent over the run (core-seconds; for the pipeline: every node, the broker,
+    /// the clients and the bench's own watching). On both cores of a busy machine this is about twice the wall
+    /// time, and it drifts less than wall time between runs: the figure to compare small changes by.
+    pub cpu_secs: f64,
     pub rows_per_sec: f64,
     pub peak_rss_mib: f64,
 }
@@ -133,6 +137,18 @@ pub struct BenchReport {
     /// The longest time from a kill to the restarted node's first heartbeat (state recovered, connected).
     pub slowest_ready_ms: Option<u64>,
     pub nodes: BTreeMap<String, NodeFigures>,
+}
+
+/// CPU seconds the machine's cores have been busy since boot (all but idle and I/O wait), from `/proc/stat`,
+/// which counts in USER_HZ: 100 a second on Linux, whatever the kernel's own tick (a fixed part of its ABI).
+fn machine_busy_secs() -> anyhow::Result<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().filter(|l| l.starts_with("cpu ")).ok_or_else(|| anyhow::anyhow!("no cpu line"))?;
+    let ticks: Vec<u64> = cpu.split_whitespace().skip(1).map(|t| t.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already inside user and nice).
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| ticks.get(i)).sum();
+    Ok(busy as f64 / USER_HZ)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -192,7 +208,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     // The reference, alone on the machine.
     let reference_out = out.join("reference.ndjson");
     let args = ["reference", "--data", &path_str(&data), "--out", &path_str(&reference_out)].map(String::from);
+    let cpu_before = machine_busy_secs()?;
     let (reference_wall, reference_rss) = timed_child(&exe, &args, &[]).await?;
+    let reference_cpu = machine_busy_secs()? - cpu_before;
 
     // The bound, then DuckDB, alone on the machine too.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -239,6 +257,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         })
         .collect();
     let started = Instant::now();
+    let cpu_before = machine_busy_secs()?;
     let (clients_done, all_done) = tokio::sync::oneshot::channel();
     let running = tokio::spawn(async move {
         let results = futures::future::join_all(clients).await;
@@ -252,6 +271,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let events = cluster.supervise_under_chaos(&mut monkey, async { all_done.await.unwrap_or(()) }, |_| {}).await?;
     let pipeline_wall = started.elapsed();
+    let pipeline_cpu = machine_busy_secs()? - cpu_before;
     let mut clients_rss = Vec::new();
     for result in running.await? {
         clients_rss.push(mib(result?.1));
@@ -295,6 +315,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         input_bytes,
         reference: Run {
             wall_secs: reference_wall.as_secs_f64(),
+            cpu_secs: reference_cpu,
             rows_per_sec: input_rows as f64 / reference_wall.as_secs_f64(),
             peak_rss_mib: mib(reference_rss),
         },
@@ -302,6 +323,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         read_and_parse,
         pipeline: Run {
             wall_secs: pipeline_wall.as_secs_f64(),
+            cpu_secs: pipeline_cpu,
             rows_per_sec: total_rows as f64 / pipeline_wall.as_secs_f64(),
             peak_rss_mib: nodes.values().map(|n| n.peak_rss_mib).fold(0.0, f64::max),
         },
@@ -341,22 +363,24 @@ impl std::fmt::Display for BenchReport {
             self.clients,
             self.replicas
         )?;
-        writeln!(f, "{:<22} {:>10} {:>18} {:>14}", "", "wall", "throughput", "peak RSS")?;
+        writeln!(f, "{:<22} {:>10} {:>9} {:>18} {:>14}", "", "wall", "CPU", "throughput", "peak RSS")?;
         let r = &self.reference;
         writeln!(
             f,
-            "{:<22} {:>9.2}s {:>18} {:>10.0} MiB",
+            "{:<22} {:>9.2}s {:>8.2}s {:>18} {:>10.0} MiB",
             "reference (1 pass)",
             r.wall_secs,
+            r.cpu_secs,
             m(r.rows_per_sec),
             r.peak_rss_mib
         )?;
         let p = &self.pipeline;
         writeln!(
             f,
-            "{:<22} {:>9.2}s {:>18} {:>10.0} MiB (largest node)",
+            "{:<22} {:>9.2}s {:>8.2}s {:>18} {:>10.0} MiB (largest node)",
             "pipeline (all clients)",
             p.wall_secs,
+            p.cpu_secs,
             m(p.rows_per_sec),
             p.peak_rss_mib
         )?;
@@ -364,16 +388,18 @@ impl std::fmt::Display for BenchReport {
             let name = format!("duckdb ({} threads)", d.threads);
             let exact = if d.exact { "equal to the reference" } else { "DIFFERS from the reference" };
             let rows = m(self.input_rows as f64 / d.secs);
-            writeln!(f, "{name:<22} {:>9.2}s {rows:>18} {:>14}", d.secs, exact)?;
+            writeln!(f, "{name:<22} {:>9.2}s {:>8.2}s {rows:>18} {:>14}", d.secs, d.cpu_secs, exact)?;
         }
         for (threads, secs) in &self.read_and_parse {
             let name = format!("read+parse ({threads} thr.)");
-            writeln!(f, "{name:<22} {secs:>9.2}s {:>18}", m(self.input_rows as f64 / secs))?;
+            writeln!(f, "{name:<22} {secs:>9.2}s {:>9} {:>18}", "", m(self.input_rows as f64 / secs))?;
         }
         writeln!(f, "ratio pipeline / reference (per client's data): {:.2}x", self.ratio)?;
         if let Some(d) = &self.duckdb {
             let ratio = self.pipeline.wall_secs / (d.secs * self.clients as f64);
             writeln!(f, "ratio pipeline / duckdb (per client's data): {ratio:.2}x")?;
+            let cpu_ratio = self.pipeline.cpu_secs / (d.cpu_secs * self.clients as f64);
+            writeln!(f, "ratio pipeline / duckdb in CPU time (per client's data): {cpu_ratio:.2}x")?;
         }
         if let Some((threads, secs)) = self.read_and_parse.last() {
             let ratio = self.pipeline.wall_secs / (secs * self.clients as f64);
