@@ -34,6 +34,9 @@ pub enum Bug {
     /// The gateway records an upload's progress before the batches it counts are confirmed: a broker restart
     /// may lose them, and a resume then starts after them.
     ProgressBeforeConfirm,
+    /// The gateway acks every result it has sent when the client acks one frame (a `multiple` ack of the newest
+    /// delivery): results the client has not written yet are acked, and a gateway restart loses them.
+    ResultsAckedPastTheClient,
     /// A health monitor asks for a node's restart once and never again, so a node killed a second time (or
     /// killed again before its first beat) stays down.
     MonitorAsksOnce,
@@ -43,7 +46,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::DedupOff,
         Bug::EofBeforeData,
         Bug::SnapshotWithoutDedup,
@@ -53,6 +56,7 @@ impl Bug {
         Bug::NoLease,
         Bug::NoResultsExpiry,
         Bug::ProgressBeforeConfirm,
+        Bug::ResultsAckedPastTheClient,
         Bug::MonitorAsksOnce,
         Bug::MonitorForgivesLateTicks,
     ];

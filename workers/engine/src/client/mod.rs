@@ -146,15 +146,16 @@ enum Interruption {
 }
 
 /// The result messages a client has written, per result stream (query, sender): what a `Resume` tells the
-/// gateway, and what keeps a resumed connection from writing anything twice.
+/// gateway, and what keeps a resumed connection from writing anything twice. The simulator's clients keep theirs
+/// with it too.
 #[derive(Debug, Default)]
-struct ReceivedResults {
+pub struct ReceivedResults {
     streams: BTreeMap<(Query, NodeId), (SeqSet, Option<u64>)>,
 }
 
 impl ReceivedResults {
     /// Records `id`; false when it was already written.
-    fn insert(&mut self, id: &ResultId) -> bool {
+    pub fn insert(&mut self, id: &ResultId) -> bool {
         let (seqs, eof) = self.streams.entry((id.query, id.sender)).or_default();
         match id.eof {
             Some(count) => eof.replace(count).is_none(),
@@ -162,7 +163,8 @@ impl ReceivedResults {
         }
     }
 
-    fn streams(&self) -> Vec<ReceivedStream> {
+    /// What a `Resume` says the client has.
+    pub fn streams(&self) -> Vec<ReceivedStream> {
         self.streams
             .iter()
             .map(|(&(query, sender), (seqs, eof))| ReceivedStream { query, sender, seqs: seqs.ranges(), eof: *eof })

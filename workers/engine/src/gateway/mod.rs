@@ -5,11 +5,12 @@
 
 pub mod limits;
 pub mod progress;
+pub mod results;
 pub mod routing;
 mod session;
 pub mod upload;
 
-pub use session::result_tracker;
+pub use results::result_tracker;
 
 use crate::amqp::{self, BrokerError, Publisher};
 use crate::heartbeat;

@@ -2,23 +2,19 @@
 //! pipeline, and the session's results forwarded and acked as the client writes them.
 
 use super::progress::UploadLog;
+use super::results::{has_every_result, Forward, Handling};
 use super::upload::{Upload, UploadStep, PROGRESS_EVERY};
 use super::{Shared, GATEWAY};
 use crate::amqp::{self, BrokerError};
-use crate::protocol::{
-    ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, GatewayFrame, ReceivedStream, ResultId,
-};
-use crate::topology::{result_source, Endpoint, Topology};
-use crate::tracker::{Admission, InputTracker, SeqSet};
-use coffee_model::keys::Query;
-use coffee_model::message::{Batch, Stream};
+use crate::protocol::{ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, GatewayFrame, ReceivedStream};
+use coffee_model::message::Stream;
 use coffee_model::model::FileKind;
 use coffee_model::wire::{Body, Envelope, SessionId};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, PublisherConfirm};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -408,30 +404,6 @@ async fn perform(
     Ok(())
 }
 
-/// The result streams a session waits for: one per query, from every replica of the stage that answers it.
-pub fn result_tracker(topology: &Topology) -> InputTracker {
-    InputTracker::new(Query::ALL.into_iter().flat_map(|q| {
-        topology.senders(Endpoint::Stage(result_source(q))).into_iter().map(move |s| (Stream::Results(q), s))
-    }))
-}
-
-/// Whether a resuming client that says it has `received` has every result of its session.
-fn has_every_result(topology: &Topology, received: &[ReceivedStream]) -> bool {
-    let mut tracker = result_tracker(topology);
-    for stream in received {
-        let seqs = SeqSet::from_ranges(stream.seqs.iter().copied());
-        tracker.absorb(Stream::Results(stream.query), stream.sender, seqs, stream.eof);
-    }
-    tracker.is_complete()
-}
-
-fn admit(tracker: &mut InputTracker, id: &ResultId) -> Admission {
-    match id.eof {
-        Some(count) => tracker.admit_eof(Stream::Results(id.query), id.sender, count),
-        None => tracker.admit_data(Stream::Results(id.query), id.sender, id.seq),
-    }
-}
-
 /// Forwards the session's results as numbered frames and acks each message once the client acked its frame.
 /// Returns when the client has acked everything up to and including the last result of the session.
 async fn forward_results(
@@ -445,27 +417,15 @@ async fn forward_results(
     let (topology, publisher) = (&shared.topology, &shared.publisher);
     let dead_letters = &topology.dead_letter_queue("gateway");
     let results_queue = &topology.results_queue(session);
-    let mut tracker = result_tracker(topology);
-    for stream in received {
-        tracker.absorb(Stream::Results(stream.query), stream.sender, SeqSet::from_ranges(stream.seqs), stream.eof);
-    }
-    let mut done: BTreeSet<Query> = BTreeSet::new();
-    // Frames sent and not yet acked: results (with the delivery to ack) and query ends (nothing to ack).
-    let mut pending: VecDeque<(u64, Option<Acker>)> = VecDeque::new();
-    let mut n = 0;
+    let mut forward: Forward<Acker> = Forward::new(topology, received);
     loop {
-        for query in Query::ALL {
-            if !done.contains(&query) && tracker.stream_complete(Stream::Results(query)) {
-                done.insert(query);
-                n += 1;
-                frames.send(GatewayFrame::QueryDone { n, query })?;
-                pending.push_back((n, None));
+        for frame in forward.query_ends() {
+            if let GatewayFrame::QueryDone { query, .. } = &frame {
                 info!(%session, %query, "query complete");
             }
+            frames.send(frame)?;
         }
-        // The client has every result and every query end: the session is over (the caller cleans up, then
-        // says Done).
-        if done.len() == Query::ALL.len() && pending.is_empty() {
+        if forward.finished() {
             return Ok(());
         }
         tokio::select! {
@@ -475,51 +435,28 @@ async fn forward_results(
                 };
                 let delivery = delivery?;
                 crate::failpoint_error!("gateway-results-fail");
-                let poison = match Envelope::decode(&delivery.data) {
-                    Ok(envelope) => match (envelope.stream, &envelope.body) {
-                        (Stream::Results(_), Body::Data(batch)) if !envelope.stream.carries(batch) => Err("wrong rows".to_owned()),
-                        (Stream::Results(_), Body::Data(_) | Body::Eof { .. }) => Ok(envelope),
-                        _ => Err("not a result".to_owned()),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
-                let envelope = match poison {
-                    Ok(envelope) => envelope,
-                    Err(why) => {
+                match forward.message(&delivery.data, delivery.acker) {
+                    Handling::Send(frame) => {
+                        frames.send(frame)?;
+                        crate::failpoint!("gateway-results-unacked");
+                    }
+                    Handling::Drop(acker, id, admission) => {
+                        debug!(%session, sender = %id.sender, seq = id.seq, ?admission, "result not forwarded");
+                        acker.ack(BasicAckOptions::default()).await?;
+                    }
+                    Handling::Poison(acker, why) => {
                         // Set aside, never redelivered: the session goes on without it.
                         warn!(%session, reason = %why, "poison message on a results queue set aside");
                         let set_aside = crate::dead_letters::set_aside(publisher, dead_letters, results_queue, &delivery.data, &why);
                         amqp::await_confirms(vec![set_aside.await?]).await?;
-                        delivery.acker.ack(BasicAckOptions::default()).await?;
-                        continue;
-                    }
-                };
-                let Stream::Results(query) = envelope.stream else { unreachable!("checked above") };
-                let (eof, rows) = match envelope.body {
-                    Body::Eof { count } => (Some(count), Vec::new()),
-                    Body::Data(Batch::Results(rows)) => (None, rows),
-                    _ => (None, Vec::new()),
-                };
-                let id = ResultId { query, sender: envelope.sender, seq: envelope.seq, eof };
-                match admit(&mut tracker, &id) {
-                    Admission::Apply => {
-                        n += 1;
-                        frames.send(GatewayFrame::Result { n, id, rows })?;
-                        pending.push_back((n, Some(delivery.acker)));
-                        crate::failpoint!("gateway-results-unacked");
-                    }
-                    admission => {
-                        debug!(%session, sender = %id.sender, seq = id.seq, ?admission, "result not forwarded");
-                        delivery.acker.ack(BasicAckOptions::default()).await?;
+                        acker.ack(BasicAckOptions::default()).await?;
                     }
                 }
             }
             upto = acks.recv() => {
                 let Some(upto) = upto else { return Err(SessionError::Gone("the client connection ended".to_owned())) };
-                while pending.front().is_some_and(|(k, _)| *k <= upto) {
-                    if let (_, Some(acker)) = pending.pop_front().expect("checked") {
-                        acker.ack(BasicAckOptions::default()).await?;
-                    }
+                for acker in forward.client_acked(upto) {
+                    acker.ack(BasicAckOptions::default()).await?;
                 }
             }
         }

@@ -148,6 +148,13 @@ impl SimBroker {
         self.expiring.values().any(|(_, idle)| idle.is_some())
     }
 
+    /// Acks the message `id` delivered to `consumer`.
+    pub fn ack(&mut self, consumer: &str, id: u64) {
+        if let Some(held) = self.unacked.get_mut(consumer) {
+            held.retain(|(_, m)| m.id != id);
+        }
+    }
+
     /// Acks everything delivered to `consumer` (one `multiple` ack of its group).
     pub fn ack_all(&mut self, consumer: &str) {
         self.unacked.remove(consumer);

@@ -1,12 +1,18 @@
 //! The gateway's two sides in the simulation: each session's upload (the client's frames turned into steps by
 //! the gateway's own plan, `gateway::upload::Upload`, performed one at a time on the broker and on the upload
-//! log, which lives on a simulated disk and says where a client resumes after a restart), its results (admitted
-//! by the gateway's own result tracker), the purge of an abandoned session (recorded in the log before it
-//! starts, finished by a restarted gateway), and the announcements that renew the replicas' leases.
+//! log, which lives on a simulated disk and says where a client resumes after a restart), its results (the
+//! gateway's own plan, `gateway::results::Forward`, sending numbered frames to the client, which keeps what it
+//! writes with the client's own `ReceivedResults` and acks each frame; a delivery is acked once its frame is;
+//! a restarted gateway forwards what the resumed client says it lacks), the purge of an abandoned session
+//! (recorded in the log before it starts, finished by a restarted gateway), and the announcements that renew the
+//! replicas' leases.
 
 use super::*;
+use coffee_engine::client::ReceivedResults;
 use coffee_engine::gateway::progress::UploadLog;
+use coffee_engine::gateway::results::{Forward, Handling};
 use coffee_engine::gateway::upload::{Upload, UploadStep};
+use coffee_engine::protocol::GatewayFrame;
 
 /// The gateway's state folder on its simulated disk.
 pub(super) const GATEWAY_DIR: &str = "/sim/gateway";
@@ -53,10 +59,16 @@ pub(super) struct SimSession {
     pub(super) forgotten: bool,
     pub(super) purge: Purge,
     pub(super) results_queue: String,
-    pub(super) tracker: InputTracker,
+    /// The gateway's forwarding of the results on the client's current connection; each delivery is its
+    /// message's id on the broker.
+    pub(super) forward: Forward<u64>,
+    /// Frames on their way to the client, and the client's last ack on its way to the gateway: both lost with
+    /// the connection when the gateway restarts.
+    pub(super) to_client: VecDeque<GatewayFrame>,
+    pub(super) client_ack: Option<u64>,
+    /// What the client has written (its file) and its record of it, which a resume hands to the next gateway.
     pub(super) lines: Vec<String>,
-    /// Results delivered to the gateway and not yet acked (the client has them).
-    pub(super) holding: bool,
+    pub(super) received: ReceivedResults,
     /// The session's upload log, while the gateway has it open.
     pub(super) log: Option<UploadLog>,
     /// Its client had every result, and the gateway removed its log.
@@ -67,7 +79,7 @@ impl World<'_> {
     /// The gateway announces the sessions it knows; every replica that runs hears it.
     pub(super) fn announce(&mut self) {
         let known: Vec<SessionId> =
-            self.sessions.iter().filter(|s| s.purge == Purge::No && !s.tracker.is_complete()).map(|s| s.id).collect();
+            self.sessions.iter().filter(|s| s.purge == Purge::No && !s.ended).map(|s| s.id).collect();
         let now = self.now();
         for r in self.replicas.iter_mut().filter(|r| !matches!(r.phase, Phase::Down)) {
             r.leases.announced(&known, now);
@@ -179,11 +191,18 @@ impl World<'_> {
             UploadLog::sessions_on(&self.gateway_disk, dir).into_iter().filter(|(_, p)| *p).map(|(id, _)| id).collect();
         let mut marks = Vec::new();
         for (s, session) in self.sessions.iter_mut().enumerate() {
-            session.holding = false;
+            // The connection goes with the gateway: frames and acks on their way are lost, and the deliveries
+            // not acked come back. The client resumes with what it has written.
             self.broker.consumer_lost(&format!("gateway-results-{s}"), &mut self.rng);
+            session.to_client.clear();
+            session.client_ack = None;
+            session.forward = Forward::new(&self.topology, session.received.streams());
             if session.purge == Purge::Done || session.ended {
                 continue;
             }
+            // The new connection's loop says first which queries the client already has whole.
+            let ends = session.forward.query_ends();
+            session.to_client.extend(ends);
             let resumed = UploadLog::resume_on(&self.gateway_disk, dir, session.id)
                 .map_err(|e| format!("the gateway cannot read {}'s upload log: {e}", short(session.id)))?;
             let Some((log, recovered)) = resumed else {
@@ -232,52 +251,79 @@ impl World<'_> {
         self.sessions[s].purge = Purge::Published;
     }
 
-    /// The gateway forwards a few results to the client, or acks what the client has written.
+    /// One step of a session's results: the gateway forwards a few messages of its results queue, the client
+    /// writes the next frame and acks it, or the gateway acks the deliveries of the frames the client acked.
     pub(super) fn step_results(&mut self, s: usize) -> Result<(), String> {
         let consumer = format!("gateway-results-{s}");
-        if self.sessions[s].holding {
-            self.broker.ack_all(&consumer);
-            self.sessions[s].holding = false;
-            if self.sessions[s].tracker.is_complete() && !self.sessions[s].ended {
-                // The client has every result: the session is over, and its log goes.
-                self.sessions[s].log = None;
-                self.sessions[s].ended = true;
-                UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), self.sessions[s].id);
-            }
-            return Ok(());
+        let ready = self.broker.ready(&self.sessions[s].results_queue) > 0;
+        let session = &self.sessions[s];
+        let mut choices = Vec::new();
+        if ready {
+            choices.push(0);
         }
-        let queue = self.sessions[s].results_queue.clone();
-        let max = self.rng.gen_range(1..=GROUP_MAX);
-        let delivered = self.broker.deliver(&consumer, &queue, max, &mut self.rng);
-        for message in &delivered {
-            let envelope =
-                Envelope::decode(&message.bytes).map_err(|e| format!("a result that does not decode: {e}"))?;
-            let session = &mut self.sessions[s];
-            let Stream::Results(_) = envelope.stream else {
-                return Err(format!("a {:?} message on the results queue of {}", envelope.stream, short(session.id)));
-            };
-            let admission = match &envelope.body {
-                Body::Eof { count } => session.tracker.admit_eof(envelope.stream, envelope.sender, *count),
-                Body::Data(_) => session.tracker.admit_data(envelope.stream, envelope.sender, envelope.seq),
-                Body::Purge => return Err("a purge on a results queue".to_owned()),
-            };
-            match (admission, envelope.body) {
-                (Admission::Apply, Body::Data(Batch::Results(rows))) => {
-                    session.lines.extend(rows.iter().map(|r| r.to_ndjson()));
-                }
-                (Admission::Apply | Admission::Duplicate, _) => {}
-                (other, _) => {
-                    return Err(format!(
-                        "result {:?} #{} from {} of {} admitted as {other:?}",
-                        envelope.stream,
-                        envelope.seq,
-                        envelope.sender,
-                        short(session.id)
-                    ))
+        if !session.to_client.is_empty() {
+            choices.push(1);
+        }
+        if session.client_ack.is_some() {
+            choices.push(2);
+        }
+        match choices.choose(&mut self.rng) {
+            Some(0) => {
+                let queue = self.sessions[s].results_queue.clone();
+                let max = self.rng.gen_range(1..=GROUP_MAX);
+                for message in self.broker.deliver(&consumer, &queue, max, &mut self.rng) {
+                    match self.sessions[s].forward.message(&message.bytes, message.id) {
+                        Handling::Send(frame) => self.sessions[s].to_client.push_back(frame),
+                        Handling::Drop(id, _, Admission::Duplicate) => self.broker.ack(&consumer, id),
+                        Handling::Drop(_, result, other) => {
+                            let id = short(self.sessions[s].id);
+                            return Err(format!("result {result:?} of {id} admitted as {other:?}"));
+                        }
+                        Handling::Poison(_, why) => {
+                            return Err(format!(
+                                "a message on the results queue of {}: {why}",
+                                short(self.sessions[s].id)
+                            ))
+                        }
+                    }
                 }
             }
+            Some(1) => {
+                // The client writes the frame's rows (unless it has them), then acks it.
+                let session = &mut self.sessions[s];
+                match session.to_client.pop_front().expect("chosen only when a frame is on its way") {
+                    GatewayFrame::Result { n, id, rows } => {
+                        if session.received.insert(&id) {
+                            session.lines.extend(rows.iter().map(|r| r.to_ndjson()));
+                        }
+                        session.client_ack = Some(n);
+                    }
+                    GatewayFrame::QueryDone { n, .. } => session.client_ack = Some(n),
+                    other => return Err(format!("the gateway sent the client {other:?}")),
+                }
+            }
+            Some(_) => {
+                let upto = self.sessions[s].client_ack.take().expect("chosen only when an ack is on its way");
+                for id in self.sessions[s].forward.client_acked(upto) {
+                    self.broker.ack(&consumer, id);
+                }
+            }
+            None => {}
         }
-        self.sessions[s].holding = !delivered.is_empty();
+        let session = &mut self.sessions[s];
+        session.to_client.extend(session.forward.query_ends());
+        if session.forward.finished() && !session.ended {
+            // The client acked every result and every query's end: the session is over, and its log goes.
+            self.end_session(s);
+        }
         Ok(())
+    }
+
+    /// A session whose client has every result: the gateway removes its log.
+    fn end_session(&mut self, s: usize) {
+        let session = &mut self.sessions[s];
+        session.log = None;
+        session.ended = true;
+        UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), session.id);
     }
 }

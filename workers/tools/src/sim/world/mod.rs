@@ -6,15 +6,15 @@ use super::broker::{Message, SimBroker};
 use super::{Bug, Dataset, Options, SHAPES};
 use crate::compare::compare_lines;
 use coffee_engine::gateway::progress::UploadLog;
-use coffee_engine::gateway::result_tracker;
+use coffee_engine::gateway::results::Forward;
 use coffee_engine::gateway::upload::Upload;
 use coffee_engine::lease::{results_queue_expiry, Leases};
 use coffee_engine::operators::{with_operator, Operator, WithOperator};
 use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNode};
 use coffee_engine::state::disk::{SimDisk, Tear};
 use coffee_engine::topology::Topology;
-use coffee_engine::tracker::{Admission, InputTracker};
-use coffee_model::message::{Batch, Stream};
+use coffee_engine::tracker::Admission;
+use coffee_model::message::Stream;
 use coffee_model::model::FileKind;
 use coffee_model::wire::{Body, Envelope, SessionId};
 use rand::seq::SliceRandom;
@@ -171,9 +171,11 @@ impl<'a> World<'a> {
                     forgotten,
                     purge: Purge::No,
                     results_queue: topology.results_queue(id),
-                    tracker: result_tracker(&topology),
+                    forward: Forward::new(&topology, Vec::new()),
+                    to_client: VecDeque::new(),
+                    client_ack: None,
                     lines: Vec::new(),
-                    holding: false,
+                    received: Default::default(),
                     log: None,
                     ended: false,
                 }
@@ -294,7 +296,7 @@ impl<'a> World<'a> {
         let sessions: Vec<String> = self
             .sessions
             .iter()
-            .map(|s| format!("{} complete={} lines={}", short(s.id), s.tracker.is_complete(), s.lines.len()))
+            .map(|s| format!("{} ended={} lines={}", short(s.id), s.ended, s.lines.len()))
             .collect();
         format!("{}; broker holds {:?}", sessions.join(", "), self.broker.holding())
     }
@@ -323,7 +325,8 @@ impl<'a> World<'a> {
             }
             // Nobody forwards the results of a session whose client left.
             let forwarding = session.leaves_after.is_none();
-            if forwarding && (session.holding || self.broker.ready(&session.results_queue) > 0) {
+            let results_moving = !session.to_client.is_empty() || session.client_ack.is_some();
+            if forwarding && (results_moving || self.broker.ready(&session.results_queue) > 0) {
                 actors.push(Actor::Results(s));
             }
         }
