@@ -311,8 +311,12 @@ impl World<'_> {
             None => {}
         }
         let session = &mut self.sessions[s];
+        if session.ended {
+            // Only late copies of results it forwarded come now (the real gateway has deleted the queue).
+            return Ok(());
+        }
         session.to_client.extend(session.forward.query_ends());
-        if session.forward.finished() && !session.ended {
+        if session.forward.finished() {
             // The client acked every result and every query's end: the session is over, and its log goes.
             self.end_session(s);
         }
