@@ -30,6 +30,16 @@ pub(super) struct ClientFile {
     pub(super) ended: bool,
 }
 
+/// The kinds of step a session's results take.
+enum ResultsStep {
+    /// The gateway takes a few deliveries of the results queue and sends their frames.
+    Forward,
+    /// The client writes the next frame on its way, then acks it.
+    ClientWrites,
+    /// The gateway acks the deliveries of the frames the client acked.
+    GatewayAcks,
+}
+
 /// Where an abandoned session's purge stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purge {
@@ -257,18 +267,18 @@ impl World<'_> {
         let consumer = format!("gateway-results-{s}");
         let ready = self.broker.ready(&self.sessions[s].results_queue) > 0;
         let session = &self.sessions[s];
-        let mut choices = Vec::new();
+        let mut possible = Vec::new();
         if ready {
-            choices.push(0);
+            possible.push(ResultsStep::Forward);
         }
         if !session.to_client.is_empty() {
-            choices.push(1);
+            possible.push(ResultsStep::ClientWrites);
         }
         if session.client_ack.is_some() {
-            choices.push(2);
+            possible.push(ResultsStep::GatewayAcks);
         }
-        match choices.choose(&mut self.rng) {
-            Some(0) => {
+        match possible.choose(&mut self.rng) {
+            Some(ResultsStep::Forward) => {
                 let queue = self.sessions[s].results_queue.clone();
                 let max = self.rng.gen_range(1..=GROUP_MAX);
                 for message in self.broker.deliver(&consumer, &queue, max, &mut self.rng) {
@@ -288,7 +298,7 @@ impl World<'_> {
                     }
                 }
             }
-            Some(1) => {
+            Some(ResultsStep::ClientWrites) => {
                 // The client writes the frame's rows (unless it has them), then acks it.
                 let session = &mut self.sessions[s];
                 match session.to_client.pop_front().expect("chosen only when a frame is on its way") {
@@ -302,7 +312,7 @@ impl World<'_> {
                     other => return Err(format!("the gateway sent the client {other:?}")),
                 }
             }
-            Some(_) => {
+            Some(ResultsStep::GatewayAcks) => {
                 let upto = self.sessions[s].client_ack.take().expect("chosen only when an ack is on its way");
                 for id in self.sessions[s].forward.client_acked(upto) {
                     self.broker.ack(&consumer, id);
