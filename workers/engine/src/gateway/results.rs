@@ -22,14 +22,19 @@ pub fn result_tracker(topology: &Topology) -> InputTracker {
     }))
 }
 
-/// Whether a resuming client that says it has `received` has every result of its session.
-pub fn has_every_result(topology: &Topology, received: &[ReceivedStream]) -> bool {
+/// The session's result tracker with what a resuming client says it has (`received`) already in.
+fn tracker_with(topology: &Topology, received: &[ReceivedStream]) -> InputTracker {
     let mut tracker = result_tracker(topology);
     for stream in received {
         let seqs = SeqSet::from_ranges(stream.seqs.iter().copied());
         tracker.absorb(Stream::Results(stream.query), stream.sender, seqs, stream.eof);
     }
-    tracker.is_complete()
+    tracker
+}
+
+/// Whether a resuming client that says it has `received` has every result of its session.
+pub fn has_every_result(topology: &Topology, received: &[ReceivedStream]) -> bool {
+    tracker_with(topology, received).is_complete()
 }
 
 /// What to do with one message of a session's results queue; `D` is its delivery (what acks it).
@@ -58,11 +63,7 @@ pub struct Forward<D> {
 impl<D> Forward<D> {
     /// The forwarding of a session to a client that says it has `received` already (nothing for a new one).
     pub fn new(topology: &Topology, received: Vec<ReceivedStream>) -> Forward<D> {
-        let mut tracker = result_tracker(topology);
-        for stream in received {
-            tracker.absorb(Stream::Results(stream.query), stream.sender, SeqSet::from_ranges(stream.seqs), stream.eof);
-        }
-        Forward { tracker, done: BTreeSet::new(), pending: VecDeque::new(), n: 0 }
+        Forward { tracker: tracker_with(topology, &received), done: BTreeSet::new(), pending: VecDeque::new(), n: 0 }
     }
 
     /// The frames that end the queries now complete, each sent once; the client acks them as it acks results.
