@@ -134,7 +134,7 @@ enum Command {
         #[arg(long, default_value = "0..200")]
         seeds: String,
         /// Faults to inject: all, none, or a comma-separated list of crash, broker, duplicate, gateway, pause,
-        /// monitor.
+        /// monitor, incarnation.
         #[arg(long, default_value = "all")]
         faults: String,
         /// Sessions per seed.
@@ -427,6 +427,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 summary.elapsed.as_secs_f64(),
                 summary.seeds as f64 / summary.elapsed.as_secs_f64().max(1e-9)
             );
+            print!("{}", summary.coverage);
             for (seed, why) in &summary.failed {
                 println!("seed {seed}: {why}\n  replay: {}", replay(*seed));
             }

@@ -11,6 +11,11 @@
 /// A bug the engine can be made to have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
+    /// The replica's shell acks a group before its inputs are logged: a crash in between loses them.
+    AckBeforeCommit,
+    /// The replica's shell logs a group before its outputs are confirmed: a broker restart in between loses
+    /// outputs for good.
+    CommitBeforeConfirm,
     /// Duplicates are applied again: the dedup check always admits.
     DedupOff,
     /// A stream counts as complete once its EOF is in, whether or not the data it counts has all been applied.
@@ -46,7 +51,9 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 14] = [
+        Bug::AckBeforeCommit,
+        Bug::CommitBeforeConfirm,
         Bug::DedupOff,
         Bug::EofBeforeData,
         Bug::SnapshotWithoutDedup,

@@ -383,8 +383,7 @@ impl LocalCluster {
             warn!(node = %name, "restart asked for an unknown node");
             return Ok(false);
         };
-        let current = node.child.id();
-        if pid.is_some() && current.is_some() && current != pid {
+        if !crate::orchestrator::acts_on_restart(node.child.id(), pid) {
             return Ok(false); // that incarnation is already gone: someone restarted it
         }
         let _ = node.child.kill().await;

@@ -81,3 +81,31 @@ pub trait Orchestrator: Send + Sync {
         Box::pin(async {})
     }
 }
+
+/// Whether an orchestrator acts on a request to restart a node, given the node's process as the orchestrator
+/// knows it (`current`: the one it started last, if it still runs) and the process the asker found silent
+/// (`named`: none when the asker names no process). It acts, killing `current` if any and starting a new
+/// process, unless the request names a process other than the one running: someone restarted the node since
+/// the asker last heard it, and the request is stale. A node that is down is started whatever the request
+/// names. The local orchestrator ([`crate::cluster::LocalCluster::restart`]) and the simulator's both decide
+/// here.
+pub fn acts_on_restart(current: Option<u32>, named: Option<u32>) -> bool {
+    match (current, named) {
+        (Some(current), Some(named)) => current == named,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acts_on_restart;
+
+    #[test]
+    fn a_stale_request_is_ignored_and_a_node_that_is_down_is_always_started() {
+        assert!(acts_on_restart(Some(7), Some(7)), "the silent process is the running one");
+        assert!(!acts_on_restart(Some(8), Some(7)), "someone restarted it since");
+        assert!(acts_on_restart(Some(8), None), "the asker names no process");
+        assert!(acts_on_restart(None, Some(7)), "down: started whatever the request names");
+        assert!(acts_on_restart(None, None));
+    }
+}

@@ -63,7 +63,7 @@ fn caught(bug: Bug) -> Option<(u64, String)> {
 #[test]
 fn every_planted_bug_is_found() {
     let mut missed = Vec::new();
-    for bug in Bug::all() {
+    for bug in Bug::ALL {
         match caught(bug) {
             Some((seed, why)) => {
                 eprintln!("{bug:?}: first found by seed {seed}: {}", why.lines().next().unwrap_or(""));

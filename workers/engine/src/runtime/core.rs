@@ -85,6 +85,10 @@ pub struct Group {
     pub completed: Vec<SessionId>,
     /// Rows of the data inputs read (for the counters).
     pub rows_in: usize,
+    /// Inputs dropped as copies of inputs already applied.
+    pub duplicates: usize,
+    /// Sessions purged (a gateway's purge; also among `completed`).
+    pub purged: usize,
 }
 
 /// A replica's state: its open sessions (in id order, so that what it does after a restart does not depend on a
@@ -108,6 +112,9 @@ impl<S> ReplicaState<S> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Recovery {
     pub sessions: u64,
+    /// Sessions that started from a snapshot.
+    pub snapshots: u64,
+    /// Logged inputs applied again.
     pub records: u64,
 }
 
@@ -160,9 +167,10 @@ impl<O: Operator> StageNode<O> {
     ) -> Result<(ReplicaState<O::State>, Recovery), RuntimeError> {
         let (store, recovered) = NodeStore::open_on(disk, &self.node_dir(), tombstones)?;
         let mut sessions = BTreeMap::new();
-        let mut recovery = Recovery { sessions: recovered.sessions.len() as u64, records: 0 };
+        let mut recovery = Recovery { sessions: recovered.sessions.len() as u64, ..Recovery::default() };
         for (id, saved) in recovered.sessions {
             recovery.records += saved.records.len() as u64;
+            recovery.snapshots += u64::from(saved.snapshot.is_some());
             sessions.insert(id, self.recover(id, saved)?);
         }
         Ok((ReplicaState { sessions, store }, recovery))
@@ -342,6 +350,7 @@ impl<O: Operator> StageNode<O> {
             // Retired like a finished session: state and files go, and later messages of it are dropped.
             sessions.remove(&id);
             group.completed.push(id);
+            group.purged += 1;
             info!(session = %id, node = %self.me(), "session purged");
             return;
         }
@@ -352,7 +361,10 @@ impl<O: Operator> StageNode<O> {
                 debug!(session = %id, %sender, ?stream, seq, "applied");
                 group.applied.push((id, bytes.to_vec()));
             }
-            Admission::Duplicate => debug!(session = %id, %sender, ?stream, seq, "duplicate dropped"),
+            Admission::Duplicate => {
+                group.duplicates += 1;
+                debug!(session = %id, %sender, ?stream, seq, "duplicate dropped");
+            }
             Admission::Unexpected | Admission::BeyondEof => {
                 // Where it stood goes into the reason, kept with the dead letter.
                 set_aside(
@@ -420,6 +432,8 @@ pub trait Protocol {
     fn retire(&mut self, id: SessionId) -> Result<(), RuntimeError>;
     /// Handles one delivery into the current group; returns what it sends, with each message's queue.
     fn handle(&mut self, bytes: &[u8]) -> Vec<(String, Outgoing)>;
+    /// Whether the current group completes a session (its finals are among what it sends).
+    fn completing(&self) -> bool;
     /// Commits the current group (its outbox was sent and confirmed) and starts a new one; which sessions it
     /// fed and which ended (for their leases).
     fn commit(&mut self) -> Result<Committed, RuntimeError>;
@@ -434,6 +448,12 @@ pub trait Protocol {
 pub struct Committed {
     pub applied: Vec<SessionId>,
     pub ended: Vec<SessionId>,
+    /// Rows of the data inputs it read (for the counters).
+    pub rows_in: usize,
+    /// Inputs it dropped as copies of inputs already applied.
+    pub duplicates: usize,
+    /// Sessions it purged.
+    pub purged: usize,
 }
 
 /// A [`StageNode`] with its state, as a [`Protocol`].
@@ -490,10 +510,20 @@ impl<O: Operator> Protocol for Replica<O> {
         let group = std::mem::take(&mut self.group);
         let mut applied: Vec<SessionId> = group.applied.iter().map(|(id, _)| *id).collect();
         applied.dedup();
-        let committed = Committed { applied, ended: group.completed.clone() };
+        let committed = Committed {
+            applied,
+            ended: group.completed.clone(),
+            rows_in: group.rows_in,
+            duplicates: group.duplicates,
+            purged: group.purged,
+        };
         let state = self.state.as_mut().expect("opened");
         self.node.commit(state, group)?;
         Ok(committed)
+    }
+
+    fn completing(&self) -> bool {
+        !self.group.completed.is_empty()
     }
 
     fn open_sessions(&self) -> usize {
@@ -502,5 +532,39 @@ impl<O: Operator> Protocol for Replica<O> {
 
     fn sessions(&self) -> Vec<SessionId> {
         self.state.as_ref().map_or_else(Vec::new, |s| s.sessions.keys().copied().collect())
+    }
+}
+
+/// Any replica's protocol, whatever its operator (the simulator holds one of these per process).
+impl Protocol for Box<dyn Protocol> {
+    fn me(&self) -> NodeId {
+        (**self).me()
+    }
+    fn input_queue(&self) -> String {
+        (**self).input_queue()
+    }
+    fn open(&mut self, disk: Arc<dyn Disk>) -> Result<Recovery, RuntimeError> {
+        (**self).open(disk)
+    }
+    fn complete_sessions(&mut self) -> Vec<(SessionId, Vec<(String, Outgoing)>)> {
+        (**self).complete_sessions()
+    }
+    fn retire(&mut self, id: SessionId) -> Result<(), RuntimeError> {
+        (**self).retire(id)
+    }
+    fn handle(&mut self, bytes: &[u8]) -> Vec<(String, Outgoing)> {
+        (**self).handle(bytes)
+    }
+    fn completing(&self) -> bool {
+        (**self).completing()
+    }
+    fn commit(&mut self) -> Result<Committed, RuntimeError> {
+        (**self).commit()
+    }
+    fn open_sessions(&self) -> usize {
+        (**self).open_sessions()
+    }
+    fn sessions(&self) -> Vec<SessionId> {
+        (**self).sessions()
     }
 }

@@ -1,37 +1,28 @@
-//! The generic runtime around an [`Operator`]: consume the replica's queue, drop duplicates, apply, publish what
-//! the operator emits, count ends of stream, persist, and ack.
-//!
-//! Deliveries are handled in groups (group commit). For each group, in this order:
-//! 1. each input is admitted (duplicates dropped), applied in memory, and its outputs published;
-//! 2. every publish of the group is confirmed by the broker;
-//! 3. every applied input is appended to its session's log, and the logs are fsynced (one fsync per session);
-//! 4. sessions that completed are marked finished and their files deleted;
-//! 5. the group is acked with one `multiple` ack.
-//!
-//! Dying anywhere is safe. Before 3, the inputs are redelivered, re-applied and re-published with the same ids
-//! (outputs reuse the input's seq, and finals are deterministic), and receivers drop the copies. After 3, a
-//! redelivered input is found in the log and dropped, and its outputs were confirmed in 2. A session that
-//! completed before 4 is found complete again at recovery and finished again, under the same ids.
+//! The generic runtime around an [`Operator`]: consume the replica's queue and carry out its shell's plan
+//! ([`shell`]: drop duplicates, apply, publish what the operator emits, count ends of stream, persist, ack) on
+//! RabbitMQ, the replica's folder and its incarnation claim. The order of those steps, and why dying between any
+//! two is safe, is the shell's ([`shell::Shell`]); this module only performs them.
 
 pub mod core;
+pub mod shell;
 
 pub use self::core::{
     expected_inputs, Committed, Group, Outgoing, Protocol, Replica, ReplicaConfig, ReplicaState, RuntimeError,
     StageNode,
 };
+pub use self::shell::{Retirement, Shell, Step};
 
 use crate::amqp::{self, BrokerError, Publisher};
 use crate::heartbeat;
 use crate::incarnation::Incarnation;
-use crate::lease::Leases;
 use crate::metrics::Counters;
 use crate::operators::{with_operator, Operator, WithOperator};
 use crate::state::disk::RealDisk;
-use coffee_model::node::StageKind;
+use coffee_model::node::{NodeId, StageKind};
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
-use lapin::PublisherConfirm;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -52,177 +43,176 @@ pub async fn serve_stage(stage: StageKind, config: ReplicaConfig, amqp_url: &str
     impl<'a> WithOperator for Serve<'a> {
         type Output = LocalBoxFuture<'a, Result<(), RuntimeError>>;
         fn with<O: Operator>(self, operator: O) -> Self::Output {
-            Box::pin(StageNode::new(operator, self.config).run(self.amqp_url))
+            Box::pin(run(StageNode::new(operator, self.config), self.amqp_url))
         }
     }
     with_operator(stage, Serve { config, amqp_url }).await
 }
 
-/// What a running replica holds around its protocol state: its way out to the broker, its counters, its claim
-/// to be the node's live incarnation, and the leases of its sessions.
-struct Shell {
+/// What a running replica performs its shell's steps with: its way out to the broker, its counters, and its
+/// claim to be the node's live incarnation.
+struct Io {
+    me: NodeId,
     publisher: Publisher,
+    input_queue: String,
     counters: Arc<Counters>,
     incarnation: Arc<Incarnation>,
-    leases: Leases,
 }
 
-impl<O: Operator> StageNode<O> {
-    /// Publishes an outbox in order; the confirms to wait for.
-    async fn publish_all(
-        &self,
-        publisher: &Publisher,
-        outbox: Vec<Outgoing>,
-        confirms: &mut Vec<PublisherConfirm>,
-    ) -> Result<(), BrokerError> {
-        for out in outbox {
-            let queue = self.queue_of(&out);
-            let confirm = match out {
-                Outgoing::Send { envelope, .. } => publisher.publish(&queue, &envelope).await?,
-                Outgoing::SetAside { bytes, why } => {
-                    crate::dead_letters::set_aside(publisher, &queue, &self.input_queue(), &bytes, &why).await?
+impl Io {
+    /// Performs the shell's steps until it has none left, handling the deliveries of `group` (empty outside a
+    /// group).
+    async fn perform<P: Protocol>(&self, shell: &mut Shell<P>, group: &[Delivery]) -> Result<(), RuntimeError> {
+        let mut confirms = Vec::new();
+        while let Some(step) = shell.next_step() {
+            match step {
+                Step::Handle(i) => {
+                    self.counters.consumed(group[i].data.len());
+                    shell.handle(&group[i].data);
                 }
-            };
-            confirms.push(confirm);
+                Step::Publish { queue, out } => {
+                    let confirm = match out {
+                        Outgoing::Send { envelope, .. } => self.publisher.publish(&queue, &envelope).await?,
+                        Outgoing::SetAside { bytes, why } => {
+                            crate::dead_letters::set_aside(&self.publisher, &queue, &self.input_queue, &bytes, &why)
+                                .await?
+                        }
+                    };
+                    confirms.push(confirm);
+                }
+                Step::ConfirmAll => {
+                    amqp::await_confirms(std::mem::take(&mut confirms)).await?;
+                    crate::failpoint!("after-publish-before-log");
+                    if shell.completing() {
+                        crate::failpoint!("after-final-publish-before-log");
+                    }
+                }
+                // A newer incarnation may have started while this one was stopped: it must not write any more.
+                Step::StepAsideIfReplaced => self.incarnation.step_aside_if_replaced(),
+                Step::Commit => {
+                    let committed = shell.commit(tokio::time::Instant::now())?;
+                    self.counters.consumed_rows(committed.rows_in);
+                    self.counters.open_sessions.store(shell.protocol().open_sessions() as u64, Ordering::Relaxed);
+                    crate::failpoint!("after-log-before-ack");
+                }
+                Step::Ack => {
+                    let last = group.last().expect("a group is never empty");
+                    // Stands for an ack that lapin never settles (see `amqp::exit_when_lost`).
+                    crate::failpoint_delay!("ack-stalls");
+                    last.acker.ack(BasicAckOptions { multiple: true }).await?;
+                }
+                Step::Retire { session, why } => {
+                    shell.retire(session)?;
+                    self.counters.open_sessions.store(shell.protocol().open_sessions() as u64, Ordering::Relaxed);
+                    match why {
+                        Retirement::FinishedAgain => {
+                            info!(%session, node = %self.me, "session finished again after recovery")
+                        }
+                        Retirement::LeaseExpired => {
+                            warn!(%session, node = %self.me, "no gateway announces this session any more: purged")
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
 
-    /// Runs until the broker connection fails (the process then exits, and its supervisor starts it again).
-    pub async fn run(self, amqp_url: &str) -> Result<(), RuntimeError> {
-        let me = self.me();
-        let (mut state, mut shell, connection) = self.open(amqp_url).await?;
+/// Runs a replica until the broker connection fails (the process then exits, and its supervisor starts it
+/// again).
+async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), RuntimeError> {
+    let me = node.me();
+    let (lease, group_max) = (node.config.session_lease, node.config.group_max.clamp(1, usize::from(PREFETCH)));
+    let topology = node.config.topology.clone();
+    let (mut shell, io, connection) = open(node, amqp_url).await?;
+    // Sessions that were complete when we died are finished again first (receivers drop what they have).
+    io.perform(&mut shell, &[]).await?;
 
-        // Sessions that were complete when we died: finish them again (receivers drop what they already have).
-        for (id, outbox) in self.complete_sessions(&mut state) {
-            let mut confirms = Vec::new();
-            self.publish_all(&shell.publisher, outbox, &mut confirms).await?;
-            amqp::await_confirms(confirms).await?;
-            shell.incarnation.step_aside_if_replaced();
-            self.retire(&mut state, id)?;
-            info!(session = %id, node = %me, "session finished again after recovery");
-        }
+    let queue = io.input_queue.clone();
+    // Exclusive: a second live consumer of this replica's queue (another host's process, say) is refused.
+    let (_channel, mut consumer) = amqp::consume_exclusively(&connection, &queue, PREFETCH, &me.to_string()).await?;
+    info!(node = %me, %queue, "stage replica consuming");
 
-        let queue = self.input_queue();
-        // Exclusive: a second live consumer of this replica's queue (another host's process, say) is refused.
-        let (_channel, mut consumer) =
-            amqp::consume_exclusively(&connection, &queue, PREFETCH, &me.to_string()).await?;
-        info!(node = %me, %queue, "stage replica consuming");
-
-        let mut announcements = Box::pin(crate::lease::subscribe(&connection, &self.config.topology).await?);
-        let mut lease_check = tokio::time::interval(crate::lease::announce_every(self.config.session_lease));
-        let group_max = self.config.group_max.clamp(1, usize::from(PREFETCH));
-        loop {
-            let first = tokio::select! {
-                delivery = consumer.next() => match delivery {
-                    Some(delivery) => delivery,
-                    None => break,
-                },
-                announced = announcements.next() => {
-                    let Some(announced) = announced else { break };
-                    shell.leases.announced(&announced, tokio::time::Instant::now());
-                    continue;
-                }
-                _ = lease_check.tick() => {
-                    self.purge_expired(&mut state, &mut shell)?;
-                    continue;
-                }
-            };
-            // Take what is already here, up to the prefetch, as one group.
-            let busy_since = std::time::Instant::now();
-            let mut deliveries = vec![first?];
-            while deliveries.len() < group_max {
-                match consumer.next().now_or_never() {
-                    Some(Some(delivery)) => deliveries.push(delivery?),
-                    _ => break,
-                }
+    let mut announcements = Box::pin(crate::lease::subscribe(&connection, &topology).await?);
+    let mut lease_check = tokio::time::interval(crate::lease::announce_every(lease));
+    loop {
+        let first = tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+            announced = announcements.next() => {
+                let Some(announced) = announced else { break };
+                shell.announced(&announced, tokio::time::Instant::now());
+                continue;
             }
-            let (mut group, mut confirms) = (Group::default(), Vec::new());
-            for delivery in &deliveries {
-                shell.counters.consumed(delivery.data.len());
-                self.handle(&mut state, &delivery.data, &mut group);
-                // Out as each input is handled (the broker works while the next one is), confirmed as a group.
-                self.publish_all(&shell.publisher, std::mem::take(&mut group.outbox), &mut confirms).await?;
+            _ = lease_check.tick() => {
+                shell.check_leases(tokio::time::Instant::now());
+                io.perform(&mut shell, &[]).await?;
+                continue;
             }
-            shell.counters.consumed_rows(std::mem::take(&mut group.rows_in));
-            amqp::await_confirms(confirms).await?;
-            crate::failpoint!("after-publish-before-log");
-            if !group.completed.is_empty() {
-                crate::failpoint!("after-final-publish-before-log");
-            }
-            // A newer incarnation may have started while this one was stopped: it must not write any more.
-            shell.incarnation.step_aside_if_replaced();
-            let now = tokio::time::Instant::now();
-            group.applied.iter().for_each(|(id, _)| shell.leases.renew(*id, now));
-            group.completed.iter().for_each(|id| shell.leases.forget(*id));
-            self.commit(&mut state, group)?;
-            crate::failpoint!("after-log-before-ack");
-            shell.counters.open_sessions.store(state.open_sessions() as u64, Ordering::Relaxed);
-            let last = deliveries.last().expect("a group is never empty");
-            // Stands for an ack that lapin never settles (see `amqp::exit_when_lost`).
-            crate::failpoint_delay!("ack-stalls");
-            last.acker.ack(BasicAckOptions { multiple: true }).await?;
-            shell.counters.busy(busy_since.elapsed());
-        }
-        Err(BrokerError::Lost(format!("the consumer of {queue} ended (its channel or connection closed)")).into())
-    }
-
-    /// Becomes this replica's live incarnation, reaches the broker, starts beating, and recovers the sessions
-    /// from disk.
-    async fn open(&self, amqp_url: &str) -> Result<(ReplicaState<O::State>, Shell, lapin::Connection), RuntimeError> {
-        let me = self.me();
-        let started = std::time::Instant::now();
-        let node_dir = self.node_dir();
-        // This process is the node's only live incarnation from here on (an older one steps aside first).
-        let incarnation = Arc::new(Incarnation::claim(&node_dir).await?);
-        incarnation.watch();
-        // The broker next, then the heartbeat: a node is heard while it replays its logs, so the monitors do not
-        // take a long recovery for a hang.
-        let connection = amqp::connect_node(amqp_url, &me.to_string()).await;
-        amqp::declare_queues(&connection.create_channel().await?, &self.config.topology).await?;
-        let counters = Arc::new(Counters::default());
-        // Each beat says what the folder holds, and, once known, how the recovery went.
-        let recovery: Arc<std::sync::Mutex<coffee_types::ReplicaState>> = Arc::default();
-        let (reported, folder) = (recovery.clone(), node_dir.clone());
-        let annotate = move |beat: &mut heartbeat::Heartbeat| {
-            let (log_bytes, snapshot_bytes, age) = crate::state::footprint(&folder);
-            let last_snapshot_age_ms = age.map(|a| a.as_millis() as u64);
-            let known = *reported.lock().expect("recovery lock");
-            beat.state = Some(coffee_types::ReplicaState { log_bytes, snapshot_bytes, last_snapshot_age_ms, ..known });
         };
-        heartbeat::start_with(&connection, &self.config.topology, me.to_string(), counters.clone(), annotate).await?;
-
-        let recovering = std::time::Instant::now();
-        let (state, recovered) = self.open_state(Arc::new(RealDisk), crate::state::DEFAULT_TOMBSTONES)?;
-        {
-            let mut known = recovery.lock().expect("recovery lock");
-            known.recovery_ms = recovering.elapsed().as_millis() as u64;
-            known.replayed_records = recovered.records;
-            known.recovered_sessions = recovered.sessions;
-        }
-        info!(node = %me, sessions = state.open_sessions(), tombstones = state.store().tombstones(), dir = %node_dir.display(), "state recovered");
-        counters.open_sessions.store(state.open_sessions() as u64, Ordering::Relaxed);
-        let publisher = Publisher::new(&connection, counters.clone()).await?;
-        let mut leases = Leases::new(self.config.session_lease);
-        for id in state.sessions.keys() {
-            leases.renew(*id, tokio::time::Instant::now());
-        }
-        recovery.lock().expect("recovery lock").ready_ms = started.elapsed().as_millis() as u64;
-        Ok((state, Shell { publisher, counters, incarnation, leases }, connection))
-    }
-
-    /// Drops the sessions no gateway has announced for a whole lease (their client and gateway are gone).
-    fn purge_expired(&self, state: &mut ReplicaState<O::State>, shell: &mut Shell) -> Result<(), RuntimeError> {
-        for id in shell.leases.expired(tokio::time::Instant::now()) {
-            if state.sessions.contains_key(&id) {
-                shell.incarnation.step_aside_if_replaced();
-                self.retire(state, id)?;
-                warn!(session = %id, node = %self.me(), lease = ?self.config.session_lease, "no gateway announces this session any more: purged");
+        // Take what is already here, up to the prefetch, as one group.
+        let busy_since = std::time::Instant::now();
+        let mut group = vec![first?];
+        while group.len() < group_max {
+            match consumer.next().now_or_never() {
+                Some(Some(delivery)) => group.push(delivery?),
+                _ => break,
             }
         }
-        shell.counters.open_sessions.store(state.open_sessions() as u64, Ordering::Relaxed);
-        Ok(())
+        shell.take_group(group.len());
+        io.perform(&mut shell, &group).await?;
+        io.counters.busy(busy_since.elapsed());
     }
+    Err(BrokerError::Lost(format!("the consumer of {queue} ended (its channel or connection closed)")).into())
+}
+
+/// Becomes the replica's live incarnation, reaches the broker, starts beating, and recovers the sessions from
+/// disk into its shell (which plans finishing those that were complete).
+async fn open<O: Operator>(
+    node: StageNode<O>,
+    amqp_url: &str,
+) -> Result<(Shell<Replica<O>>, Io, lapin::Connection), RuntimeError> {
+    let me = node.me();
+    let started = std::time::Instant::now();
+    let node_dir = node.node_dir();
+    let (topology, input_queue, lease) = (node.config.topology.clone(), node.input_queue(), node.config.session_lease);
+    // This process is the node's only live incarnation from here on (an older one steps aside first).
+    let incarnation = Arc::new(Incarnation::claim(&node_dir).await?);
+    incarnation.watch();
+    // The broker next, then the heartbeat: a node is heard while it replays its logs, so the monitors do not take
+    // a long recovery for a hang.
+    let connection = amqp::connect_node(amqp_url, &me.to_string()).await;
+    amqp::declare_queues(&connection.create_channel().await?, &topology).await?;
+    let counters = Arc::new(Counters::default());
+    // Each beat says what the folder holds, and, once known, how the recovery went.
+    let recovery: Arc<std::sync::Mutex<coffee_types::ReplicaState>> = Arc::default();
+    let (reported, folder) = (recovery.clone(), node_dir.clone());
+    let annotate = move |beat: &mut heartbeat::Heartbeat| {
+        let (log_bytes, snapshot_bytes, age) = crate::state::footprint(&folder);
+        let last_snapshot_age_ms = age.map(|a| a.as_millis() as u64);
+        let known = *reported.lock().expect("recovery lock");
+        beat.state = Some(coffee_types::ReplicaState { log_bytes, snapshot_bytes, last_snapshot_age_ms, ..known });
+    };
+    heartbeat::start_with(&connection, &topology, me.to_string(), counters.clone(), annotate).await?;
+
+    let recovering = std::time::Instant::now();
+    let mut shell = Shell::new(Replica::new(node), lease);
+    let recovered = shell.open(Arc::new(RealDisk), tokio::time::Instant::now())?;
+    {
+        let mut known = recovery.lock().expect("recovery lock");
+        known.recovery_ms = recovering.elapsed().as_millis() as u64;
+        known.replayed_records = recovered.records;
+        known.recovered_sessions = recovered.sessions;
+    }
+    let sessions = shell.protocol().open_sessions();
+    info!(node = %me, sessions, dir = %node_dir.display(), "state recovered");
+    counters.open_sessions.store(sessions as u64, Ordering::Relaxed);
+    let publisher = Publisher::new(&connection, counters.clone()).await?;
+    recovery.lock().expect("recovery lock").ready_ms = started.elapsed().as_millis() as u64;
+    Ok((shell, Io { me, publisher, input_queue, counters, incarnation }, connection))
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //! write survives) drawn from one generator seeded by the run's seed. A seed that breaks an invariant replays
 //! exactly: `coffee sim --seeds N..N+1 --trace`.
 //!
-//! The replicas run the engine's own protocol code (`coffee_engine::runtime::core`): the simulator plays the
-//! runtime's shell, one step at a time (take a group, handle each delivery and publish its outbox, wait for the
-//! confirms, commit, ack), and can crash a replica between any two steps or halfway through a commit. The faults:
+//! The replicas run the engine's own shell and protocol (`coffee_engine::runtime::{Shell, core}`): the
+//! simulator performs the shell's steps, the ones the runtime performs on RabbitMQ (take a group, handle each
+//! delivery and publish what it sends, wait for the confirms, step aside if replaced, commit, ack), one at a
+//! time, and can crash a replica's process between any two steps or halfway through a commit. The faults:
 //! - a replica killed (its unacked input redelivered; what it buffered lost) or its machine cut off (what it
 //!   wrote and did not fsync lost or torn);
 //! - the broker restarted (unconfirmed publishes lost at random, every replica reconnecting from its folder);
@@ -15,6 +16,7 @@
 //! - the gateway restarted (the client resumes its upload from an earlier mark, re-sending batches it had sent;
 //!   the results side returns what it had not acked);
 //! - a replica or a monitor paused for a while; a monitor killed, or its machine loaded so its clock ticks late;
+//! - a second process of a replica started beside the first on its folder (the older one must step aside);
 //! - and, in every seed, a session whose client leaves partway, purged from every replica by the gateway or
 //!   forgotten with it (the stages' leases must then purge it).
 //!
@@ -28,6 +30,7 @@
 //! the gateway's routing).
 
 pub mod broker;
+pub mod coverage;
 mod world;
 
 use coffee_model::dataset::{self, ForRowType, Row};
@@ -54,16 +57,32 @@ pub struct Faults {
     pub pause: bool,
     /// Monitors killed, or their machine loaded so that their clock ticks late.
     pub monitor: bool,
+    /// A second process of a replica started beside the first, on its folder.
+    pub incarnation: bool,
 }
 
 impl Faults {
-    pub const ALL: Faults =
-        Faults { crash: true, broker: true, duplicate: true, gateway: true, pause: true, monitor: true };
-    pub const NONE: Faults =
-        Faults { crash: false, broker: false, duplicate: false, gateway: false, pause: false, monitor: false };
+    pub const ALL: Faults = Faults {
+        crash: true,
+        broker: true,
+        duplicate: true,
+        gateway: true,
+        pause: true,
+        monitor: true,
+        incarnation: true,
+    };
+    pub const NONE: Faults = Faults {
+        crash: false,
+        broker: false,
+        duplicate: false,
+        gateway: false,
+        pause: false,
+        monitor: false,
+        incarnation: false,
+    };
 
     /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`, `pause`,
-    /// `monitor`.
+    /// `monitor`, `incarnation`.
     pub fn parse(text: &str) -> anyhow::Result<Faults> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -79,8 +98,9 @@ impl Faults {
                 "gateway" => faults.gateway = true,
                 "pause" => faults.pause = true,
                 "monitor" => faults.monitor = true,
+                "incarnation" => faults.incarnation = true,
                 other => anyhow::bail!(
-                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor"
+                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation"
                 ),
             }
         }
@@ -88,25 +108,11 @@ impl Faults {
     }
 }
 
-/// A deliberate mistake, for proving that the simulator catches what it breaks (its tests run with each and
-/// expect a seed to fail): in the order of the shell's steps, or planted in the engine's own code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bug {
-    /// Acks a group before its inputs are logged: a crash in between loses them.
-    AckBeforeCommit,
-    /// Logs a group before its outputs are confirmed: a broker restart in between loses outputs for good.
-    CommitBeforeConfirm,
-    /// A bug planted in the engine (needs coffee-engine's `planted-bugs` feature, which only the tests enable).
-    Planted(coffee_engine::planted::Bug),
-}
-
-impl Bug {
-    /// Every bug the simulator's tests plant.
-    pub fn all() -> Vec<Bug> {
-        let planted = coffee_engine::planted::Bug::ALL.into_iter().map(Bug::Planted);
-        [Bug::AckBeforeCommit, Bug::CommitBeforeConfirm].into_iter().chain(planted).collect()
-    }
-}
+/// A deliberate mistake, planted in the engine's own code (the replica's shell, its protocol, the gateway's
+/// plans, the monitors' decisions) to prove that the simulator catches what it breaks: its tests run with each
+/// and expect a seed to fail. Planting one needs coffee-engine's `planted-bugs` feature, which only the tests
+/// enable.
+pub use coffee_engine::planted::Bug;
 
 /// How one run goes.
 #[derive(Debug, Clone)]
@@ -233,11 +239,7 @@ pub const SHAPES: [&str; 4] = ["all=1", "all=2", "all=1,tx_filter=3,q4_count=2",
 
 /// Runs one seed.
 pub fn run_seed(seed: u64, datasets: &[Dataset], options: &Options) -> Outcome {
-    let planted = match options.bug {
-        Some(Bug::Planted(bug)) => Some(bug),
-        _ => None,
-    };
-    let _plant = coffee_engine::planted::Plant::new(planted);
+    let _plant = coffee_engine::planted::Plant::new(options.bug);
     if options.full_trace {
         return world::World::new(seed, datasets, options, Tracing::All).run();
     }
@@ -259,6 +261,8 @@ pub struct Summary {
     /// The most steps one seed took (how close the slowest came to `max_steps`).
     pub longest: u64,
     pub faults: u64,
+    /// The recovery paths the seeds reached.
+    pub coverage: coverage::Coverage,
     pub elapsed: std::time::Duration,
 }
 
@@ -277,6 +281,7 @@ pub fn run_seeds(
         summary.steps += outcome.steps;
         summary.longest = summary.longest.max(outcome.steps);
         summary.faults += outcome.faults;
+        summary.coverage.add_seed(&outcome.coverage);
         if let Some(why) = &outcome.failure {
             on_failure(seed, &outcome);
             summary.failed.push((seed, why.clone()));

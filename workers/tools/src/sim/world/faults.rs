@@ -18,6 +18,9 @@ enum Fault {
     MonitorKill,
     /// A monitor's machine loaded for the rest of the run: its ticks come late.
     MonitorLoad,
+    /// A second process of a replica started beside the one running, on the same folder: the older one must
+    /// step aside, touching nothing, before the newer one reads the folder.
+    SecondProcess,
 }
 
 impl World<'_> {
@@ -39,6 +42,9 @@ impl World<'_> {
         if faults.pause {
             kinds.push(Fault::Pause);
         }
+        if faults.incarnation {
+            kinds.push(Fault::SecondProcess);
+        }
         if faults.monitor {
             kinds.extend([Fault::MonitorKill, Fault::MonitorLoad]);
         }
@@ -47,17 +53,28 @@ impl World<'_> {
         match kind {
             Fault::Kill | Fault::PowerCut => {
                 let i = self.rng.gen_range(0..self.replicas.len());
-                if !matches!(self.replicas[i].phase, Phase::Down) {
-                    self.crash_replica(i, kind == Fault::PowerCut);
+                if let Some(pid) = self.replicas[i].holder().map(|p| p.pid) {
+                    let exit = if kind == Fault::PowerCut { Exit::PowerCut } else { Exit::Killed };
+                    self.end_process(i, pid, exit);
                 }
             }
             Fault::BrokerRestart => {
                 note!(self, "the broker restarts: every replica loses it, exits, and is restarted at once");
                 self.broker.restart(&mut self.rng);
                 for i in 0..self.replicas.len() {
-                    if !matches!(self.replicas[i].phase, Phase::Down) {
-                        self.crash_replica(i, false);
-                        self.start_replica(i);
+                    // Those holding their folder are connected: they exit (code 75), and the supervisor
+                    // restarts its own child at once. One waiting for its folder's lock has no connection yet.
+                    let connected: Vec<u32> = self.replicas[i]
+                        .processes
+                        .iter()
+                        .filter(|p| p.phase != Phase::WaitingLock)
+                        .map(|p| p.pid)
+                        .collect();
+                    for pid in connected {
+                        self.end_process(i, pid, Exit::LostBroker);
+                        if pid == self.replicas[i].child {
+                            self.replicas[i].child = self.start_process(i);
+                        }
                     }
                 }
                 // The gateway loses the broker too: it exits and is restarted, and its clients resume.
@@ -78,9 +95,9 @@ impl World<'_> {
                 let until = self.step + self.rng.gen_range(1..=3 * monitors::TIMEOUT);
                 let i = self.rng.gen_range(0..self.replicas.len() + self.monitors.len());
                 if let Some(r) = self.replicas.get_mut(i) {
-                    if r.running() {
-                        r.paused_until = Some(until);
-                        note!(self, "{} paused until step {until}", self.replicas[i].name);
+                    if let Some(process) = r.processes.iter_mut().find(|p| p.running()) {
+                        process.paused_until = Some(until);
+                        note!(self, "{} (process {}) paused until step {until}", r.name, process.pid);
                     }
                 } else {
                     let m = i - self.replicas.len();
@@ -94,6 +111,14 @@ impl World<'_> {
                 let m = self.rng.gen_range(0..self.monitors.len());
                 if self.monitors[m].watch.is_some() {
                     self.kill_monitor(m);
+                }
+            }
+            Fault::SecondProcess => {
+                // Started by hand (or by an orchestrator that could not reach the first), on the same folder.
+                let i = self.rng.gen_range(0..self.replicas.len());
+                if !self.replicas[i].down() {
+                    let pid = self.start_process(i);
+                    note!(self, "a second process of {} ({pid}) starts beside the first", self.replicas[i].name);
                 }
             }
             Fault::MonitorLoad => {

@@ -91,9 +91,8 @@ impl World<'_> {
         let known: Vec<SessionId> =
             self.sessions.iter().filter(|s| s.purge == Purge::No && !s.ended).map(|s| s.id).collect();
         let now = self.now();
-        for r in self.replicas.iter_mut().filter(|r| !matches!(r.phase, Phase::Down)) {
-            r.leases.announced(&known, now);
-        }
+        let running = self.replicas.iter_mut().flat_map(|r| &mut r.processes).filter(|p| p.phase == Phase::Running);
+        running.for_each(|process| process.shell.announced(&known, now));
     }
 
     /// The gateway performs the next step of the client's last frame, or the client sends its next frame.
@@ -207,6 +206,7 @@ impl World<'_> {
             session.to_client.clear();
             session.client_ack = None;
             session.forward = Forward::new(&self.topology, session.received.streams());
+            self.coverage.reach(Reached::ResultsResumed, u64::from(!session.lines.is_empty() && !session.ended));
             if session.purge == Purge::Done || session.ended {
                 continue;
             }
@@ -228,6 +228,7 @@ impl World<'_> {
                 continue;
             }
             session.pending.clear();
+            self.coverage.reach(Reached::Resume, u64::from(recovered.done.values().any(|&done| done > 0)));
             session.upload = Upload::new(session.id, recovered.done.clone(), PROGRESS_EVERY);
             for file in &mut session.files {
                 let done = recovered.done.get(&file.kind).copied().unwrap_or(0);
@@ -284,7 +285,10 @@ impl World<'_> {
                 for message in self.broker.deliver(&consumer, &queue, max, &mut self.rng) {
                     match self.sessions[s].forward.message(&message.bytes, message.id) {
                         Handling::Send(frame) => self.sessions[s].to_client.push_back(frame),
-                        Handling::Drop(id, _, Admission::Duplicate) => self.broker.ack(&consumer, id),
+                        Handling::Drop(id, _, Admission::Duplicate) => {
+                            self.coverage.reach(Reached::DuplicateDropped, 1);
+                            self.broker.ack(&consumer, id);
+                        }
                         Handling::Drop(_, result, other) => {
                             let id = short(self.sessions[s].id);
                             return Err(format!("result {result:?} of {id} admitted as {other:?}"));

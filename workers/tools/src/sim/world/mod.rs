@@ -3,12 +3,13 @@
 //! fault strikes.
 
 use super::broker::{Message, SimBroker};
-use super::{Bug, Dataset, Options, SHAPES};
+use super::coverage::{Coverage, Path as Reached};
+use super::{Dataset, Options, SHAPES};
 use crate::compare::compare_lines;
 use coffee_engine::gateway::progress::UploadLog;
 use coffee_engine::gateway::results::Forward;
 use coffee_engine::gateway::upload::Upload;
-use coffee_engine::lease::{results_queue_expiry, Leases};
+use coffee_engine::lease::results_queue_expiry;
 use coffee_engine::operators::{with_operator, Operator, WithOperator};
 use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNode};
 use coffee_engine::state::disk::{SimDisk, Tear};
@@ -44,7 +45,7 @@ mod replica;
 
 use gateway::{ClientFile, Purge, SimSession};
 use monitors::SimMonitor;
-use replica::{Phase, SimReplica};
+use replica::{Exit, Phase, SimReplica};
 
 /// The most deliveries a simulated replica takes as one group (small, so groups end often and faults land
 /// between many of them).
@@ -73,6 +74,8 @@ pub struct Outcome {
     pub shape: &'static str,
     /// The run's events (the last few hundred, or all of them with `full_trace`).
     pub trace: Vec<String>,
+    /// The recovery paths it reached.
+    pub coverage: Coverage,
 }
 
 pub(super) struct World<'a> {
@@ -86,10 +89,13 @@ pub(super) struct World<'a> {
     /// The gateway's state folder (the sessions' upload logs).
     gateway_disk: SimDisk,
     replicas: Vec<SimReplica>,
+    /// The last process id given (every process of every replica gets its own).
+    next_pid: u32,
     monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
     step: u64,
     faults: u64,
+    coverage: Coverage,
     tracing: Tracing,
     trace: VecDeque<String>,
     /// Virtual time: `base` plus a millisecond a step.
@@ -121,24 +127,19 @@ impl<'a> World<'a> {
                     state_dir: PathBuf::from("/sim/state"),
                     // Small, so snapshots are taken and recovered from.
                     snapshot_interval: 5,
-                    session_lease: coffee_engine::lease::DEFAULT_LEASE,
+                    session_lease: lease,
                     group_max: GROUP_MAX,
                 };
-                let protocol = with_operator(stage, Build(config));
-                let name = protocol.me().to_string();
-                let queue = protocol.input_queue();
+                let protocol = with_operator(stage, Build(config.clone()));
                 SimReplica {
-                    name,
-                    queue,
-                    protocol,
+                    name: protocol.me().to_string(),
+                    queue: protocol.input_queue(),
+                    config,
+                    stage,
                     disk: SimDisk::new(),
-                    phase: Phase::Starting,
-                    acked_early: false,
-                    leases: Leases::new(lease),
-                    next_lease_check: 0,
-                    incarnation: 1,
-                    next_beat: 0,
-                    paused_until: None,
+                    announced: 0,
+                    child: 0,
+                    processes: Vec::new(),
                 }
             })
             .collect();
@@ -191,16 +192,27 @@ impl<'a> World<'a> {
             broker: SimBroker::default(),
             gateway_disk: SimDisk::new(),
             replicas,
+            next_pid: 0,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
             step: 0,
             faults: 0,
+            coverage: Coverage::default(),
             tracing,
             trace: VecDeque::new(),
             base: tokio::time::Instant::from_std(std::time::Instant::now()),
         }
         .declared()
+        .started()
         .watched()
+    }
+
+    /// A process of every replica, started by its orchestrator.
+    fn started(mut self) -> Self {
+        for i in 0..self.replicas.len() {
+            self.replicas[i].child = self.start_process(i);
+        }
+        self
     }
 
     /// The monitors, started.
@@ -254,6 +266,7 @@ impl<'a> World<'a> {
             faults: self.faults,
             shape: self.shape,
             trace: self.trace.into_iter().collect(),
+            coverage: self.coverage,
         }
     }
 
@@ -271,6 +284,7 @@ impl<'a> World<'a> {
                 self.announce();
             }
             for queue in self.broker.expire(self.step) {
+                self.coverage.reach(Reached::QueueExpired, 1);
                 note!(self, "{queue} expired: nobody consumed it for a whole lease");
             }
             self.keep_time();
@@ -283,7 +297,7 @@ impl<'a> World<'a> {
             match actor {
                 Actor::Wait => {}
                 Actor::Monitor(m) => self.step_monitor(m),
-                Actor::Replica(i) => self.step_replica(i),
+                Actor::Process(i, pid) => self.step_process(i, pid),
                 Actor::Upload(s) => self.step_upload(s)?,
                 Actor::Results(s) => self.step_results(s)?,
             }
@@ -306,13 +320,22 @@ impl<'a> World<'a> {
         let mut actors = Vec::new();
         let mut waiting = self.broker.expiring_idle() || !self.all_running();
         for (i, r) in self.replicas.iter().enumerate() {
-            let lease_check = r.protocol.open_sessions() > 0 && self.step >= r.next_lease_check;
-            let work = !matches!(r.phase, Phase::Idle) || self.broker.ready(&r.queue) > 0 || lease_check;
-            if r.running() && work {
-                actors.push(Actor::Replica(i));
+            for process in r.processes.iter().filter(|p| p.running()) {
+                let work = match process.phase {
+                    Phase::WaitingLock => false,
+                    Phase::Starting => true,
+                    Phase::Running => {
+                        let sessions = process.shell.protocol().open_sessions() > 0;
+                        let lease_check = sessions && self.step >= process.next_lease_check;
+                        !process.shell.idle() || self.broker.ready(&r.queue) > 0 || lease_check
+                    }
+                };
+                if work {
+                    actors.push(Actor::Process(i, process.pid));
+                }
             }
             // A replica holding a session is waiting, at least, for its lease to run out.
-            waiting |= r.protocol.open_sessions() > 0;
+            waiting |= r.open_sessions() > 0;
         }
         if waiting {
             actors.push(Actor::Wait);
@@ -378,7 +401,7 @@ impl<'a> World<'a> {
                 .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .filter(|name| name != "finished.log")
                 .collect();
-            if !left.is_empty() || r.protocol.open_sessions() > 0 {
+            if !left.is_empty() || r.open_sessions() > 0 {
                 let _ = write!(problems, "{} keeps session state: {left:?} ", r.name);
             }
         }
@@ -396,7 +419,8 @@ enum Actor {
     /// Nothing but time passes (leases run out, unused queues expire, monitors tick).
     Wait,
     Monitor(usize),
-    Replica(usize),
+    /// A process of a replica: (replica, pid).
+    Process(usize, u32),
     Upload(usize),
     Results(usize),
 }

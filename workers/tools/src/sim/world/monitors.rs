@@ -7,6 +7,7 @@
 use super::*;
 use coffee_engine::heartbeat::Heartbeat;
 use coffee_ops::monitor::{monitor_name, Watch, WatchConfig};
+use coffee_ops::orchestrator::acts_on_restart;
 
 /// How many monitors watch.
 pub(super) const MONITORS: u16 = 3;
@@ -100,19 +101,7 @@ impl World<'_> {
     /// monitors that exited.
     pub(super) fn keep_time(&mut self) {
         let step = self.step;
-        for i in 0..self.replicas.len() {
-            let r = &mut self.replicas[i];
-            if r.paused_until.is_some_and(|until| step >= until) {
-                r.paused_until = None;
-                note!(self, "{} wakes from its pause", self.replicas[i].name);
-            }
-            let r = &mut self.replicas[i];
-            if r.running() && step >= r.next_beat {
-                r.next_beat = step + BEAT_EVERY;
-                let beat = Heartbeat::quiet(&r.name, r.incarnation, 0);
-                self.send_beat(beat);
-            }
-        }
+        self.keep_replicas();
         for m in 0..self.monitors.len() {
             let monitor = &mut self.monitors[m];
             if monitor.watch.is_none() && step >= monitor.down_until {
@@ -141,7 +130,7 @@ impl World<'_> {
     }
 
     /// A beat reaches every monitor that is up (a paused one finds it waiting when it wakes).
-    fn send_beat(&mut self, beat: Heartbeat) {
+    pub(super) fn send_beat(&mut self, beat: Heartbeat) {
         let now = self.now();
         for monitor in &mut self.monitors {
             match (&mut monitor.watch, monitor.paused_until) {
@@ -176,27 +165,32 @@ impl World<'_> {
         }
     }
 
-    /// The orchestrator restarts `node` as the local one does (`LocalCluster::restart`): a node that is down is
-    /// started, whichever process the request names; a running one is killed first and started again (it was
-    /// paused, or judged wrongly), unless the request names an older process than the one running.
+    /// The orchestrator acts on a request to restart `node` as the local one does: it decides with the same
+    /// code (`coffee_ops::orchestrator::acts_on_restart`), then kills the process it started last, if it
+    /// still runs, and starts a new one.
     fn orchestrate_restart(&mut self, node: &str, pid: Option<u32>) {
         if let Some(i) = self.replicas.iter().position(|r| r.name == node) {
-            let down = matches!(self.replicas[i].phase, Phase::Down);
-            if !down && pid.is_some_and(|pid| pid != self.replicas[i].incarnation) {
+            let child = self.replicas[i].child;
+            let current = self.replicas[i].processes.iter().any(|p| p.pid == child).then_some(child);
+            if !acts_on_restart(current, pid) {
+                self.coverage.reach(Reached::StaleRestartIgnored, 1);
                 note!(self, "the orchestrator ignores it: {node} is already another process, running");
                 return;
             }
-            if !down {
-                self.crash_replica(i, false);
+            self.coverage.reach(Reached::MonitorRestart, 1);
+            if let Some(current) = current {
+                self.end_process(i, current, Exit::Killed);
             }
             note!(self, "{node} restarted at a monitor's request");
-            self.start_replica(i);
+            self.replicas[i].child = self.start_process(i);
         } else if let Some(m) = self.monitors.iter().position(|m| m.name == node) {
-            let down = self.monitors[m].watch.is_none();
-            if !down && pid.is_some_and(|pid| pid != self.monitors[m].incarnation) {
+            let current = self.monitors[m].watch.is_some().then_some(self.monitors[m].incarnation);
+            if !acts_on_restart(current, pid) {
+                self.coverage.reach(Reached::StaleRestartIgnored, 1);
                 note!(self, "the orchestrator ignores it: {node} is already another process, running");
                 return;
             }
+            self.coverage.reach(Reached::MonitorRestart, 1);
             note!(self, "{node} restarted at a monitor's request");
             self.start_monitor(m);
         }
