@@ -66,6 +66,8 @@ impl App {
             std::fs::create_dir_all(config.data_dir.join(dir))?;
         }
         let mut topology = Topology::with_replicas(&config.namespace, &config.replicas)?;
+        let brokers = coffee_engine::amqp::broker_urls(&config.amqp_url).len();
+        coffee_engine::amqp::check_queue_type(brokers, config.queue_type).map_err(anyhow::Error::msg)?;
         topology.queue_type = config.queue_type;
         let spec = ClusterSpec {
             topology,

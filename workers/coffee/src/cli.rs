@@ -51,6 +51,7 @@ struct ClusterArgs {
 impl ClusterArgs {
     fn topology(&self) -> anyhow::Result<Topology> {
         let mut topology = Topology::with_replicas(&self.namespace, &self.replicas)?;
+        amqp::check_queue_type(amqp::broker_urls(&self.amqp_url).len(), self.queue_type).map_err(anyhow::Error::msg)?;
         topology.queue_type = self.queue_type;
         Ok(topology)
     }

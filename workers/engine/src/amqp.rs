@@ -49,6 +49,24 @@ pub fn broker_urls(spec: &str) -> Vec<&str> {
     spec.split(',').map(str::trim).filter(|url| !url.is_empty()).collect()
 }
 
+/// Refuses classic queues on several brokers. A classic queue lives on the broker node that declared it:
+/// while that node is down, RabbitMQ drops what is published to the queue and still confirms it (checked on
+/// 3.10 with a three-node cluster), and refuses to declare it or consume from it. Inputs would be lost though
+/// confirmed, so several brokers need quorum queues, which every node holds.
+pub fn check_queue_type(brokers: usize, queue_type: QueueType) -> Result<(), String> {
+    let refused = brokers > 1
+        && queue_type == QueueType::Classic
+        && !crate::planted::active(crate::planted::Bug::ClassicQueuesOnSeveralBrokers);
+    if refused {
+        return Err(format!(
+            "{brokers} brokers need quorum queues (--queue-type quorum, COFFEE_QUEUE_TYPE=quorum): a classic queue \
+             lives on the one broker node that declared it, and while that node is down RabbitMQ drops what is \
+             published to it, yet confirms it"
+        ));
+    }
+    Ok(())
+}
+
 /// Which of several brokers this process tries first: the one that answered last (a process sticks to a broker
 /// while it lives), else [`spread_pick`].
 static PREFERRED_BROKER: AtomicUsize = AtomicUsize::new(usize::MAX);

@@ -36,6 +36,9 @@ pub enum Bug {
     /// Revert of a real-faults fix: results queues do not expire, so one whose session was forgotten stays on
     /// the broker for good.
     NoResultsExpiry,
+    /// Revert of a real-faults fix: classic queues are allowed on several broker nodes, where a queue whose home
+    /// node is down drops what is published to it and still confirms it.
+    ClassicQueuesOnSeveralBrokers,
     /// The gateway records an upload's progress before the batches it counts are confirmed: a broker restart
     /// may lose them, and a resume then starts after them.
     ProgressBeforeConfirm,
@@ -51,7 +54,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeCommit,
         Bug::CommitBeforeConfirm,
         Bug::DedupOff,
@@ -62,6 +65,7 @@ impl Bug {
         Bug::NoDirFsync,
         Bug::NoLease,
         Bug::NoResultsExpiry,
+        Bug::ClassicQueuesOnSeveralBrokers,
         Bug::ProgressBeforeConfirm,
         Bug::ResultsAckedPastTheClient,
         Bug::MonitorAsksOnce,

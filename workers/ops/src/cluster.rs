@@ -14,7 +14,7 @@ use crate::chaos::{self, ChaosEvent, ChaosMonkey};
 use crate::control::{self, RestartRequest};
 use crate::monitor;
 pub use crate::orchestrator::Restarted;
-use crate::orchestrator::{NodeState, Orchestrator, RunState};
+use crate::orchestrator::{CrashLoop, NodeState, Orchestrator, RunState};
 use coffee_engine::amqp;
 use coffee_engine::heartbeat;
 use coffee_engine::topology::{QueueType, Topology};
@@ -116,7 +116,7 @@ struct Node {
     /// When its process was found exited; `None` while it runs.
     exited: Option<Instant>,
     /// Exits in a row that came soon after a start (a crash loop): each one delays the next restart more.
-    quick_exits: u32,
+    crash_loop: CrashLoop,
     /// Whether its last exit said it lost the broker ([`amqp::LOST_BROKER_EXIT_CODE`]): then it is restarted
     /// at once, to wait for the broker, rather than left to the monitors (who cannot hear it either).
     lost_broker: bool,
@@ -124,7 +124,15 @@ struct Node {
 
 impl Node {
     fn new(args: Vec<String>, child: Child) -> Node {
-        Node { args, child, restarts: 0, started: Instant::now(), exited: None, quick_exits: 0, lost_broker: false }
+        Node {
+            args,
+            child,
+            restarts: 0,
+            started: Instant::now(),
+            exited: None,
+            crash_loop: CrashLoop::default(),
+            lost_broker: false,
+        }
     }
 
     /// Notes that the process exited, if it did (once per process).
@@ -136,26 +144,14 @@ impl Node {
             use std::os::unix::process::ExitStatusExt;
             let now = Instant::now();
             // A node that exits by itself soon after starting is crash-looping; one killed by a signal is not.
-            let crashed_early = status.signal().is_none() && now - self.started < QUICK_EXIT;
-            self.quick_exits = if crashed_early { self.quick_exits + 1 } else { 0 };
+            self.crash_loop.exited(status.signal().is_none(), now - self.started);
             self.exited = Some(now);
             self.lost_broker = status.code() == Some(amqp::LOST_BROKER_EXIT_CODE);
-            warn!(node = %name, %status, lost_broker = self.lost_broker, quick_exits = self.quick_exits, "node exited");
-        }
-    }
-
-    /// How long a crash-looping node waits before it is started again: nothing after one quick exit, then
-    /// doubling from 250 ms up to 5 s.
-    fn backoff(&self) -> Duration {
-        match self.quick_exits {
-            0 | 1 => Duration::ZERO,
-            n => (Duration::from_millis(250) * 2u32.pow((n - 2).min(5))).min(Duration::from_secs(5)),
+            let quick_exits = self.crash_loop.quick_exits();
+            warn!(node = %name, %status, lost_broker = self.lost_broker, quick_exits, "node exited");
         }
     }
 }
-
-/// An exit sooner than this after a start counts towards a crash loop.
-const QUICK_EXIT: Duration = Duration::from_secs(5);
 
 /// How long an exited node is left to the health monitors before the supervisor restarts it itself.
 pub const DEFAULT_MONITOR_GRACE: Duration = Duration::from_secs(10);
@@ -431,7 +427,7 @@ impl LocalCluster {
             node.reap(name);
             let Some(exited) = node.exited else { continue };
             let left_to_monitors = monitored && !monitor::is_monitor(name) && !node.lost_broker;
-            let wait = if left_to_monitors { node.backoff().max(grace) } else { node.backoff() };
+            let wait = if left_to_monitors { node.crash_loop.backoff().max(grace) } else { node.crash_loop.backoff() };
             if now >= exited + wait {
                 due.push(name.clone());
             }

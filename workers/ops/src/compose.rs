@@ -7,7 +7,7 @@ use crate::cluster::ClusterSpec;
 use crate::docker::NODE_LABEL;
 use crate::monitor;
 use coffee_engine::runtime;
-use coffee_engine::topology::{QueueType, Topology};
+use coffee_engine::topology::Topology;
 use coffee_model::node::NodeId;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -187,11 +187,7 @@ pub fn run_cli(topology: &Topology, brokers: u16, out: Option<&Path>) -> anyhow:
     if brokers == 0 {
         anyhow::bail!("--brokers must be at least 1");
     }
-    if brokers > 1 && topology.queue_type != QueueType::Quorum {
-        anyhow::bail!(
-            "--brokers {brokers} needs --queue-type quorum: a classic queue lives on one broker, and goes with it"
-        );
-    }
+    coffee_engine::amqp::check_queue_type(usize::from(brokers), topology.queue_type).map_err(anyhow::Error::msg)?;
     let text = generate(topology, &ComposeOptions { brokers, ..ComposeOptions::default() });
     match out {
         Some(path) => std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),

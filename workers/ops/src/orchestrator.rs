@@ -96,9 +96,60 @@ pub fn acts_on_restart(current: Option<u32>, named: Option<u32>) -> bool {
     }
 }
 
+/// An exit sooner than this after a start counts towards a crash loop.
+pub const QUICK_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A node's exits in a row that came soon after a start, as a supervisor counts them to back off a crash loop.
+/// The local supervisor ([`crate::cluster`]) and the simulator's both count here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrashLoop {
+    quick_exits: u32,
+}
+
+impl CrashLoop {
+    /// Notes an exit after running for `ran_for`: one the process made by itself soon after its start counts
+    /// towards a crash loop; a kill by a signal, or an exit after a while, ends the loop.
+    pub fn exited(&mut self, by_itself: bool, ran_for: std::time::Duration) {
+        self.quick_exits = if by_itself && ran_for < QUICK_EXIT { self.quick_exits + 1 } else { 0 };
+    }
+
+    pub fn quick_exits(&self) -> u32 {
+        self.quick_exits
+    }
+
+    /// How long a crash-looping node waits before it is started again: nothing after one quick exit, then
+    /// doubling from 250 ms up to 5 s.
+    pub fn backoff(&self) -> std::time::Duration {
+        use std::time::Duration;
+        match self.quick_exits {
+            0 | 1 => Duration::ZERO,
+            n => (Duration::from_millis(250) * 2u32.pow((n - 2).min(5))).min(Duration::from_secs(5)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::acts_on_restart;
+    use super::{acts_on_restart, CrashLoop};
+    use std::time::Duration;
+
+    #[test]
+    fn a_crash_loop_backs_off_to_five_seconds_and_a_kill_or_a_long_run_ends_it() {
+        let mut crash_loop = CrashLoop::default();
+        let waits: Vec<Duration> = (0..8)
+            .map(|_| {
+                crash_loop.exited(true, Duration::from_millis(100));
+                crash_loop.backoff()
+            })
+            .collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 250, 500, 1000, 2000, 4000, 5000, 5000]);
+        crash_loop.exited(false, Duration::from_millis(100));
+        assert_eq!(crash_loop.backoff(), Duration::ZERO, "killed by a signal");
+        crash_loop.exited(true, Duration::from_millis(100));
+        crash_loop.exited(true, Duration::from_secs(60));
+        assert_eq!(crash_loop.quick_exits(), 0, "it ran a while");
+    }
 
     #[test]
     fn a_stale_request_is_ignored_and_a_node_that_is_down_is_always_started() {

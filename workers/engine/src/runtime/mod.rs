@@ -53,6 +53,7 @@ pub async fn serve_stage(stage: StageKind, config: ReplicaConfig, amqp_url: &str
 /// claim to be the node's live incarnation.
 struct Io {
     me: NodeId,
+    connection: lapin::Connection,
     publisher: Publisher,
     input_queue: String,
     counters: Arc<Counters>,
@@ -61,8 +62,13 @@ struct Io {
 
 impl Io {
     /// Performs the shell's steps until it has none left, handling the deliveries of `group` (empty outside a
-    /// group).
-    async fn perform<P: Protocol>(&self, shell: &mut Shell<P>, group: &[Delivery]) -> Result<(), RuntimeError> {
+    /// group); a [`Step::Consume`] puts the replica's consumer in `consumer`.
+    async fn perform<P: Protocol>(
+        &self,
+        shell: &mut Shell<P>,
+        group: &[Delivery],
+        consumer: &mut Option<(lapin::Channel, lapin::Consumer)>,
+    ) -> Result<(), RuntimeError> {
         let mut confirms = Vec::new();
         while let Some(step) = shell.next_step() {
             match step {
@@ -101,6 +107,13 @@ impl Io {
                     crate::failpoint_delay!("ack-stalls");
                     last.acker.ack(BasicAckOptions { multiple: true }).await?;
                 }
+                Step::Consume => {
+                    let tag = self.me.to_string();
+                    // Exclusive: a second live consumer of this replica's queue is refused (by a classic queue).
+                    *consumer =
+                        Some(amqp::consume_exclusively(&self.connection, &self.input_queue, PREFETCH, &tag).await?);
+                    info!(node = %self.me, queue = %self.input_queue, "stage replica consuming");
+                }
                 Step::Retire { session, why } => {
                     shell.retire(session)?;
                     self.counters.open_sessions.store(shell.protocol().open_sessions() as u64, Ordering::Relaxed);
@@ -122,19 +135,18 @@ impl Io {
 /// Runs a replica until the broker connection fails (the process then exits, and its supervisor starts it
 /// again).
 async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), RuntimeError> {
-    let me = node.me();
     let (lease, group_max) = (node.config.session_lease, node.config.group_max.clamp(1, usize::from(PREFETCH)));
     let topology = node.config.topology.clone();
-    let (mut shell, io, connection) = open(node, amqp_url).await?;
-    // Sessions that were complete when we died are finished again first (receivers drop what they have).
-    io.perform(&mut shell, &[]).await?;
-
+    let (mut shell, io) = open(node, amqp_url).await?;
+    // Sessions that were complete when we died are finished again first (receivers drop what they have); then
+    // the replica consumes.
+    let mut consuming = None;
+    io.perform(&mut shell, &[], &mut consuming).await?;
+    let Some((_channel, mut consumer)) = consuming.take() else {
+        unreachable!("a shell plans consuming once its recovered sessions are finished")
+    };
     let queue = io.input_queue.clone();
-    // Exclusive: a second live consumer of this replica's queue (another host's process, say) is refused.
-    let (_channel, mut consumer) = amqp::consume_exclusively(&connection, &queue, PREFETCH, &me.to_string()).await?;
-    info!(node = %me, %queue, "stage replica consuming");
-
-    let mut announcements = Box::pin(crate::lease::subscribe(&connection, &topology).await?);
+    let mut announcements = Box::pin(crate::lease::subscribe(&io.connection, &topology).await?);
     let mut lease_check = tokio::time::interval(crate::lease::announce_every(lease));
     loop {
         let first = tokio::select! {
@@ -149,7 +161,7 @@ async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), Runt
             }
             _ = lease_check.tick() => {
                 shell.check_leases(tokio::time::Instant::now());
-                io.perform(&mut shell, &[]).await?;
+                io.perform(&mut shell, &[], &mut consuming).await?;
                 continue;
             }
         };
@@ -163,7 +175,7 @@ async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), Runt
             }
         }
         shell.take_group(group.len());
-        io.perform(&mut shell, &group).await?;
+        io.perform(&mut shell, &group, &mut consuming).await?;
         io.counters.busy(busy_since.elapsed());
     }
     Err(BrokerError::Lost(format!("the consumer of {queue} ended (its channel or connection closed)")).into())
@@ -171,10 +183,7 @@ async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), Runt
 
 /// Becomes the replica's live incarnation, reaches the broker, starts beating, and recovers the sessions from
 /// disk into its shell (which plans finishing those that were complete).
-async fn open<O: Operator>(
-    node: StageNode<O>,
-    amqp_url: &str,
-) -> Result<(Shell<Replica<O>>, Io, lapin::Connection), RuntimeError> {
+async fn open<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(Shell<Replica<O>>, Io), RuntimeError> {
     let me = node.me();
     let started = std::time::Instant::now();
     let node_dir = node.node_dir();
@@ -212,7 +221,7 @@ async fn open<O: Operator>(
     counters.open_sessions.store(sessions as u64, Ordering::Relaxed);
     let publisher = Publisher::new(&connection, counters.clone()).await?;
     recovery.lock().expect("recovery lock").ready_ms = started.elapsed().as_millis() as u64;
-    Ok((shell, Io { me, publisher, input_queue, counters, incarnation }, connection))
+    Ok((shell, Io { me, connection, publisher, input_queue, counters, incarnation }))
 }
 
 #[cfg(test)]

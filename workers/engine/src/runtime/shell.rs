@@ -48,6 +48,9 @@ pub enum Step {
     Ack,
     /// Retire a session (its files deleted, it is remembered as finished): [`Shell::retire`].
     Retire { session: SessionId, why: Retirement },
+    /// Start consuming the replica's queue, as its only consumer: once, after a start's recovered sessions are
+    /// finished, before any new input.
+    Consume,
 }
 
 /// Why a session is retired outside a group.
@@ -77,8 +80,8 @@ impl<P: Protocol> Shell<P> {
     }
 
     /// A new process: opens the folder on `disk`, rebuilds the sessions (each one's lease starting `now`), and
-    /// plans finishing the sessions that were complete when the replica died, one at a time, before anything
-    /// else.
+    /// plans finishing the sessions that were complete when the replica died, one at a time, before it consumes
+    /// anything new.
     pub fn open(&mut self, disk: Arc<dyn Disk>, now: Instant) -> Result<Recovery, RuntimeError> {
         self.steps.clear();
         self.leases = Leases::new(self.lease);
@@ -88,6 +91,7 @@ impl<P: Protocol> Shell<P> {
             let retire = Step::Retire { session, why: Retirement::FinishedAgain };
             self.steps.extend([Step::ConfirmAll, Step::StepAsideIfReplaced, retire]);
         }
+        self.steps.push_back(Step::Consume);
         for session in self.protocol.sessions() {
             self.leases.renew(session, now);
         }
@@ -219,6 +223,7 @@ mod tests {
             Step::Commit => "commit",
             Step::Ack => "ack",
             Step::Retire { .. } => "retire",
+            Step::Consume => "consume",
         };
         let mut out: Vec<&str> = steps.iter().map(kind).collect();
         out.dedup();
@@ -230,6 +235,7 @@ mod tests {
         let mut shell = shell();
         let t0 = Instant::now();
         shell.open(Arc::new(SimDisk::new()), t0).unwrap();
+        assert_eq!(run(&mut shell, &[], t0), vec![Step::Consume], "nothing to finish again: it consumes");
         let session = SessionId::from_u128(7);
         let gateway = crate::gateway::GATEWAY;
         let tx_filter = NodeId { role: Role::Stage(StageKind::TxFilter), replica: 0 };
@@ -262,6 +268,7 @@ mod tests {
         let mut shell = shell();
         let t0 = Instant::now();
         shell.open(Arc::new(SimDisk::new()), t0).unwrap();
+        run(&mut shell, &[], t0);
         let (kept, dropped) = (SessionId::from_u128(1), SessionId::from_u128(2));
         let gateway = crate::gateway::GATEWAY;
         let group = [eof(kept, gateway, Stream::Stores, 0), eof(dropped, gateway, Stream::Stores, 0)];

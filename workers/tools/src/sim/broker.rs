@@ -1,14 +1,27 @@
-//! A simulated RabbitMQ with the semantics the protocol depends on, and the liberties a real one may take:
-//! - at-least-once delivery: a consumer's unacked messages return, flagged redelivered, when it dies, and in
-//!   another order than they left;
-//! - publisher confirms: a message published and not yet confirmed may be lost when the broker restarts (the
-//!   publisher, seeing no confirm, publishes it again, so the broker may then hold it twice);
+//! A simulated RabbitMQ with the semantics the protocol depends on, the liberties a real one may take, and the
+//! quirks RabbitMQ 3.10 was seen to have on this machine (a three-node cluster, `scripts/broker-cluster.sh`):
+//! - at-least-once delivery: a consumer's unacked messages return, flagged redelivered, when its channel dies,
+//!   and in another order than they left; delivery order within a queue is mostly, not strictly, first in first
+//!   out (the simulator widens what requeues do to any message near the head);
+//! - publisher confirms: a message published and not yet confirmed may be lost when the broker node that holds
+//!   it goes down (the publisher, seeing no confirm, publishes it again, so the queue may then hold it twice);
 //! - durable queues and persistent messages: everything confirmed survives a restart;
-//! - delivery order within a queue is mostly, not strictly, first in first out (the simulator widens what
-//!   requeues do to any message near the head).
+//! - several broker nodes, each client connected to one: a **classic** queue lives on the node that declared it
+//!   (its home). While that node is down, a publish to it is **dropped and still confirmed** (as for any message
+//!   that routes nowhere), and declaring it or consuming from it is refused with 404 ("home node ... is down or
+//!   inaccessible"). A **quorum** queue lives on every node and serves while most of them are up;
+//! - a publish to a queue that does not exist (never declared, deleted, expired) is dropped and confirmed;
+//! - an exclusive consumer: a classic queue refuses a second one (403 ACCESS_REFUSED); a quorum queue accepts
+//!   it, and both get deliveries;
+//! - single active consumer (`x-single-active-consumer`): only the longest attached consumer gets deliveries;
+//!   the next one takes over when its channel dies;
+//! - a quorum queue's delivery limit (`x-delivery-limit`): a message returned more often than the limit is
+//!   dropped (dead-lettered when the queue names a dead-letter route);
+//! - queues that expire (`x-expires`) once no consumer used them for their whole expiry.
 //!
 //! Every choice comes from the caller's seeded generator, so a run replays exactly.
 
+use coffee_engine::topology::QueueType;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +35,8 @@ pub struct Message {
     pub id: u64,
     pub bytes: Arc<[u8]>,
     pub redelivered: bool,
+    /// How many times it was returned to its queue after a delivery (what a delivery limit counts).
+    pub returns: u32,
 }
 
 /// What the broker went through in a run.
@@ -30,20 +45,60 @@ pub struct BrokerStats {
     pub published: u64,
     pub delivered: u64,
     pub redelivered: u64,
+    /// Node restarts (a single broker's restart is its one node's).
     pub restarts: u64,
-    /// Unconfirmed messages a restart lost.
+    /// Unconfirmed messages a node going down lost.
     pub lost: u64,
+    /// Publishes dropped though confirmed: to a queue that does not exist, or to a classic queue whose home is
+    /// down.
+    pub dropped: u64,
+    /// Messages past their queue's delivery limit.
+    pub over_limit: u64,
     pub duplicated: u64,
 }
 
-#[derive(Default)]
+/// Why the broker refuses a declaration or a consumer (it closes the channel that asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 404: the queue does not exist, or its home node is down.
+    NotFound(String),
+    /// 403: another consumer holds the queue exclusively.
+    AccessRefused(String),
+}
+
+/// How a queue is declared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueArgs {
+    /// Delivered to its longest attached consumer only.
+    pub single_active: bool,
+    /// A quorum queue's delivery limit.
+    pub delivery_limit: Option<u32>,
+    /// Where a message past its delivery limit goes (none: it is dropped).
+    pub dead_letters: Option<&'static str>,
+    /// Deleted once unused for this many steps.
+    pub expires: Option<u64>,
+}
+
+struct Queue {
+    ready: VecDeque<Message>,
+    kind: QueueType,
+    /// The node that holds a classic queue (a quorum queue lives on every node).
+    home: usize,
+    args: QueueArgs,
+    /// Consumers attached, in the order they attached, each with whether it asked for exclusive use.
+    consumers: Vec<(String, bool)>,
+    /// With an expiry: since when nobody consumes it (`None` while a consumer is attached).
+    idle_since: Option<u64>,
+}
+
 pub struct SimBroker {
-    queues: BTreeMap<String, VecDeque<Message>>,
-    /// Queues deleted: what is published to them is dropped (unroutable, as with RabbitMQ's default exchange).
-    deleted: std::collections::BTreeSet<String>,
-    /// Queues declared with an expiry (`x-expires`): the steps they may stay unused, and since when they are
-    /// (`None` while a consumer is attached).
-    expiring: BTreeMap<String, (u64, Option<u64>)>,
+    /// Whether each node is up.
+    nodes: Vec<bool>,
+    /// The type of the queues the pipeline declares.
+    queue_type: QueueType,
+    queues: BTreeMap<String, Queue>,
+    /// The node each client (a process, the gateway) is connected to.
+    connections: BTreeMap<String, usize>,
     /// Delivered and not acked, per consumer, with the queue each came from.
     unacked: BTreeMap<String, Vec<(String, Message)>>,
     /// Published and not confirmed, per publisher: (queue, message id).
@@ -52,21 +107,109 @@ pub struct SimBroker {
     pub stats: BrokerStats,
 }
 
+/// Whom a broker node going down affects.
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// The clients that were connected to it: their connections are gone.
+    pub disconnected: Vec<String>,
+    /// Consumers elsewhere of classic queues it holds: the broker cancelled them.
+    pub cancelled: Vec<String>,
+}
+
 /// How far from the head of a queue a delivery may pick its message.
 const REORDER_WINDOW: usize = 4;
 
 impl SimBroker {
-    /// Enqueues a persistent message; it is safe from a restart only once [`SimBroker::confirm`]ed.
-    pub fn publish(&mut self, publisher: &str, queue: &str, bytes: Vec<u8>) {
-        if self.deleted.contains(queue) {
-            return;
+    /// A broker of `nodes` nodes, all up, whose pipeline queues are of `queue_type`.
+    pub fn new(nodes: usize, queue_type: QueueType) -> SimBroker {
+        SimBroker {
+            nodes: vec![true; nodes.max(1)],
+            queue_type,
+            queues: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            unacked: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
+            next_id: 0,
+            stats: BrokerStats::default(),
+        }
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+
+    pub fn node_up(&self, node: usize) -> bool {
+        self.nodes[node]
+    }
+
+    /// Whether a queue can serve now: a classic one while its home is up, a quorum one while most nodes are.
+    fn available(&self, queue: &Queue) -> bool {
+        match queue.kind {
+            QueueType::Classic => self.nodes[queue.home],
+            QueueType::Quorum => 2 * self.nodes.iter().filter(|up| **up).count() > self.nodes.len(),
+        }
+    }
+
+    /// `client` connects, starting with node `first` and going round to the next one up; the node it reached.
+    pub fn connect(&mut self, client: &str, first: usize) -> Option<usize> {
+        let n = self.nodes.len();
+        let node = (0..n).map(|i| (first + i) % n).find(|&k| self.nodes[k])?;
+        self.connections.insert(client.to_owned(), node);
+        Some(node)
+    }
+
+    /// The node `client` is connected to, if it is.
+    pub fn connection(&self, client: &str) -> Option<usize> {
+        self.connections.get(client).copied()
+    }
+
+    /// The clients connected to `node`.
+    pub fn clients_of(&self, node: usize) -> Vec<String> {
+        self.connections.iter().filter(|(_, k)| **k == node).map(|(c, _)| c.clone()).collect()
+    }
+
+    /// Declares `queue` (durable, of the broker's queue type) from `client`'s connection, unless it exists: a
+    /// classic queue then lives on that connection's node. Refused while a classic queue's home is down.
+    pub fn declare(&mut self, client: &str, queue: &str, args: QueueArgs, now: u64) -> Result<(), Refusal> {
+        let home = self.connection(client).unwrap_or(0);
+        if let Some(existing) = self.queues.get(queue) {
+            if !self.available(existing) {
+                return Err(Refusal::NotFound(format!("home node of durable queue '{queue}' is down")));
+            }
+            return Ok(());
+        }
+        let idle_since = args.expires.map(|_| now);
+        let kind = self.queue_type;
+        let queue_state = Queue { ready: VecDeque::new(), kind, home, args, consumers: Vec::new(), idle_since };
+        self.queues.insert(queue.to_owned(), queue_state);
+        Ok(())
+    }
+
+    /// Whether `queue` exists.
+    pub fn exists(&self, queue: &str) -> bool {
+        self.queues.contains_key(queue)
+    }
+
+    /// Publishes a persistent message from `publisher`. It is safe from its node going down only once
+    /// [`SimBroker::confirm`]ed. To a queue that does not exist, or to a classic queue whose home node is
+    /// down, it is dropped, and confirmed all the same (as RabbitMQ does). Returns whether it was enqueued.
+    pub fn publish(&mut self, publisher: &str, queue: &str, bytes: Vec<u8>) -> bool {
+        self.stats.published += 1;
+        let available = self.queues.get(queue).map(|q| self.available(q));
+        if available != Some(true) {
+            self.stats.dropped += 1;
+            return false;
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.stats.published += 1;
-        let message = Message { id, bytes: bytes.into(), redelivered: false };
-        self.queues.entry(queue.to_owned()).or_default().push_back(message);
+        let message = Message { id, bytes: bytes.into(), redelivered: false, returns: 0 };
+        self.queues.get_mut(queue).expect("exists").ready.push_back(message);
         self.unconfirmed.entry(publisher.to_owned()).or_default().push((queue.to_owned(), id));
+        true
     }
 
     /// Confirms everything `publisher` published so far.
@@ -74,22 +217,57 @@ impl SimBroker {
         self.unconfirmed.remove(publisher);
     }
 
-    /// Whether `publisher` has publishes waiting for their confirm.
-    pub fn has_unconfirmed(&self, publisher: &str) -> bool {
-        self.unconfirmed.get(publisher).is_some_and(|u| !u.is_empty())
-    }
-
+    /// Messages ready in `queue` (none while it cannot serve).
     pub fn ready(&self, queue: &str) -> usize {
-        self.queues.get(queue).map_or(0, VecDeque::len)
+        self.queues.get(queue).filter(|q| self.available(q)).map_or(0, |q| q.ready.len())
     }
 
-    /// Delivers up to `max` ready messages of `queue` to `consumer`, each taken from near the head.
+    /// `consumer` attaches to `queue`, exclusively or not. A classic queue refuses a second consumer while one
+    /// holds it exclusively, and an exclusive one while another is attached; a quorum queue ignores exclusivity.
+    pub fn consume(&mut self, consumer: &str, queue: &str, exclusive: bool) -> Result<(), Refusal> {
+        let available = self.queues.get(queue).map(|q| self.available(q));
+        let Some(q) = self.queues.get_mut(queue).filter(|_| available == Some(true)) else {
+            return Err(Refusal::NotFound(format!("no queue '{queue}', or its home node is down")));
+        };
+        if q.kind == QueueType::Classic {
+            let held = q.consumers.iter().any(|(_, excl)| *excl);
+            if held || (exclusive && !q.consumers.is_empty()) {
+                return Err(Refusal::AccessRefused(format!("queue '{queue}' in exclusive use")));
+            }
+        }
+        q.consumers.push((consumer.to_owned(), exclusive));
+        q.idle_since = None;
+        Ok(())
+    }
+
+    /// Whether `consumer` is attached to `queue`.
+    pub fn consuming(&self, consumer: &str, queue: &str) -> bool {
+        self.queues.get(queue).is_some_and(|q| q.consumers.iter().any(|(c, _)| c == consumer))
+    }
+
+    /// The broker cancels `consumer`'s consumers (its channel stays open: what it holds is still its to ack).
+    pub fn cancel(&mut self, consumer: &str, now: u64) {
+        for q in self.queues.values_mut() {
+            q.consumers.retain(|(c, _)| c != consumer);
+            if q.consumers.is_empty() && q.args.expires.is_some() && q.idle_since.is_none() {
+                q.idle_since = Some(now);
+            }
+        }
+    }
+
+    /// Delivers up to `max` ready messages of `queue` to `consumer`, each taken from near the head: nothing
+    /// unless it is attached and, on a single-active-consumer queue, the active one.
     pub fn deliver(&mut self, consumer: &str, queue: &str, max: usize, rng: &mut ChaCha8Rng) -> Vec<Message> {
-        let Some(ready) = self.queues.get_mut(queue) else { return Vec::new() };
+        let available = self.queues.get(queue).is_some_and(|q| self.available(q));
+        let Some(q) = self.queues.get_mut(queue).filter(|_| available) else { return Vec::new() };
+        let position = q.consumers.iter().position(|(c, _)| c == consumer);
+        if position.is_none() || (q.args.single_active && position != Some(0)) {
+            return Vec::new();
+        }
         let mut taken = Vec::new();
-        while taken.len() < max && !ready.is_empty() {
-            let at = rng.gen_range(0..ready.len().min(REORDER_WINDOW));
-            let message = ready.remove(at).expect("in range");
+        while taken.len() < max && !q.ready.is_empty() {
+            let at = rng.gen_range(0..q.ready.len().min(REORDER_WINDOW));
+            let message = q.ready.remove(at).expect("in range");
             self.stats.delivered += 1;
             if message.redelivered {
                 self.stats.redelivered += 1;
@@ -104,38 +282,29 @@ impl SimBroker {
     /// Deletes a queue with what it holds, delivered or not; later publishes to it are dropped.
     pub fn delete_queue(&mut self, queue: &str) {
         self.queues.remove(queue);
-        self.expiring.remove(queue);
         self.unacked.values_mut().for_each(|held| held.retain(|(q, _)| q != queue));
-        self.deleted.insert(queue.to_owned());
     }
 
-    /// Declares `queue` to expire once unused for `ttl` steps (no consumer attached), counting from `now`.
-    pub fn declare_expiring(&mut self, queue: &str, ttl: u64, now: u64) {
-        self.queues.entry(queue.to_owned()).or_default();
-        self.expiring.insert(queue.to_owned(), (ttl, Some(now)));
-    }
-
-    /// A consumer attaches to `queue` (it is in use until [`SimBroker::detach`]).
-    pub fn attach(&mut self, queue: &str) {
-        if let Some((_, idle)) = self.expiring.get_mut(queue) {
-            *idle = None;
-        }
-    }
-
-    /// Its consumer is gone: `queue` is unused from `now`.
-    pub fn detach(&mut self, queue: &str, now: u64) {
-        if let Some((_, idle)) = self.expiring.get_mut(queue) {
-            *idle = Some(now);
+    /// Its consumer is gone: `queue` is unused from `now` (if nobody else consumes it).
+    pub fn detach(&mut self, consumer: &str, queue: &str, now: u64) {
+        if let Some(q) = self.queues.get_mut(queue) {
+            q.consumers.retain(|(c, _)| c != consumer);
+            if q.consumers.is_empty() && q.args.expires.is_some() {
+                q.idle_since = Some(now);
+            }
         }
     }
 
     /// Deletes the expiring queues unused for their whole expiry at `now`; their names.
     pub fn expire(&mut self, now: u64) -> Vec<String> {
         let due: Vec<String> = self
-            .expiring
+            .queues
             .iter()
-            .filter(|(_, (ttl, idle))| idle.is_some_and(|since| now >= since + ttl))
-            .map(|(queue, _)| queue.clone())
+            .filter(|(_, q)| match (q.args.expires, q.idle_since) {
+                (Some(ttl), Some(since)) => now >= since + ttl,
+                _ => false,
+            })
+            .map(|(name, _)| name.clone())
             .collect();
         for queue in &due {
             self.delete_queue(queue);
@@ -145,7 +314,7 @@ impl SimBroker {
 
     /// Whether a queue is waiting to expire (unused, not yet deleted).
     pub fn expiring_idle(&self) -> bool {
-        self.expiring.values().any(|(_, idle)| idle.is_some())
+        self.queues.values().any(|q| q.args.expires.is_some() && q.idle_since.is_some())
     }
 
     /// Acks the message `id` delivered to `consumer`.
@@ -160,22 +329,41 @@ impl SimBroker {
         self.unacked.remove(consumer);
     }
 
-    /// The consumer's channel died: what it had not acked goes back to the head of its queue, flagged
-    /// redelivered, in a shuffled order.
-    pub fn consumer_lost(&mut self, consumer: &str, rng: &mut ChaCha8Rng) {
-        let Some(mut back) = self.unacked.remove(consumer) else { return };
+    /// The client's connection is gone (it exited, or lost its node): its consumers detach, and what it had
+    /// not acked goes back to the head of its queues, flagged redelivered, in a shuffled order. A quorum
+    /// queue drops (or dead-letters) a message returned more often than its delivery limit.
+    pub fn disconnect(&mut self, client: &str, now: u64, rng: &mut ChaCha8Rng) -> Vec<String> {
+        self.connections.remove(client);
+        self.cancel(client, now);
+        let Some(mut back) = self.unacked.remove(client) else { return Vec::new() };
         back.shuffle(rng);
+        let mut over = Vec::new();
         for (queue, mut message) in back {
             message.redelivered = true;
-            self.queues.entry(queue).or_default().push_front(message);
+            message.returns += 1;
+            let Some(q) = self.queues.get_mut(&queue) else { continue };
+            match q.args.delivery_limit {
+                Some(limit) if q.kind == QueueType::Quorum && message.returns > limit => {
+                    self.stats.over_limit += 1;
+                    over.push(queue.clone());
+                    if let Some(dead) = q.args.dead_letters {
+                        if let Some(dl) = self.queues.get_mut(dead) {
+                            dl.ready.push_back(message);
+                        }
+                    }
+                }
+                _ => q.ready.push_front(message),
+            }
         }
+        over
     }
 
     /// A copy of a random ready message lands in its queue (as a publisher that timed out and sent again).
     pub fn duplicate_one(&mut self, rng: &mut ChaCha8Rng) -> Option<String> {
-        let queues: Vec<String> = self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(n, _)| n.clone()).collect();
+        let queues: Vec<String> =
+            self.queues.iter().filter(|(_, q)| !q.ready.is_empty()).map(|(n, _)| n.clone()).collect();
         let queue = queues.choose(rng)?.clone();
-        let ready = self.queues.get_mut(&queue).expect("listed");
+        let ready = &mut self.queues.get_mut(&queue).expect("listed").ready;
         let mut copy = ready[rng.gen_range(0..ready.len())].clone();
         copy.id = self.next_id;
         self.next_id += 1;
@@ -185,37 +373,84 @@ impl SimBroker {
         Some(queue)
     }
 
-    /// A restart: every consumer's unacked messages return (redelivered), and each message not yet confirmed
-    /// to its publisher is lost or kept at random. Publishers must take every publish of theirs as unconfirmed
-    /// (their channels died) and publish again.
-    pub fn restart(&mut self, rng: &mut ChaCha8Rng) {
+    /// Node `node` goes down (killed, or paused as the minority of a partition): every client connected to it
+    /// loses its connection (returned: the world ends those processes), and each message not yet confirmed that
+    /// it held (published through it, or to a classic queue it holds) is lost or kept at random. Consumers of a
+    /// classic queue it holds lose them (the broker cancels them); what they had not acked comes back with the
+    /// node.
+    pub fn node_down(&mut self, node: usize, now: u64, rng: &mut ChaCha8Rng) -> Outage {
         self.stats.restarts += 1;
-        let consumers: Vec<String> = self.unacked.keys().cloned().collect();
-        for consumer in consumers {
-            self.consumer_lost(&consumer, rng);
+        self.nodes[node] = false;
+        let clients = self.clients_of(node);
+        for client in &clients {
+            self.disconnect(client, now, rng);
         }
-        for (_, messages) in std::mem::take(&mut self.unconfirmed) {
+        let publishers: Vec<String> = self.unconfirmed.keys().cloned().collect();
+        for publisher in publishers {
+            let through_node = clients.contains(&publisher);
+            let messages = self.unconfirmed.get(&publisher).cloned().unwrap_or_default();
+            let mut kept = Vec::new();
             for (queue, id) in messages {
-                if rng.gen_bool(0.5) {
-                    if let Some(ready) = self.queues.get_mut(&queue) {
-                        let before = ready.len();
-                        ready.retain(|m| m.id != id);
-                        self.stats.lost += (before - ready.len()) as u64;
+                let held_here = self.queues.get(&queue).is_some_and(|q| q.kind == QueueType::Classic && q.home == node);
+                if (through_node || held_here) && rng.gen_bool(0.5) {
+                    if let Some(q) = self.queues.get_mut(&queue) {
+                        let before = q.ready.len();
+                        q.ready.retain(|m| m.id != id);
+                        self.stats.lost += (before - q.ready.len()) as u64;
                     }
+                } else if !through_node {
+                    kept.push((queue, id));
                 }
             }
+            // A publisher on this node lost its channel: it must take every publish as unconfirmed and publish
+            // again (its process exits).
+            if through_node {
+                self.unconfirmed.remove(&publisher);
+            } else {
+                self.unconfirmed.insert(publisher, kept);
+            }
         }
+        let classic_here: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.kind == QueueType::Classic && q.home == node)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut cancelled = Vec::new();
+        for queue in &classic_here {
+            let q = self.queues.get_mut(queue).expect("listed");
+            cancelled.extend(q.consumers.drain(..).map(|(c, _)| c));
+        }
+        // What they held of those queues stays in them (an ack of it now reaches nobody), redelivered once the
+        // node is back.
+        for held in self.unacked.values_mut() {
+            let (back, keep): (Vec<_>, Vec<_>) = held.drain(..).partition(|(q, _)| classic_here.contains(q));
+            *held = keep;
+            for (queue, mut message) in back {
+                message.redelivered = true;
+                self.queues.get_mut(&queue).expect("listed").ready.push_front(message);
+            }
+        }
+        cancelled.sort();
+        cancelled.dedup();
+        cancelled.retain(|c| !clients.contains(c));
+        Outage { disconnected: clients, cancelled }
+    }
+
+    /// Node `node` is up again, with every durable queue it holds and every confirmed message in them.
+    pub fn node_back(&mut self, node: usize) {
+        self.nodes[node] = true;
     }
 
     /// Messages ready or delivered and unacked, over every queue.
     pub fn total(&self) -> usize {
-        self.queues.values().map(VecDeque::len).sum::<usize>() + self.unacked.values().map(Vec::len).sum::<usize>()
+        self.queues.values().map(|q| q.ready.len()).sum::<usize>() + self.unacked.values().map(Vec::len).sum::<usize>()
     }
 
     /// The queues that hold a message (ready or unacked), with how many.
     pub fn holding(&self) -> Vec<(String, usize)> {
         let mut counts: BTreeMap<String, usize> =
-            self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(n, q)| (n.clone(), q.len())).collect();
+            self.queues.iter().filter(|(_, q)| !q.ready.is_empty()).map(|(n, q)| (n.clone(), q.ready.len())).collect();
         for (queue, _) in self.unacked.values().flatten() {
             *counts.entry(queue.clone()).or_default() += 1;
         }

@@ -35,10 +35,20 @@ pub enum Path {
     MonitorRestart,
     /// An orchestrator ignored a stale restart request (it named a process no longer running).
     StaleRestartIgnored,
+    /// A process reached another broker node than the one it tried first (that one was down).
+    Failover,
+    /// The broker refused a declaration or a consumer (404: a classic queue's home node down).
+    Refused,
+    /// The broker dropped a publish and confirmed it (to a queue that cannot take it).
+    DroppedPublish,
+    /// The broker cancelled a consumer (its classic queue's node went down).
+    ConsumerCancelled,
+    /// A quorum queue dropped a message returned more often than its delivery limit.
+    DeliveryLimit,
 }
 
 impl Path {
-    pub const ALL: [Path; 14] = [
+    pub const ALL: [Path; 19] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -53,6 +63,11 @@ impl Path {
         Path::SteppedAside,
         Path::MonitorRestart,
         Path::StaleRestartIgnored,
+        Path::Failover,
+        Path::Refused,
+        Path::DroppedPublish,
+        Path::ConsumerCancelled,
+        Path::DeliveryLimit,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -72,6 +87,11 @@ impl Path {
             Path::SteppedAside => "stepped-aside",
             Path::MonitorRestart => "monitor-restart",
             Path::StaleRestartIgnored => "stale-restart-ignored",
+            Path::Failover => "failover",
+            Path::Refused => "refused",
+            Path::DroppedPublish => "dropped-publish",
+            Path::ConsumerCancelled => "consumer-cancelled",
+            Path::DeliveryLimit => "delivery-limit",
         }
     }
 }

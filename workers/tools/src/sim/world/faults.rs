@@ -23,7 +23,58 @@ enum Fault {
     SecondProcess,
 }
 
+/// How long a broker node of a cluster stays down (steps).
+const BROKER_NODE_DOWN: std::ops::RangeInclusive<u64> = 100..=2_000;
+
 impl World<'_> {
+    /// Broker node `node` goes down (and, when `restarts`, comes straight back up): the processes connected to
+    /// it lose the broker and exit (their supervisor restarts them at once, and they reach a node that is up);
+    /// consumers elsewhere of the classic queues it holds are cancelled; the gateway, if it was connected to
+    /// it, restarts and its clients resume.
+    pub(super) fn broker_node_down(&mut self, node: usize, restarts: bool) -> Result<(), String> {
+        let outage = self.broker.node_down(node, self.step, &mut self.rng);
+        if restarts {
+            self.broker.node_back(node);
+        }
+        let mut gateway_lost = false;
+        for client in outage.disconnected {
+            match self.process_of(&client) {
+                Some((i, pid)) => self.end_process(i, pid, Exit::LostBroker),
+                None => gateway_lost |= client == gateway::GATEWAY,
+            }
+        }
+        for consumer in outage.cancelled {
+            if let Some((i, pid)) = self.process_of(&consumer) {
+                let p = self.replicas[i].processes.iter().position(|p| p.pid == pid).expect("listed");
+                self.replicas[i].processes[p].cancelled = true;
+                self.coverage.reach(Reached::ConsumerCancelled, 1);
+            }
+        }
+        if gateway_lost {
+            // The gateway loses the broker too: it exits and is restarted, and its clients resume.
+            self.restart_gateway(false)?;
+        }
+        Ok(())
+    }
+
+    /// Broker nodes whose time down is over come back.
+    pub(super) fn brokers_back(&mut self) {
+        let due: Vec<usize> = self.broker_back.iter().filter(|(_, at)| self.step >= **at).map(|(n, _)| *n).collect();
+        for node in due {
+            self.broker_back.remove(&node);
+            self.broker.node_back(node);
+            note!(self, "broker node {node} is back");
+        }
+    }
+
+    /// The replica and process a broker client name stands for (`q3_agg-0#17`).
+    fn process_of(&self, client: &str) -> Option<(usize, u32)> {
+        let (name, pid) = client.split_once('#')?;
+        let pid: u32 = pid.parse().ok()?;
+        let i = self.replicas.iter().position(|r| r.name == name)?;
+        self.replicas[i].processes.iter().any(|p| p.pid == pid).then_some((i, pid))
+    }
+
     pub(super) fn fault(&mut self) -> Result<(), String> {
         let faults = self.options.faults;
         let mut kinds = Vec::new();
@@ -59,26 +110,18 @@ impl World<'_> {
                 }
             }
             Fault::BrokerRestart => {
-                note!(self, "the broker restarts: every replica loses it, exits, and is restarted at once");
-                self.broker.restart(&mut self.rng);
-                for i in 0..self.replicas.len() {
-                    // Those holding their folder are connected: they exit (code 75), and the supervisor
-                    // restarts its own child at once. One waiting for its folder's lock has no connection yet.
-                    let connected: Vec<u32> = self.replicas[i]
-                        .processes
-                        .iter()
-                        .filter(|p| p.phase != Phase::WaitingLock)
-                        .map(|p| p.pid)
-                        .collect();
-                    for pid in connected {
-                        self.end_process(i, pid, Exit::LostBroker);
-                        if pid == self.replicas[i].child {
-                            self.replicas[i].child = self.start_process(i);
-                        }
-                    }
+                // One node: every client loses it at once; of three, one goes down for a while (killed, or the
+                // minority side of a partition between broker nodes, which pauses itself).
+                if self.broker.nodes() == 1 {
+                    note!(self, "the broker restarts: every replica loses it, exits, and is restarted at once");
+                    self.broker_node_down(0, true)?;
+                } else if self.broker_back.is_empty() {
+                    let node = self.rng.gen_range(0..self.broker.nodes());
+                    let back = self.step + self.rng.gen_range(BROKER_NODE_DOWN);
+                    note!(self, "broker node {node} goes down until step {back}");
+                    self.broker_node_down(node, false)?;
+                    self.broker_back.insert(node, back);
                 }
-                // The gateway loses the broker too: it exits and is restarted, and its clients resume.
-                self.restart_gateway(false)?;
             }
             Fault::Duplicate => {
                 if let Some(queue) = self.broker.duplicate_one(&mut self.rng) {

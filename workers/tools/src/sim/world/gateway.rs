@@ -14,6 +14,8 @@ use coffee_engine::gateway::results::{Forward, Handling};
 use coffee_engine::gateway::upload::{Upload, UploadStep};
 use coffee_engine::protocol::GatewayFrame;
 
+/// The gateway's name on the broker: its connection, and the publisher of uploads and purges.
+pub(super) const GATEWAY: &str = "gateway";
 /// The gateway's state folder on its simulated disk.
 pub(super) const GATEWAY_DIR: &str = "/sim/gateway";
 /// Batches of a kind between two progress records. The real gateway records every 16; the simulated files
@@ -85,7 +87,76 @@ pub(super) struct SimSession {
     pub(super) ended: bool,
 }
 
+/// How long a gateway that could not start waits before it starts again.
+const GATEWAY_RESTART: u64 = 50;
+
+/// The consumer of session `s`'s results queue, on the gateway's connection.
+fn results_consumer(s: usize) -> String {
+    format!("gateway-results-{s}")
+}
+
+impl SimSession {
+    /// Whether its client is connected to the gateway (it has not left, and its session is not over).
+    fn client_connected(&self) -> bool {
+        let left = self.leaves_after.is_some_and(|n| self.frames_sent >= n);
+        !left && !self.ended && self.purge == Purge::No
+    }
+}
+
 impl World<'_> {
+    /// The gateway starts: it reaches a broker node (the one it picks first, else the next one up), declares
+    /// every queue of the topology, and consumes the results queue of each session whose client is
+    /// connected. A broker that refuses a declaration (a classic queue whose home node is down) makes it exit
+    /// and start again a little later; meanwhile it serves nobody.
+    pub(super) fn connect_gateway(&mut self) {
+        self.broker.disconnect(GATEWAY, self.step, &mut self.rng);
+        let first = self.rng.gen_range(0..self.broker.nodes());
+        let node = self.broker.connect(GATEWAY, first).expect("a broker node is up");
+        if node != first {
+            self.coverage.reach(Reached::Failover, 1);
+        }
+        for queue in self.topology.all_queues().into_iter().chain(self.topology.dead_letter_queues()) {
+            if let Err(refusal) = self.broker.declare(GATEWAY, &queue, QueueArgs::default(), self.step) {
+                note!(self, "the gateway is refused declaring {queue}: {refusal:?}; it exits and starts again");
+                self.coverage.reach(Reached::Refused, 1);
+                self.gateway_down_until = Some(self.step + GATEWAY_RESTART);
+                return;
+            }
+        }
+        self.gateway_down_until = None;
+        for s in 0..self.sessions.len() {
+            if self.sessions[s].client_connected() && self.broker.exists(&self.sessions[s].results_queue) {
+                self.consume_results(s);
+            }
+        }
+    }
+
+    /// The gateway consumes session `s`'s results queue (a classic queue whose home node is down refuses it:
+    /// the gateway tries again at the session's next results step).
+    pub(super) fn consume_results(&mut self, s: usize) {
+        let (consumer, queue) = (results_consumer(s), self.sessions[s].results_queue.clone());
+        if !self.broker.consuming(&consumer, &queue) {
+            // A channel of the gateway's connection.
+            let node = self.broker.connection(GATEWAY).expect("the gateway is connected");
+            self.broker.connect(&consumer, node);
+            if let Err(refusal) = self.broker.consume(&consumer, &queue, false) {
+                note!(self, "the gateway cannot consume {queue}: {refusal:?}");
+            }
+        }
+    }
+
+    /// Whether the gateway is down (it could not start): it starts again when its time comes.
+    fn gateway_down(&mut self) -> bool {
+        match self.gateway_down_until {
+            Some(at) if self.step >= at => {
+                self.connect_gateway();
+                self.gateway_down_until.is_some()
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     /// The gateway announces the sessions it knows; every replica that runs hears it.
     pub(super) fn announce(&mut self) {
         let known: Vec<SessionId> =
@@ -97,6 +168,9 @@ impl World<'_> {
 
     /// The gateway performs the next step of the client's last frame, or the client sends its next frame.
     pub(super) fn step_upload(&mut self, s: usize) -> Result<(), String> {
+        if self.gateway_down() {
+            return Ok(());
+        }
         match self.sessions[s].purge {
             Purge::Due => {
                 self.publish_purge(s);
@@ -104,7 +178,7 @@ impl World<'_> {
             }
             Purge::Published => {
                 // Confirmed: the purge is in every replica's queue; the results queue goes.
-                self.broker.confirm("gateway");
+                self.broker.confirm(GATEWAY);
                 let (id, queue) = (self.sessions[s].id, self.sessions[s].results_queue.clone());
                 self.broker.delete_queue(&queue);
                 self.sessions[s].purge = Purge::Done;
@@ -117,14 +191,16 @@ impl World<'_> {
         }
         let sent = self.sessions[s].frames_sent;
         if self.sessions[s].leaves_after.is_some_and(|n| sent >= n) {
+            // The client's connection closes: so does the gateway's consumer of its results.
+            let queue = self.sessions[s].results_queue.clone();
+            self.broker.detach(&results_consumer(s), &queue, self.step);
             let session = &mut self.sessions[s];
             session.pending.clear();
             if session.forgotten {
                 // The gateway vanishes with its folder: no purge, no announcement, no consumer any more.
                 session.purge = Purge::Done;
                 session.log = None;
-                let (id, queue) = (session.id, session.results_queue.clone());
-                self.broker.detach(&queue, self.step);
+                let id = session.id;
                 UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), id);
                 note!(
                     self,
@@ -168,13 +244,19 @@ impl World<'_> {
     /// throttles, and surely comes when it waits for all of them.
     fn perform(&mut self, s: usize, step: UploadStep) {
         match step {
-            UploadStep::Publish { queue, envelope, .. } => self.broker.publish("gateway", &queue, envelope.encode()),
-            UploadStep::Throttle => {
-                if self.rng.gen_bool(0.2) {
-                    self.broker.confirm("gateway");
+            UploadStep::Publish { queue, envelope, .. } => {
+                if !self.broker.publish(GATEWAY, &queue, envelope.encode()) {
+                    // Confirmed all the same: RabbitMQ drops what routes to a queue that cannot take it.
+                    self.coverage.reach(Reached::DroppedPublish, 1);
+                    note!(self, "the broker drops a batch for {queue}, and confirms it");
                 }
             }
-            UploadStep::ConfirmAll => self.broker.confirm("gateway"),
+            UploadStep::Throttle => {
+                if self.rng.gen_bool(0.2) {
+                    self.broker.confirm(GATEWAY);
+                }
+            }
+            UploadStep::ConfirmAll => self.broker.confirm(GATEWAY),
             UploadStep::Record { kind, batches } => {
                 if let Some(log) = &mut self.sessions[s].log {
                     log.record(kind, batches).expect("the gateway's simulated disk does not fail");
@@ -202,7 +284,7 @@ impl World<'_> {
         for (s, session) in self.sessions.iter_mut().enumerate() {
             // The connection goes with the gateway: frames and acks on their way are lost, and the deliveries
             // not acked come back. The client resumes with what it has written.
-            self.broker.consumer_lost(&format!("gateway-results-{s}"), &mut self.rng);
+            self.broker.disconnect(&results_consumer(s), self.step, &mut self.rng);
             session.to_client.clear();
             session.client_ack = None;
             session.forward = Forward::new(&self.topology, session.received.streams());
@@ -236,6 +318,7 @@ impl World<'_> {
                 (file.next, file.ended) = (done, false);
             }
         }
+        self.connect_gateway();
         let how = if power_cut { " (its machine cut off)" } else { "" };
         note!(self, "the gateway restarts{how}; uploads resume from: {}", marks.join(", "));
         Ok(())
@@ -257,7 +340,7 @@ impl World<'_> {
                 body: Body::Purge,
             };
             let queue = self.replicas[r].queue.clone();
-            self.broker.publish("gateway", &queue, envelope.encode());
+            self.broker.publish(GATEWAY, &queue, envelope.encode());
         }
         self.sessions[s].purge = Purge::Published;
     }
@@ -265,7 +348,14 @@ impl World<'_> {
     /// One step of a session's results: the gateway forwards a few messages of its results queue, the client
     /// writes the next frame and acks it, or the gateway acks the deliveries of the frames the client acked.
     pub(super) fn step_results(&mut self, s: usize) -> Result<(), String> {
-        let consumer = format!("gateway-results-{s}");
+        if self.gateway_down() {
+            return Ok(());
+        }
+        if self.sessions[s].ended {
+            return Ok(());
+        }
+        let consumer = results_consumer(s);
+        self.consume_results(s);
         let ready = self.broker.ready(&self.sessions[s].results_queue) > 0;
         let session = &self.sessions[s];
         let mut possible = Vec::new();
@@ -325,10 +415,6 @@ impl World<'_> {
             None => {}
         }
         let session = &mut self.sessions[s];
-        if session.ended {
-            // Only late copies of results it forwarded come now (the real gateway has deleted the queue).
-            return Ok(());
-        }
         session.to_client.extend(session.forward.query_ends());
         if session.forward.finished() {
             // The client acked every result and every query's end: the session is over, and its log goes.
@@ -337,8 +423,11 @@ impl World<'_> {
         Ok(())
     }
 
-    /// A session whose client has every result: the gateway removes its log.
+    /// A session whose client has every result: the gateway deletes its results queue (late copies of
+    /// results published to it from now on are dropped) and removes its log.
     fn end_session(&mut self, s: usize) {
+        let queue = self.sessions[s].results_queue.clone();
+        self.broker.delete_queue(&queue);
         let session = &mut self.sessions[s];
         session.log = None;
         session.ended = true;

@@ -2,7 +2,7 @@
 //! and the results side of each session, the broker, and the scheduler that picks who steps next and which
 //! fault strikes.
 
-use super::broker::{Message, SimBroker};
+use super::broker::{Message, QueueArgs, SimBroker};
 use super::coverage::{Coverage, Path as Reached};
 use super::{Dataset, Options, SHAPES};
 use crate::compare::compare_lines;
@@ -13,7 +13,7 @@ use coffee_engine::lease::results_queue_expiry;
 use coffee_engine::operators::{with_operator, Operator, WithOperator};
 use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNode};
 use coffee_engine::state::disk::{SimDisk, Tear};
-use coffee_engine::topology::Topology;
+use coffee_engine::topology::{QueueType, Topology};
 use coffee_engine::tracker::Admission;
 use coffee_model::message::Stream;
 use coffee_model::model::FileKind;
@@ -72,6 +72,8 @@ pub struct Outcome {
     pub faults: u64,
     /// The replicas' shape this seed ran.
     pub shape: &'static str,
+    /// The broker it ran on: its nodes and its queues' type.
+    pub broker: String,
     /// The run's events (the last few hundred, or all of them with `full_trace`).
     pub trace: Vec<String>,
     /// The recovery paths it reached.
@@ -91,6 +93,10 @@ pub(super) struct World<'a> {
     replicas: Vec<SimReplica>,
     /// The last process id given (every process of every replica gets its own).
     next_pid: u32,
+    /// Broker nodes that are down, and when each comes back.
+    broker_back: BTreeMap<usize, u64>,
+    /// The gateway could not start (the broker refused it): it starts again then.
+    gateway_down_until: Option<u64>,
     monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
     step: u64,
@@ -116,7 +122,14 @@ impl<'a> World<'a> {
     pub(super) fn new(seed: u64, datasets: &'a [Dataset], options: &'a Options, tracing: Tracing) -> World<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let shape = SHAPES[rng.gen_range(0..SHAPES.len())];
-        let topology = Topology::with_replicas("sim", shape).expect("a valid shape");
+        let mut topology = Topology::with_replicas("sim", shape).expect("a valid shape");
+        // The broker: one node or a cluster of three, its queues classic or quorum, as the nodes accept them.
+        let broker_nodes = if rng.gen_bool(0.5) { 1 } else { 3 };
+        let mut queue_type = if rng.gen_bool(0.5) { QueueType::Classic } else { QueueType::Quorum };
+        if coffee_engine::amqp::check_queue_type(broker_nodes, queue_type).is_err() {
+            queue_type = QueueType::Quorum;
+        }
+        topology.queue_type = queue_type;
         let lease = Duration::from_millis(options.lease_steps);
         let replicas = topology
             .stage_replicas()
@@ -139,6 +152,8 @@ impl<'a> World<'a> {
                     disk: SimDisk::new(),
                     announced: 0,
                     child: 0,
+                    restart_at: None,
+                    crash_loop: Default::default(),
                     processes: Vec::new(),
                 }
             })
@@ -189,10 +204,12 @@ impl<'a> World<'a> {
             datasets,
             shape,
             topology,
-            broker: SimBroker::default(),
+            broker: SimBroker::new(broker_nodes, queue_type),
             gateway_disk: SimDisk::new(),
             replicas,
             next_pid: 0,
+            broker_back: BTreeMap::new(),
+            gateway_down_until: None,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
             step: 0,
@@ -221,17 +238,21 @@ impl<'a> World<'a> {
         self
     }
 
-    /// Each session's results queue, declared as the gateway declares it (expiring once unused for the
-    /// lease), with the gateway's consumer on it.
+    /// The gateway on the broker, and each session's results queue, declared as the gateway declares it
+    /// (expiring once unused for the lease), with the gateway's consumer on it.
     fn declared(mut self) -> Self {
         let expiry = results_queue_expiry(Duration::from_millis(self.options.lease_steps)).as_millis() as u64;
+        // The gateway starts first, and declares every queue of the topology.
+        self.connect_gateway();
         for session in &mut self.sessions {
-            self.broker.declare_expiring(&session.results_queue, expiry, 0);
-            self.broker.attach(&session.results_queue);
+            let args = QueueArgs { expires: Some(expiry), ..QueueArgs::default() };
+            let declared = self.broker.declare(gateway::GATEWAY, &session.results_queue, args, 0);
+            declared.expect("every broker node is up at the start");
             // The gateway welcomes a client only once its session's log is durable.
             let log = UploadLog::create_on(&self.gateway_disk, Path::new(gateway::GATEWAY_DIR), session.id, 0);
             session.log = Some(log.expect("the gateway's simulated disk does not fail"));
         }
+        (0..self.sessions.len()).for_each(|s| self.consume_results(s));
         self
     }
 
@@ -265,6 +286,7 @@ impl<'a> World<'a> {
             steps: self.step,
             faults: self.faults,
             shape: self.shape,
+            broker: format!("{} broker node(s), {} queues", self.broker.nodes(), self.broker.queue_type().as_str()),
             trace: self.trace.into_iter().collect(),
             coverage: self.coverage,
         }
@@ -274,7 +296,8 @@ impl<'a> World<'a> {
     fn simulate(&mut self) -> Result<(), String> {
         let shape = self.shape;
         let sessions: Vec<String> = self.sessions.iter().map(|s| short(s.id)).collect();
-        note!(self, "seed {} · shape {shape} · sessions {}", self.seed, sessions.join(", "));
+        let broker = format!("{} broker node(s), {} queues", self.broker.nodes(), self.broker.queue_type().as_str());
+        note!(self, "seed {} · shape {shape} · {broker} · sessions {}", self.seed, sessions.join(", "));
         loop {
             if self.step >= self.options.max_steps {
                 return Err(format!("not quiet after {} steps (a liveness bug?): {}", self.step, self.progress()));
@@ -288,6 +311,7 @@ impl<'a> World<'a> {
                 note!(self, "{queue} expired: nobody consumed it for a whole lease");
             }
             self.keep_time();
+            self.brokers_back();
             if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
                 self.fault()?;
                 continue;
@@ -318,17 +342,28 @@ impl<'a> World<'a> {
     /// Who may step now; none once the run is over (no work left, nothing waiting, every process running).
     fn runnable(&self) -> Vec<Actor> {
         let mut actors = Vec::new();
-        let mut waiting = self.broker.expiring_idle() || !self.all_running();
+        let mut waiting = self.broker.expiring_idle() || !self.all_running() || !self.broker_back.is_empty();
         for (i, r) in self.replicas.iter().enumerate() {
             for process in r.processes.iter().filter(|p| p.running()) {
                 let work = match process.phase {
                     Phase::WaitingLock => false,
-                    Phase::Starting => true,
-                    Phase::Running => {
-                        let sessions = process.shell.protocol().open_sessions() > 0;
-                        let lease_check = sessions && self.step >= process.next_lease_check;
-                        !process.shell.idle() || self.broker.ready(&r.queue) > 0 || lease_check
+                    Phase::Starting { at } => {
+                        // Starting takes a while: time passes meanwhile.
+                        waiting |= self.step < at;
+                        self.step >= at
                     }
+                    Phase::Running => match process.consume_again_at {
+                        // Refused an exclusive consumer: it tries again later.
+                        Some(at) => {
+                            waiting |= self.step < at;
+                            self.step >= at
+                        }
+                        None => {
+                            let sessions = process.shell.protocol().open_sessions() > 0;
+                            let lease_check = sessions && self.step >= process.next_lease_check;
+                            process.due(self.step) || self.broker.ready(&r.queue) > 0 || lease_check
+                        }
+                    },
                 };
                 if work {
                     actors.push(Actor::Process(i, process.pid));
@@ -346,8 +381,8 @@ impl<'a> World<'a> {
             if (publishing && session.purge == Purge::No) || purging {
                 actors.push(Actor::Upload(s));
             }
-            // Nobody forwards the results of a session whose client left.
-            let forwarding = session.leaves_after.is_none();
+            // Nobody forwards the results of a session whose client left, or that is over.
+            let forwarding = session.leaves_after.is_none() && !session.ended;
             let results_moving = !session.to_client.is_empty() || session.client_ack.is_some();
             if forwarding && (results_moving || self.broker.ready(&session.results_queue) > 0) {
                 actors.push(Actor::Results(s));

@@ -5,20 +5,31 @@
 //! lock; an older process that sees the counter pass its number (at the shell's step-aside checks, or at its
 //! watch's tick) exits without touching anything.
 
+use super::super::broker::{QueueArgs, Refusal};
 use super::*;
 use coffee_engine::heartbeat::Heartbeat;
 use coffee_engine::runtime::{Retirement, Shell, Step};
+use coffee_ops::orchestrator::CrashLoop;
 
 /// How often (steps) a running process looks at its folder's counter in the background (the real watch: 250 ms).
 const WATCH_EVERY: u64 = 25;
+/// How long a process takes to start (reach the broker, declare its queues) once it holds its folder.
+const START_TIME: std::ops::RangeInclusive<u64> = 5..=50;
+/// How long a process that found no broker node up waits before it tries again.
+const CONNECT_RETRY: u64 = 20;
+/// How long a process refused an exclusive consumer waits before it tries again (the runtime: 500 ms).
+const CONSUME_RETRY: u64 = 50;
+/// Real milliseconds a step stands for, for the supervisor's and the monitors' times (a tenth of the real).
+pub(super) const MS_PER_STEP: u64 = 10;
 
 /// Where a process stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
     /// Announced in the folder; waits, silent, for an older process to let go of the folder's lock.
     WaitingLock,
-    /// Holds the lock: opens the folder next.
-    Starting,
+    /// Holds the lock: reaches the broker, declares the queues and opens the folder at step `at` (a start takes
+    /// a while).
+    Starting { at: u64 },
     /// Performs its shell's steps, takes groups and looks at its leases.
     Running,
 }
@@ -30,8 +41,14 @@ pub(super) struct SimProcess {
     pub(super) number: u32,
     pub(super) shell: Shell<Box<dyn Protocol>>,
     pub(super) phase: Phase,
+    /// When it started (for its supervisor's crash-loop count).
+    pub(super) started: u64,
     /// The group of deliveries its shell is carrying out.
     pub(super) group: Vec<Message>,
+    /// Consuming was refused (another consumer holds the queue exclusively): it tries again then.
+    pub(super) consume_again_at: Option<u64>,
+    /// The broker cancelled its consumer: its main loop sees the consumer end when it next waits for input.
+    pub(super) cancelled: bool,
     pub(super) next_lease_check: u64,
     pub(super) next_beat: u64,
     pub(super) next_watch: u64,
@@ -49,6 +66,18 @@ impl SimProcess {
     pub(super) fn running(&self) -> bool {
         self.phase != Phase::WaitingLock && self.paused_until.is_none()
     }
+
+    /// Whether it has something to do at `step`.
+    pub(super) fn due(&self, step: u64) -> bool {
+        match self.phase {
+            Phase::WaitingLock => false,
+            Phase::Starting { at } => step >= at,
+            Phase::Running => match self.consume_again_at {
+                Some(at) => step >= at,
+                None => !self.shell.idle() || self.cancelled,
+            },
+        }
+    }
 }
 
 /// A replica of a stage: its folder and its processes (one, or two while a newer one waits for the folder).
@@ -63,6 +92,9 @@ pub(super) struct SimReplica {
     pub(super) announced: u32,
     /// The process its orchestrator started last, which a restart request is checked against.
     pub(super) child: u32,
+    /// Its supervisor starts it again then: it exited by itself after losing the broker.
+    pub(super) restart_at: Option<u64>,
+    pub(super) crash_loop: CrashLoop,
     pub(super) processes: Vec<SimProcess>,
 }
 
@@ -72,9 +104,9 @@ impl SimReplica {
         self.processes.iter().find(|p| p.phase != Phase::WaitingLock)
     }
 
-    /// Whether exactly one process runs it, holding its folder, and none is paused or waiting.
+    /// Whether exactly one process runs it, started, holding its folder, and none is paused or waiting.
     pub(super) fn running(&self) -> bool {
-        self.processes.len() == 1 && self.processes[0].running()
+        self.processes.len() == 1 && self.processes[0].running() && self.processes[0].phase == Phase::Running
     }
 
     /// Whether its process is down (none holds or waits for its folder).
@@ -97,31 +129,70 @@ impl World<'_> {
     /// One step of the process `pid` of replica `i`.
     pub(super) fn step_process(&mut self, i: usize, pid: u32) {
         let Some(p) = self.replicas[i].at(pid) else { return };
-        let name = self.replicas[i].name.clone();
         match self.replicas[i].processes[p].phase {
             Phase::WaitingLock => {}
-            Phase::Starting => {
-                let (now, every, disk) = (self.now(), self.announce_every(), Arc::new(self.replicas[i].disk.clone()));
-                let process = &mut self.replicas[i].processes[p];
-                match process.shell.open(disk, now) {
-                    Ok(recovery) => {
-                        process.phase = Phase::Running;
-                        self.coverage.reach(Reached::ReplayFromLog, recovery.records);
-                        self.coverage.reach(Reached::ReplayFromSnapshot, recovery.snapshots);
-                        process.next_lease_check = self.step + every;
-                        let (sessions, records) = (recovery.sessions, recovery.records);
-                        note!(
-                            self,
-                            "{name} (process {pid}) opened its folder: {sessions} sessions, {records} records replayed"
-                        );
-                    }
-                    Err(e) => {
-                        note!(self, "{name} (process {pid}) failed to open its folder: {e}");
-                        self.end_process(i, pid, Exit::Killed);
-                    }
-                }
-            }
+            Phase::Starting { .. } => self.start(i, p),
             Phase::Running => self.step_running(i, p),
+        }
+    }
+
+    /// A process that holds its folder starts: it reaches a broker node (the one it picks first, else the next
+    /// one up), declares every queue of the topology, and opens its folder. A broker that refuses a declaration
+    /// (a classic queue whose home node is down) makes it exit to be restarted.
+    fn start(&mut self, i: usize, p: usize) {
+        let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
+        let client = self.replicas[i].processes[p].client(&name);
+        let first = self.rng.gen_range(0..self.broker.nodes());
+        let Some(node) = self.broker.connect(&client, first) else {
+            // No broker node answers: it tries again, for as long as it takes.
+            self.replicas[i].processes[p].phase = Phase::Starting { at: self.step + CONNECT_RETRY };
+            return;
+        };
+        if node != first {
+            self.coverage.reach(Reached::Failover, 1);
+        }
+        for queue in self.topology.all_queues().into_iter().chain(self.topology.dead_letter_queues()) {
+            if let Err(refusal) = self.broker.declare(&client, &queue, QueueArgs::default(), self.step) {
+                note!(self, "{name} (process {pid}) is refused declaring {queue}: {refusal:?}; it exits");
+                self.coverage.reach(Reached::Refused, 1);
+                return self.end_process(i, pid, Exit::LostBroker);
+            }
+        }
+        let (now, every, disk) = (self.now(), self.announce_every(), Arc::new(self.replicas[i].disk.clone()));
+        let process = &mut self.replicas[i].processes[p];
+        match process.shell.open(disk, now) {
+            Ok(recovery) => {
+                process.phase = Phase::Running;
+                process.next_lease_check = self.step + every;
+                self.coverage.reach(Reached::ReplayFromLog, recovery.records);
+                self.coverage.reach(Reached::ReplayFromSnapshot, recovery.snapshots);
+                let (sessions, records) = (recovery.sessions, recovery.records);
+                note!(self, "{name} (process {pid}) on broker node {node} opened its folder: {sessions} sessions, {records} records replayed");
+            }
+            Err(e) => {
+                note!(self, "{name} (process {pid}) failed to open its folder: {e}");
+                self.end_process(i, pid, Exit::Killed);
+            }
+        }
+    }
+
+    /// Tries to consume the replica's queue as its only consumer (the runtime's `consume_exclusively`): a
+    /// refusal because another consumer holds it waits and tries again; one because the queue cannot serve
+    /// makes the process exit to be restarted.
+    fn consume(&mut self, i: usize, p: usize) {
+        let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
+        let (client, queue) = (self.replicas[i].processes[p].client(&name), self.replicas[i].queue.clone());
+        match self.broker.consume(&client, &queue, true) {
+            Ok(()) => self.replicas[i].processes[p].consume_again_at = None,
+            Err(Refusal::AccessRefused(why)) => {
+                note!(self, "{name} (process {pid}) waits to consume: {why}");
+                self.replicas[i].processes[p].consume_again_at = Some(self.step + CONSUME_RETRY);
+            }
+            Err(refusal) => {
+                note!(self, "{name} (process {pid}) cannot consume ({refusal:?}): it exits");
+                self.coverage.reach(Reached::Refused, 1);
+                self.end_process(i, pid, Exit::LostBroker);
+            }
         }
     }
 
@@ -130,6 +201,14 @@ impl World<'_> {
     fn step_running(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
         let client = self.replicas[i].processes[p].client(&name);
+        if self.replicas[i].processes[p].consume_again_at.is_some() {
+            return self.consume(i, p);
+        }
+        if self.replicas[i].processes[p].shell.idle() && self.replicas[i].processes[p].cancelled {
+            // Its consumer ended: the main loop returns, and the process exits to be restarted.
+            note!(self, "{name} (process {pid}) sees its consumer cancelled: it exits");
+            return self.end_process(i, pid, Exit::LostBroker);
+        }
         let Some(step) = self.replicas[i].processes[p].shell.next_step() else {
             let (now, step, every) = (self.now(), self.step, self.announce_every());
             let process = &mut self.replicas[i].processes[p];
@@ -207,6 +286,7 @@ impl World<'_> {
                 self.broker.ack_all(&client);
                 self.replicas[i].processes[p].group.clear();
             }
+            Step::Consume => self.consume(i, p),
             Step::Retire { session, why } => {
                 if let Err(e) = self.replicas[i].processes[p].shell.retire(session) {
                     note!(self, "{name} died retiring {}: {e}", short(session));
@@ -253,7 +333,10 @@ impl World<'_> {
             number: r.announced,
             shell: Shell::new(protocol, lease),
             phase: Phase::WaitingLock,
+            started: self.step,
             group: Vec::new(),
+            consume_again_at: None,
+            cancelled: false,
             next_lease_check: 0,
             next_beat: self.step,
             next_watch: self.step + WATCH_EVERY,
@@ -263,12 +346,13 @@ impl World<'_> {
         pid
     }
 
-    /// Whoever waits longest gets the folder's lock once nobody holds it.
+    /// Whoever waits longest gets the folder's lock once nobody holds it, and starts.
     fn take_lock(&mut self, i: usize) {
+        let at = self.step + self.rng.gen_range(START_TIME);
         let r = &mut self.replicas[i];
         if r.holder().is_none() {
             if let Some(next) = r.processes.first_mut() {
-                next.phase = Phase::Starting;
+                next.phase = Phase::Starting { at };
             }
         }
     }
@@ -290,8 +374,19 @@ impl World<'_> {
         }
         let client = process.client(&r.name);
         let name = r.name.clone();
+        // Its supervisor counts the exits it made by itself soon after a start, and restarts its own child at
+        // once when it lost the broker (backing off a crash loop); the others are left to the monitors.
+        let ran_for = Duration::from_millis((self.step - process.started) * MS_PER_STEP);
+        r.crash_loop.exited(matches!(exit, Exit::LostBroker | Exit::SteppedAside), ran_for);
+        if exit == Exit::LostBroker && pid == r.child {
+            let backoff = r.crash_loop.backoff().as_millis() as u64 / MS_PER_STEP;
+            r.restart_at = Some(self.step + backoff);
+        }
         // What it published and had not had confirmed stays at the broker's mercy (a restart may lose it).
-        self.broker.consumer_lost(&client, &mut self.rng);
+        for queue in self.broker.disconnect(&client, self.step, &mut self.rng) {
+            self.coverage.reach(Reached::DeliveryLimit, 1);
+            note!(self, "a message of {queue} was returned once too often: past its delivery limit");
+        }
         let how = match exit {
             Exit::Killed => "killed",
             Exit::PowerCut => "killed, its machine cut off",
@@ -302,10 +397,21 @@ impl World<'_> {
         self.take_lock(i);
     }
 
-    /// The processes' background work at every step: beats, pauses that end, and the incarnation watch.
+    /// The processes' background work at every step: the supervisor's restarts that are due, beats, pauses
+    /// that end, and the incarnation watch.
     pub(super) fn keep_replicas(&mut self) {
         let step = self.step;
         for i in 0..self.replicas.len() {
+            if self.replicas[i].restart_at.is_some_and(|at| step >= at) {
+                self.replicas[i].restart_at = None;
+                let pid = self.start_process(i);
+                self.replicas[i].child = pid;
+                note!(
+                    self,
+                    "{} restarted by its supervisor (process {pid}): it had lost the broker",
+                    self.replicas[i].name
+                );
+            }
             let mut beats = Vec::new();
             let mut stepping_aside = Vec::new();
             let r = &mut self.replicas[i];
@@ -316,7 +422,8 @@ impl World<'_> {
                 if !process.running() {
                     continue;
                 }
-                if step >= process.next_beat {
+                // Beats come from their own task once the process reached the broker.
+                if process.phase == Phase::Running && step >= process.next_beat {
                     process.next_beat = step + monitors::BEAT_EVERY;
                     beats.push(Heartbeat::quiet(&r.name, process.pid, 0));
                 }
