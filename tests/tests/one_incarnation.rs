@@ -1,11 +1,16 @@
 //! One live process per node, enforced by the node itself: a second process of a replica waits for the first
-//! to stop (and the first, if it was paused, steps aside when it wakes, touching nothing); a second consumer
-//! with another state folder (another host) is refused by the broker; and `cluster up` refuses to start a
-//! second set of nodes beside those a killed `cluster up` left running, which `cluster down` then stops.
+//! to stop (and the first, if it was paused, steps aside when it wakes, touching nothing); a second process on
+//! another state folder (another host) never takes the replica's input, under quorum queues too; and `cluster
+//! up` refuses to start a second set of nodes beside those a killed `cluster up` left running, which `cluster
+//! down` then stops.
 
+use coffee_engine::topology::QueueType;
+use coffee_model::node::StageKind;
+use coffee_ops::cluster::LocalCluster;
 use coffee_tests::cli_cluster::{node, signal, CliCluster, DEFAULT_NODES};
 use coffee_tests::harness::{
-    assert_matches_reference, consumers, generate, process_runs, run_session, settle, spawn_twin, start_cluster,
+    assert_matches_reference, cluster_spec, consumers, generate, process_runs, run_session, settle, spawn_twin,
+    start_cluster,
 };
 use coffee_tools::gen::Scale;
 use nix::sys::signal::Signal;
@@ -65,23 +70,51 @@ async fn a_paused_replica_that_was_replaced_steps_aside_when_it_wakes() {
     cluster.stop().await.unwrap();
 }
 
-/// A second process of the replica with a state folder of its own (on another host, say) gets no lock to wait
-/// for, but the broker refuses it the queue while the first consumes it: it waits.
+/// A second process of a replica on a state folder of its own (another host's, or one set apart), beside the
+/// first, under quorum queues, which accept a second "exclusive" consumer (RabbitMQ 3.10): it must never take
+/// the replica's input. It waits for the replica's lock while the first runs, and three sessions are exact;
+/// once the first dies it gets the lock, is refused (its folder is not the one that holds the replica's state)
+/// and exits saying so, without having consumed anything; the replica's own process, restarted, carries on.
+/// Before the replica's claim (the lock and the folder record), the second process consumed half of the
+/// replica's queue on this test and the three sessions hung, each missing part of Q3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_consumer_of_a_replicas_queue_is_refused() {
+async fn under_quorum_queues_a_process_on_another_folder_never_takes_the_replicas_input() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, cluster) = start_cluster("exclusive", "all=1").await;
-    let queue = spec.topology.queue(coffee_model::node::StageKind::Q4Count, 0);
+    let data: Vec<_> = (0..3).map(|i| generate(Scale::Tiny, 60 + i, &dir.path().join(format!("data-{i}")))).collect();
+    let mut spec = cluster_spec("stray", "all=1");
+    spec.topology.queue_type = QueueType::Quorum;
+    let mut cluster = LocalCluster::start(spec.clone()).await.unwrap();
+    let queue = spec.topology.queue(StageKind::Q3Agg, 0);
     wait_until_consumed(&spec, &queue).await;
+    let first = cluster.status().into_iter().find(|n| n.name == "q3_agg-0").and_then(|n| n.pid).unwrap();
+
     let elsewhere = dir.path().join("other-host-state");
-    let log = dir.path().join("other.log");
-    let mut other = spawn_twin(&spec, "q4_count-0", &[("STATE_DIR", elsewhere.to_str().unwrap())], &log);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(other.try_wait().unwrap().is_none(), "it waits rather than crash");
-    assert_eq!(consumers(&spec, &queue).await, 1);
+    let log = dir.path().join("stray.log");
+    let mut stray = spawn_twin(&spec, "q3_agg-0", &[("STATE_DIR", elsewhere.to_str().unwrap())], &log);
+    eventually("the stray to wait for the replica's lock", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap().contains("another process of this replica holds its lock")
+    })
+    .await;
+    let outs: Vec<_> = (0..data.len()).map(|i| dir.path().join(format!("out-{i}"))).collect();
+    let sessions = data.iter().zip(&outs).map(|(data, out)| run_session(&spec, data, out));
+    for (summary, data) in futures::future::join_all(sessions).await.iter().zip(&data) {
+        assert_matches_reference(summary, data);
+    }
+    assert!(stray.try_wait().unwrap().is_none(), "the stray still waits");
+    assert_eq!(consumers(&spec, &queue).await, 1, "only the replica's own process consumes");
+
+    signal(first, Signal::SIGKILL);
+    let exit = tokio::time::timeout(Duration::from_secs(20), stray.wait()).await.expect("the stray exits").unwrap();
+    assert!(!exit.success());
     let said = std::fs::read_to_string(&log).unwrap();
-    assert!(said.contains("another consumer holds this queue exclusively"), "{said}");
-    other.kill().await.unwrap();
+    assert!(said.contains("state is in another folder"), "{said}");
+    let stray_state = coffee_engine::state::NodeStore::session_files(&elsewhere).unwrap();
+    assert!(stray_state.is_empty(), "the stray applied nothing: {stray_state:?}");
+
+    cluster.restart_exited().unwrap();
+    let summary = run_session(&spec, &data[0], &dir.path().join("out-after")).await;
+    assert_matches_reference(&summary, &data[0]);
+    settle(&mut cluster, &spec).await;
     cluster.stop().await.unwrap();
 }
 

@@ -259,9 +259,11 @@ pub async fn declare_expiring(
     declare_with(channel, arguments, queue).await
 }
 
-/// Deletes every queue of the topology (a cluster that stops cleanly leaves nothing on the broker).
+/// Deletes every queue of the topology, the replicas' owner records included (a cluster that stops cleanly
+/// leaves nothing on the broker).
 pub async fn delete_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
-    for queue in topology.all_queues().into_iter().chain(topology.dead_letter_queues()) {
+    let queues = topology.all_queues().into_iter().chain(topology.dead_letter_queues()).chain(topology.owner_queues());
+    for queue in queues {
         channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
     }
     Ok(())

@@ -5,7 +5,8 @@
 //!   queue (dedup and EOFs with [`tracker`], durable state in [`state`], group commit, acks).
 //! - [`gateway`] and [`client`]: the client's session over TCP ([`protocol`]), routed into the pipeline.
 //! - Around them: [`amqp`] (connections, failover, publishing with confirms), [`heartbeat`] and [`metrics`] (what
-//!   a node says about itself), [`lease`] (abandoned sessions purged), [`incarnation`] (one live process per node).
+//!   a node says about itself), [`lease`] (abandoned sessions purged), [`incarnation`] (one live process per node),
+//!   [`ownership`] (one consumer and one state folder per replica, across hosts).
 
 pub mod amqp;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod incarnation;
 pub mod lease;
 pub mod metrics;
 pub mod operators;
+pub mod ownership;
 pub mod planted;
 pub mod protocol;
 pub mod runtime;

@@ -36,6 +36,9 @@ pub enum Bug {
     /// Revert of a real-faults fix: results queues do not expire, so one whose session was forgotten stays on
     /// the broker for good.
     NoResultsExpiry,
+    /// Revert of a real-faults fix: a replica's process consumes without claiming the replica first (its lock
+    /// and the record of the folder that holds its state), so a process on another folder takes its input too.
+    NoReplicaClaim,
     /// Revert of a real-faults fix: classic queues are allowed on several broker nodes, where a queue whose home
     /// node is down drops what is published to it and still confirms it.
     ClassicQueuesOnSeveralBrokers,
@@ -54,7 +57,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckBeforeCommit,
         Bug::CommitBeforeConfirm,
         Bug::DedupOff,
@@ -66,6 +69,7 @@ impl Bug {
         Bug::NoLease,
         Bug::NoResultsExpiry,
         Bug::ClassicQueuesOnSeveralBrokers,
+        Bug::NoReplicaClaim,
         Bug::ProgressBeforeConfirm,
         Bug::ResultsAckedPastTheClient,
         Bug::MonitorAsksOnce,

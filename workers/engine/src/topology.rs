@@ -114,6 +114,21 @@ impl Topology {
         format!("{}.{}.{}", self.namespace, stage, replica)
     }
 
+    /// The queue whose exclusive holder is the replica's one live process ([`crate::ownership`]).
+    pub fn lock_queue(&self, stage: StageKind, replica: u16) -> String {
+        format!("{}.lock.{}.{}", self.namespace, stage, replica)
+    }
+
+    /// The queue that records which folder holds the replica's state ([`crate::ownership`]).
+    pub fn owner_queue(&self, stage: StageKind, replica: u16) -> String {
+        format!("{}.owner.{}.{}", self.namespace, stage, replica)
+    }
+
+    /// Every replica's owner queue (deleted with the cluster).
+    pub fn owner_queues(&self) -> Vec<String> {
+        self.stage_replicas().map(|(stage, replica)| self.owner_queue(stage, replica)).collect()
+    }
+
     /// The queue of one session's results, declared by the gateway when the session opens and deleted when
     /// its client has them all (or the session is purged).
     pub fn results_queue(&self, session: uuid::Uuid) -> String {

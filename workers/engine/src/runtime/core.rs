@@ -28,6 +28,12 @@ pub enum RuntimeError {
     State(#[from] std::io::Error),
     #[error("a snapshot of session {0} does not decode: {1}")]
     Snapshot(SessionId, postcard::Error),
+    #[error(
+        "{replica}'s state is in another folder (id {owner}) than this process's ({folder}, id {mine}): it will not \
+         serve the replica. Run it on the folder that holds the state; if that folder is lost for good, delete the \
+         broker's record of it (queue {record})"
+    )]
+    NotTheOwner { replica: NodeId, folder: String, mine: uuid::Uuid, owner: uuid::Uuid, record: String },
 }
 
 impl From<lapin::Error> for RuntimeError {
@@ -437,6 +443,8 @@ pub trait Protocol {
     /// Commits the current group (its outbox was sent and confirmed) and starts a new one; which sessions it
     /// fed and which ended (for their leases).
     fn commit(&mut self) -> Result<Committed, RuntimeError>;
+    /// The id of its folder on `disk` ([`crate::state::FOLDER_ID`]), made if the folder has none yet.
+    fn folder_id(&self, disk: &dyn Disk) -> std::io::Result<uuid::Uuid>;
     /// Sessions open here.
     fn open_sessions(&self) -> usize;
     /// Their ids, in order.
@@ -526,6 +534,10 @@ impl<O: Operator> Protocol for Replica<O> {
         !self.group.completed.is_empty()
     }
 
+    fn folder_id(&self, disk: &dyn Disk) -> std::io::Result<uuid::Uuid> {
+        crate::state::folder_id(disk, &self.node.node_dir())
+    }
+
     fn open_sessions(&self) -> usize {
         self.state.as_ref().map_or(0, ReplicaState::open_sessions)
     }
@@ -557,6 +569,9 @@ impl Protocol for Box<dyn Protocol> {
     }
     fn completing(&self) -> bool {
         (**self).completing()
+    }
+    fn folder_id(&self, disk: &dyn Disk) -> std::io::Result<uuid::Uuid> {
+        (**self).folder_id(disk)
     }
     fn commit(&mut self) -> Result<Committed, RuntimeError> {
         (**self).commit()

@@ -17,6 +17,7 @@ use crate::heartbeat;
 use crate::incarnation::Incarnation;
 use crate::metrics::Counters;
 use crate::operators::{with_operator, Operator, WithOperator};
+use crate::ownership::{self, Claim};
 use crate::state::disk::RealDisk;
 use coffee_model::node::{NodeId, StageKind};
 use futures::future::LocalBoxFuture;
@@ -50,14 +51,23 @@ pub async fn serve_stage(stage: StageKind, config: ReplicaConfig, amqp_url: &str
 }
 
 /// What a running replica performs its shell's steps with: its way out to the broker, its counters, and its
-/// claim to be the node's live incarnation.
+/// claims to be the node's live incarnation and the replica's one consumer.
 struct Io {
     me: NodeId,
+    stage: StageKind,
+    topology: crate::topology::Topology,
+    /// The replica's folder.
+    folder: std::path::PathBuf,
     connection: lapin::Connection,
+    /// The channel that holds the replica's lock, once claimed.
+    lock: std::sync::OnceLock<lapin::Channel>,
     publisher: Publisher,
     input_queue: String,
     counters: Arc<Counters>,
     incarnation: Arc<Incarnation>,
+    /// When the process started, and what its beats say of its folder and its recovery.
+    started: std::time::Instant,
+    recovery: Arc<std::sync::Mutex<coffee_types::ReplicaState>>,
 }
 
 impl Io {
@@ -72,6 +82,8 @@ impl Io {
         let mut confirms = Vec::new();
         while let Some(step) = shell.next_step() {
             match step {
+                Step::Claim => self.claim(shell.protocol().folder_id(&RealDisk)?).await?,
+                Step::Open => self.open(shell).await?,
                 Step::Handle(i) => {
                     self.counters.consumed(group[i].data.len());
                     shell.handle(&group[i].data);
@@ -110,9 +122,9 @@ impl Io {
                 Step::Consume => {
                     let tag = self.me.to_string();
                     // Exclusive: a second live consumer of this replica's queue is refused (by a classic queue).
-                    *consumer =
-                        Some(amqp::consume_exclusively(&self.connection, &self.input_queue, PREFETCH, &tag).await?);
-                    info!(node = %self.me, queue = %self.input_queue, "stage replica consuming");
+                    let queue = &self.input_queue;
+                    *consumer = Some(amqp::consume_exclusively(&self.connection, queue, PREFETCH, &tag).await?);
+                    info!(node = %self.me, %queue, "stage replica consuming");
                 }
                 Step::Retire { session, why } => {
                     shell.retire(session)?;
@@ -130,6 +142,53 @@ impl Io {
         }
         Ok(())
     }
+
+    /// Holds the replica's lock (on this process's connection, for its whole life), then checks that this
+    /// process's folder is the one recorded as the replica's state, or records it ([`crate::ownership`]).
+    async fn claim(&self, folder: uuid::Uuid) -> Result<(), RuntimeError> {
+        let (stage, replica) = (self.stage, self.me.replica);
+        let lock = ownership::hold_lock(&self.connection, &self.topology.lock_queue(stage, replica)).await?;
+        // The lock lives with its channel, and so with this process's connection: kept open for good.
+        let _ = self.lock.set(lock);
+        let record = self.topology.owner_queue(stage, replica);
+        match ownership::claim(&self.connection, &self.topology, &record, folder).await? {
+            Claim::Recorded => info!(node = %self.me, %folder, "this folder now holds the replica's state"),
+            Claim::Owner => {}
+            Claim::Refused { owner } => {
+                let (replica, mine, folder) = (self.me, folder, self.folder.display().to_string());
+                return Err(RuntimeError::NotTheOwner { replica, folder, mine, owner, record });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts beating, then recovers the sessions from the folder into the shell (which plans finishing those
+    /// that were complete): a node is heard while it replays its logs, so the monitors do not take a long
+    /// recovery for a hang.
+    async fn open<P: Protocol>(&self, shell: &mut Shell<P>) -> Result<(), RuntimeError> {
+        // Each beat says what the folder holds, and, once known, how the recovery went.
+        let (reported, folder) = (self.recovery.clone(), self.folder.clone());
+        let annotate = move |beat: &mut heartbeat::Heartbeat| {
+            let (log_bytes, snapshot_bytes, age) = crate::state::footprint(&folder);
+            let last_snapshot_age_ms = age.map(|a| a.as_millis() as u64);
+            let known = *reported.lock().expect("recovery lock");
+            beat.state = Some(coffee_types::ReplicaState { log_bytes, snapshot_bytes, last_snapshot_age_ms, ..known });
+        };
+        let (me, counters) = (self.me.to_string(), self.counters.clone());
+        heartbeat::start_with(&self.connection, &self.topology, me, counters, annotate).await?;
+
+        let recovering = std::time::Instant::now();
+        let recovered = shell.open(Arc::new(RealDisk), tokio::time::Instant::now())?;
+        let mut known = self.recovery.lock().expect("recovery lock");
+        known.recovery_ms = recovering.elapsed().as_millis() as u64;
+        known.replayed_records = recovered.records;
+        known.recovered_sessions = recovered.sessions;
+        known.ready_ms = self.started.elapsed().as_millis() as u64;
+        let sessions = shell.protocol().open_sessions();
+        info!(node = %self.me, sessions, dir = %self.folder.display(), "state recovered");
+        self.counters.open_sessions.store(sessions as u64, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Runs a replica until the broker connection fails (the process then exits, and its supervisor starts it
@@ -137,9 +196,11 @@ impl Io {
 async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), RuntimeError> {
     let (lease, group_max) = (node.config.session_lease, node.config.group_max.clamp(1, usize::from(PREFETCH)));
     let topology = node.config.topology.clone();
-    let (mut shell, io) = open(node, amqp_url).await?;
-    // Sessions that were complete when we died are finished again first (receivers drop what they have); then
-    // the replica consumes.
+    let io = connect(&node, amqp_url).await?;
+    let mut shell = Shell::new(Replica::new(node), lease);
+    // The replica is claimed and its folder opened; sessions that were complete when it died are finished
+    // again (receivers drop what they have); then it consumes.
+    shell.start();
     let mut consuming = None;
     io.perform(&mut shell, &[], &mut consuming).await?;
     let Some((_channel, mut consumer)) = consuming.take() else {
@@ -181,47 +242,36 @@ async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), Runt
     Err(BrokerError::Lost(format!("the consumer of {queue} ended (its channel or connection closed)")).into())
 }
 
-/// Becomes the replica's live incarnation, reaches the broker, starts beating, and recovers the sessions from
-/// disk into its shell (which plans finishing those that were complete).
-async fn open<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(Shell<Replica<O>>, Io), RuntimeError> {
-    let me = node.me();
+/// Becomes the replica's live incarnation on its folder, and reaches the broker: what the shell's steps are
+/// then performed with.
+async fn connect<O: Operator>(node: &StageNode<O>, amqp_url: &str) -> Result<Io, RuntimeError> {
+    let (me, stage) = (node.me(), node.operator.stage());
     let started = std::time::Instant::now();
-    let node_dir = node.node_dir();
-    let (topology, input_queue, lease) = (node.config.topology.clone(), node.input_queue(), node.config.session_lease);
+    let folder = node.node_dir();
+    let (topology, input_queue) = (node.config.topology.clone(), node.input_queue());
     // This process is the node's only live incarnation from here on (an older one steps aside first).
-    let incarnation = Arc::new(Incarnation::claim(&node_dir).await?);
+    let incarnation = Arc::new(Incarnation::claim(&folder).await?);
     incarnation.watch();
-    // The broker next, then the heartbeat: a node is heard while it replays its logs, so the monitors do not take
-    // a long recovery for a hang.
     let connection = amqp::connect_node(amqp_url, &me.to_string()).await;
     amqp::declare_queues(&connection.create_channel().await?, &topology).await?;
     let counters = Arc::new(Counters::default());
-    // Each beat says what the folder holds, and, once known, how the recovery went.
-    let recovery: Arc<std::sync::Mutex<coffee_types::ReplicaState>> = Arc::default();
-    let (reported, folder) = (recovery.clone(), node_dir.clone());
-    let annotate = move |beat: &mut heartbeat::Heartbeat| {
-        let (log_bytes, snapshot_bytes, age) = crate::state::footprint(&folder);
-        let last_snapshot_age_ms = age.map(|a| a.as_millis() as u64);
-        let known = *reported.lock().expect("recovery lock");
-        beat.state = Some(coffee_types::ReplicaState { log_bytes, snapshot_bytes, last_snapshot_age_ms, ..known });
-    };
-    heartbeat::start_with(&connection, &topology, me.to_string(), counters.clone(), annotate).await?;
-
-    let recovering = std::time::Instant::now();
-    let mut shell = Shell::new(Replica::new(node), lease);
-    let recovered = shell.open(Arc::new(RealDisk), tokio::time::Instant::now())?;
-    {
-        let mut known = recovery.lock().expect("recovery lock");
-        known.recovery_ms = recovering.elapsed().as_millis() as u64;
-        known.replayed_records = recovered.records;
-        known.recovered_sessions = recovered.sessions;
-    }
-    let sessions = shell.protocol().open_sessions();
-    info!(node = %me, sessions, dir = %node_dir.display(), "state recovered");
-    counters.open_sessions.store(sessions as u64, Ordering::Relaxed);
     let publisher = Publisher::new(&connection, counters.clone()).await?;
-    recovery.lock().expect("recovery lock").ready_ms = started.elapsed().as_millis() as u64;
-    Ok((shell, Io { me, connection, publisher, input_queue, counters, incarnation }))
+    let (lock, recovery) = (std::sync::OnceLock::new(), Arc::default());
+    let io = Io {
+        me,
+        stage,
+        topology,
+        folder,
+        connection,
+        lock,
+        publisher,
+        input_queue,
+        counters,
+        incarnation,
+        started,
+        recovery,
+    };
+    Ok(io)
 }
 
 #[cfg(test)]

@@ -33,6 +33,12 @@ use tokio::time::Instant;
 /// One thing a replica's shell does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
+    /// Claim the replica before anything else ([`crate::ownership`]): hold its lock, then check that this
+    /// process's folder ([`Protocol::folder_id`]) is the one the broker records as holding the replica's state
+    /// (or record it, the first time). A process refused must stop without publishing or consuming anything.
+    Claim,
+    /// Open the folder: [`Shell::open`] (the runtime starts beating first).
+    Open,
     /// Handle delivery `i` of the group: its bytes go to [`Shell::handle`], and what it sends comes next.
     Handle(usize),
     /// Publish one message; its confirm joins those in flight.
@@ -79,12 +85,21 @@ impl<P: Protocol> Shell<P> {
         &self.protocol
     }
 
-    /// A new process: opens the folder on `disk`, rebuilds the sessions (each one's lease starting `now`), and
-    /// plans finishing the sessions that were complete when the replica died, one at a time, before it consumes
-    /// anything new.
-    pub fn open(&mut self, disk: Arc<dyn Disk>, now: Instant) -> Result<Recovery, RuntimeError> {
+    /// A new process's start: it claims the replica (unless that fix is reverted on purpose, for the simulator
+    /// to find), then opens its folder. Nothing before the claim publishes or consumes anything.
+    pub fn start(&mut self) {
         self.steps.clear();
         self.leases = Leases::new(self.lease);
+        if !planted::active(Bug::NoReplicaClaim) {
+            self.steps.push_back(Step::Claim);
+        }
+        self.steps.push_back(Step::Open);
+    }
+
+    /// Performs a [`Step::Open`]: opens the folder on `disk`, rebuilds the sessions (each one's lease starting
+    /// `now`), and plans finishing the sessions that were complete when the replica died, one at a time, before
+    /// it consumes anything new.
+    pub fn open(&mut self, disk: Arc<dyn Disk>, now: Instant) -> Result<Recovery, RuntimeError> {
         let recovery = self.protocol.open(disk)?;
         for (session, outbox) in self.protocol.complete_sessions() {
             self.steps.extend(outbox.into_iter().map(|(queue, out)| Step::Publish { queue, out }));
@@ -224,6 +239,8 @@ mod tests {
             Step::Ack => "ack",
             Step::Retire { .. } => "retire",
             Step::Consume => "consume",
+            Step::Claim => "claim",
+            Step::Open => "open",
         };
         let mut out: Vec<&str> = steps.iter().map(kind).collect();
         out.dedup();
@@ -234,7 +251,11 @@ mod tests {
     fn a_group_is_published_as_handled_then_confirmed_checked_committed_and_acked() {
         let mut shell = shell();
         let t0 = Instant::now();
-        shell.open(Arc::new(SimDisk::new()), t0).unwrap();
+        let disk = Arc::new(SimDisk::new());
+        shell.start();
+        assert_eq!(shell.next_step(), Some(Step::Claim), "a start claims the replica first");
+        assert_eq!(shell.next_step(), Some(Step::Open));
+        shell.open(disk, t0).unwrap();
         assert_eq!(run(&mut shell, &[], t0), vec![Step::Consume], "nothing to finish again: it consumes");
         let session = SessionId::from_u128(7);
         let gateway = crate::gateway::GATEWAY;

@@ -68,6 +68,8 @@ impl Tombstones {
 pub struct NodeStore {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
+    /// The folder's id ([`FOLDER_ID`]).
+    folder_id: uuid::Uuid,
     logs: HashMap<SessionId, OpenLog>,
     finished_log: RecordLog,
     /// Records in `finished.log`: past twice the cap, it is rewritten with the tombstones kept.
@@ -75,6 +77,27 @@ pub struct NodeStore {
     tombstones: Tombstones,
     /// Files were created or deleted since the folder was last synced.
     dir_dirty: bool,
+}
+
+/// The file that names a state folder: a random id, written (durably) the first time the folder is opened. The
+/// broker records which folder holds a replica's state by this id ([`crate::ownership`]), so that a process on
+/// another folder (another host's, or a folder set apart) never serves the replica.
+pub const FOLDER_ID: &str = "folder-id";
+
+/// The files of a node's folder that are not a session's: what the folder keeps once every session ended.
+pub const BOOKKEEPING: [&str; 4] =
+    ["finished.log", crate::incarnation::LOCK_FILE, crate::incarnation::COUNTER_FILE, FOLDER_ID];
+
+/// The id of the folder `dir`, made (and the folder with it) the first time it is asked for.
+pub fn folder_id(disk: &dyn Disk, dir: &Path) -> io::Result<uuid::Uuid> {
+    disk.create_dir_all(dir)?;
+    let path = dir.join(FOLDER_ID);
+    if let Some(id) = disk.read(&path)?.and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok()) {
+        return Ok(id);
+    }
+    let id = uuid::Uuid::new_v4();
+    disk::write_atomically(disk, &path, id.as_bytes())?;
+    Ok(id)
 }
 
 /// What a node's folder held when it started.
@@ -95,6 +118,7 @@ impl NodeStore {
     /// Opens the folder, recovering every session and cleaning what a crash left half done.
     pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, tombstones: usize) -> io::Result<(NodeStore, Recovered)> {
         disk.create_dir_all(dir)?;
+        let folder_id = folder_id(&*disk, dir)?;
         let finished_path = dir.join("finished.log");
         let (finished_log, recovery) = RecordLog::open_on(&*disk, &finished_path)?;
         let mut kept = Tombstones::new(tombstones);
@@ -104,6 +128,7 @@ impl NodeStore {
         let mut store = NodeStore {
             disk,
             dir: dir.to_owned(),
+            folder_id,
             logs: HashMap::new(),
             finished_log,
             finished_records: recovery.records.len(),
@@ -122,6 +147,11 @@ impl NodeStore {
         store.compact_tombstones()?;
         store.sync_dir()?;
         Ok((store, Recovered { sessions }))
+    }
+
+    /// The folder's id ([`FOLDER_ID`]).
+    pub fn folder_id(&self) -> uuid::Uuid {
+        self.folder_id
     }
 
     /// Whether `id` ended here (as far as the kept tombstones go).
@@ -264,8 +294,7 @@ impl NodeStore {
         }
         let mut files = Vec::new();
         for entry in walk(dir)? {
-            let bookkeeping = ["finished.log", crate::incarnation::LOCK_FILE, crate::incarnation::COUNTER_FILE];
-            if entry.file_name().is_some_and(|n| !bookkeeping.iter().any(|b| n == *b)) {
+            if entry.file_name().is_some_and(|n| !BOOKKEEPING.iter().any(|b| n == *b)) {
                 files.push(entry);
             }
         }

@@ -64,6 +64,8 @@ pub enum Refusal {
     NotFound(String),
     /// 403: another consumer holds the queue exclusively.
     AccessRefused(String),
+    /// 405: another connection holds the exclusive queue.
+    ResourceLocked(String),
 }
 
 /// How a queue is declared.
@@ -103,6 +105,10 @@ pub struct SimBroker {
     unacked: BTreeMap<String, Vec<(String, Message)>>,
     /// Published and not confirmed, per publisher: (queue, message id).
     unconfirmed: BTreeMap<String, Vec<(String, u64)>>,
+    /// Exclusive queues, each with the client whose connection holds it (deleted when that connection closes).
+    exclusive: BTreeMap<String, String>,
+    /// The one durable message of each replica's owner queue (the id of the folder that holds its state).
+    owners: BTreeMap<String, uuid::Uuid>,
     next_id: u64,
     pub stats: BrokerStats,
 }
@@ -129,6 +135,8 @@ impl SimBroker {
             connections: BTreeMap::new(),
             unacked: BTreeMap::new(),
             unconfirmed: BTreeMap::new(),
+            exclusive: BTreeMap::new(),
+            owners: BTreeMap::new(),
             next_id: 0,
             stats: BrokerStats::default(),
         }
@@ -187,6 +195,28 @@ impl SimBroker {
         let queue_state = Queue { ready: VecDeque::new(), kind, home, args, consumers: Vec::new(), idle_since };
         self.queues.insert(queue.to_owned(), queue_state);
         Ok(())
+    }
+
+    /// Declares the exclusive queue `queue` for `client`'s connection: refused (405) while another connection
+    /// holds it.
+    pub fn declare_exclusive(&mut self, client: &str, queue: &str) -> Result<(), Refusal> {
+        match self.exclusive.get(queue) {
+            Some(holder) if holder != client => Err(Refusal::ResourceLocked(format!("queue '{queue}' is locked"))),
+            _ => {
+                self.exclusive.insert(queue.to_owned(), client.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// The folder id an owner queue holds, if any (read and put back, as `basic.get` and a requeue do).
+    pub fn owner(&self, queue: &str) -> Option<uuid::Uuid> {
+        self.owners.get(queue).copied()
+    }
+
+    /// Publishes (confirmed) the owner record of an empty owner queue.
+    pub fn record_owner(&mut self, queue: &str, folder: uuid::Uuid) {
+        self.owners.entry(queue.to_owned()).or_insert(folder);
     }
 
     /// Whether `queue` exists.
@@ -334,6 +364,7 @@ impl SimBroker {
     /// queue drops (or dead-letters) a message returned more often than its delivery limit.
     pub fn disconnect(&mut self, client: &str, now: u64, rng: &mut ChaCha8Rng) -> Vec<String> {
         self.connections.remove(client);
+        self.exclusive.retain(|_, holder| holder != client);
         self.cancel(client, now);
         let Some(mut back) = self.unacked.remove(client) else { return Vec::new() };
         back.shuffle(rng);

@@ -45,10 +45,12 @@ pub enum Path {
     ConsumerCancelled,
     /// A quorum queue dropped a message returned more often than its delivery limit.
     DeliveryLimit,
+    /// A process on another folder than the replica's state was refused the replica.
+    ClaimRefused,
 }
 
 impl Path {
-    pub const ALL: [Path; 19] = [
+    pub const ALL: [Path; 20] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -68,6 +70,7 @@ impl Path {
         Path::DroppedPublish,
         Path::ConsumerCancelled,
         Path::DeliveryLimit,
+        Path::ClaimRefused,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -92,6 +95,7 @@ impl Path {
             Path::DroppedPublish => "dropped-publish",
             Path::ConsumerCancelled => "consumer-cancelled",
             Path::DeliveryLimit => "delivery-limit",
+            Path::ClaimRefused => "claim-refused",
         }
     }
 }

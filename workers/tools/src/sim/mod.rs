@@ -59,6 +59,8 @@ pub struct Faults {
     pub monitor: bool,
     /// A second process of a replica started beside the first, on its folder.
     pub incarnation: bool,
+    /// A process of a replica started on a folder of its own beside the replica's.
+    pub stray: bool,
 }
 
 impl Faults {
@@ -70,6 +72,7 @@ impl Faults {
         pause: true,
         monitor: true,
         incarnation: true,
+        stray: true,
     };
     pub const NONE: Faults = Faults {
         crash: false,
@@ -79,10 +82,11 @@ impl Faults {
         pause: false,
         monitor: false,
         incarnation: false,
+        stray: false,
     };
 
     /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`, `pause`,
-    /// `monitor`, `incarnation`.
+    /// `monitor`, `incarnation`, `stray`.
     pub fn parse(text: &str) -> anyhow::Result<Faults> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -99,8 +103,9 @@ impl Faults {
                 "pause" => faults.pause = true,
                 "monitor" => faults.monitor = true,
                 "incarnation" => faults.incarnation = true,
+                "stray" => faults.stray = true,
                 other => anyhow::bail!(
-                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation"
+                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray"
                 ),
             }
         }

@@ -21,8 +21,13 @@ enum Fault {
     /// A second process of a replica started beside the one running, on the same folder: the older one must
     /// step aside, touching nothing, before the newer one reads the folder.
     SecondProcess,
+    /// A process of a replica started on a folder of its own beside the replica's (another host's, or a state
+    /// folder set apart): it must never take the replica's input.
+    Stray,
 }
 
+/// How long a stray process runs before its operator stops it (steps).
+const STRAY_LIFETIME: std::ops::RangeInclusive<u64> = 200..=3_000;
 /// How long a broker node of a cluster stays down (steps).
 const BROKER_NODE_DOWN: std::ops::RangeInclusive<u64> = 100..=2_000;
 
@@ -96,6 +101,9 @@ impl World<'_> {
         if faults.incarnation {
             kinds.push(Fault::SecondProcess);
         }
+        if faults.stray {
+            kinds.push(Fault::Stray);
+        }
         if faults.monitor {
             kinds.extend([Fault::MonitorKill, Fault::MonitorLoad]);
         }
@@ -104,7 +112,13 @@ impl World<'_> {
         match kind {
             Fault::Kill | Fault::PowerCut => {
                 let i = self.rng.gen_range(0..self.replicas.len());
-                if let Some(pid) = self.replicas[i].holder().map(|p| p.pid) {
+                // The replica's own process, or now and then a stray beside it.
+                let stray = self.replicas[i].processes.iter().find(|p| p.stray.is_some()).map(|p| p.pid);
+                let victim = match stray {
+                    Some(pid) if self.rng.gen_bool(0.3) => Some(pid),
+                    _ => self.replicas[i].holder().map(|p| p.pid),
+                };
+                if let Some(pid) = victim {
                     let exit = if kind == Fault::PowerCut { Exit::PowerCut } else { Exit::Killed };
                     self.end_process(i, pid, exit);
                 }
@@ -162,6 +176,15 @@ impl World<'_> {
                 if !self.replicas[i].down() {
                     let pid = self.start_process(i);
                     note!(self, "a second process of {} ({pid}) starts beside the first", self.replicas[i].name);
+                }
+            }
+            Fault::Stray => {
+                // Beside a replica that runs already: a process of its own opened its folder.
+                let i = self.rng.gen_range(0..self.replicas.len());
+                if self.replicas[i].opened {
+                    let lifetime = self.rng.gen_range(STRAY_LIFETIME);
+                    let pid = self.start_stray(i, lifetime);
+                    note!(self, "a stray process of {} ({pid}) starts on a folder of its own", self.replicas[i].name);
                 }
             }
             Fault::MonitorLoad => {

@@ -152,6 +152,7 @@ impl<'a> World<'a> {
                     disk: SimDisk::new(),
                     announced: 0,
                     child: 0,
+                    opened: false,
                     restart_at: None,
                     crash_loop: Default::default(),
                     processes: Vec::new(),
@@ -352,11 +353,11 @@ impl<'a> World<'a> {
                         waiting |= self.step < at;
                         self.step >= at
                     }
-                    Phase::Running => match process.consume_again_at {
-                        // Refused an exclusive consumer: it tries again later.
-                        Some(at) => {
-                            waiting |= self.step < at;
-                            self.step >= at
+                    Phase::Running => match &process.again {
+                        // Refused for now (a lock or a queue held): it tries again later.
+                        Some((at, _)) => {
+                            waiting |= self.step < *at;
+                            self.step >= *at
                         }
                         None => {
                             let sessions = process.shell.protocol().open_sessions() > 0;
@@ -434,7 +435,7 @@ impl<'a> World<'a> {
                 .paths()
                 .into_iter()
                 .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .filter(|name| name != "finished.log")
+                .filter(|name| !coffee_engine::state::BOOKKEEPING.contains(&name.as_str()))
                 .collect();
             if !left.is_empty() || r.open_sessions() > 0 {
                 let _ = write!(problems, "{} keeps session state: {left:?} ", r.name);

@@ -8,6 +8,7 @@
 use super::super::broker::{QueueArgs, Refusal};
 use super::*;
 use coffee_engine::heartbeat::Heartbeat;
+use coffee_engine::ownership::{self, Claim};
 use coffee_engine::runtime::{Retirement, Shell, Step};
 use coffee_ops::orchestrator::CrashLoop;
 
@@ -45,8 +46,11 @@ pub(super) struct SimProcess {
     pub(super) started: u64,
     /// The group of deliveries its shell is carrying out.
     pub(super) group: Vec<Message>,
-    /// Consuming was refused (another consumer holds the queue exclusively): it tries again then.
-    pub(super) consume_again_at: Option<u64>,
+    /// A step the broker refused for now (another process holds the replica's lock, or its queue
+    /// exclusively): it tries it again then.
+    pub(super) again: Option<(u64, Step)>,
+    /// Its heartbeat runs (from the shell's [`Step::Open`] on).
+    pub(super) beating: bool,
     /// The broker cancelled its consumer: its main loop sees the consumer end when it next waits for input.
     pub(super) cancelled: bool,
     pub(super) next_lease_check: u64,
@@ -54,6 +58,16 @@ pub(super) struct SimProcess {
     pub(super) next_watch: u64,
     /// Stopped (SIGSTOP) until then: it neither steps nor beats, and keeps what it was delivered.
     pub(super) paused_until: Option<u64>,
+    /// A stray: a process of the replica on a folder of its own (another host's, or a state folder set apart),
+    /// started by hand beside the replica's own; it ends by then unless something ends it sooner.
+    pub(super) stray: Option<Stray>,
+}
+
+/// What a stray process has of its own.
+pub(super) struct Stray {
+    pub(super) disk: SimDisk,
+    /// Its operator stops it then.
+    pub(super) until: u64,
 }
 
 impl SimProcess {
@@ -72,8 +86,8 @@ impl SimProcess {
         match self.phase {
             Phase::WaitingLock => false,
             Phase::Starting { at } => step >= at,
-            Phase::Running => match self.consume_again_at {
-                Some(at) => step >= at,
+            Phase::Running => match &self.again {
+                Some((at, _)) => step >= *at,
                 None => !self.shell.idle() || self.cancelled,
             },
         }
@@ -92,6 +106,8 @@ pub(super) struct SimReplica {
     pub(super) announced: u32,
     /// The process its orchestrator started last, which a restart request is checked against.
     pub(super) child: u32,
+    /// A process of its own (not a stray) opened its folder once.
+    pub(super) opened: bool,
     /// Its supervisor starts it again then: it exited by itself after losing the broker.
     pub(super) restart_at: Option<u64>,
     pub(super) crash_loop: CrashLoop,
@@ -99,9 +115,9 @@ pub(super) struct SimReplica {
 }
 
 impl SimReplica {
-    /// The process holding the folder (running or paused), if any.
+    /// The process holding the replica's folder (running or paused), if any.
     pub(super) fn holder(&self) -> Option<&SimProcess> {
-        self.processes.iter().find(|p| p.phase != Phase::WaitingLock)
+        self.processes.iter().find(|p| p.stray.is_none() && p.phase != Phase::WaitingLock)
     }
 
     /// Whether exactly one process runs it, started, holding its folder, and none is paused or waiting.
@@ -137,8 +153,9 @@ impl World<'_> {
     }
 
     /// A process that holds its folder starts: it reaches a broker node (the one it picks first, else the next
-    /// one up), declares every queue of the topology, and opens its folder. A broker that refuses a declaration
-    /// (a classic queue whose home node is down) makes it exit to be restarted.
+    /// one up) and declares every queue of the topology; then its shell plans the rest (claim the replica, open
+    /// the folder). A broker that refuses a declaration (a classic queue whose home node is down) makes it exit
+    /// to be restarted.
     fn start(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
         let client = self.replicas[i].processes[p].client(&name);
@@ -158,16 +175,71 @@ impl World<'_> {
                 return self.end_process(i, pid, Exit::LostBroker);
             }
         }
-        let (now, every, disk) = (self.now(), self.announce_every(), Arc::new(self.replicas[i].disk.clone()));
         let process = &mut self.replicas[i].processes[p];
+        process.phase = Phase::Running;
+        process.shell.start();
+        note!(self, "{name} (process {pid}) reached broker node {node}");
+    }
+
+    /// The folder a process runs on: the replica's, or a stray's own.
+    fn disk_of(&self, i: usize, p: usize) -> SimDisk {
+        match &self.replicas[i].processes[p].stray {
+            Some(stray) => stray.disk.clone(),
+            None => self.replicas[i].disk.clone(),
+        }
+    }
+
+    /// Claims the replica as the runtime does (`coffee_engine::ownership`): its lock (an exclusive queue; a
+    /// process waits while another holds it), then the record of the folder that holds its state, decided by
+    /// the same rule. A process refused exits without publishing or consuming anything.
+    fn claim(&mut self, i: usize, p: usize) {
+        let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
+        let client = self.replicas[i].processes[p].client(&name);
+        let (stage, replica) = (self.replicas[i].stage, self.replicas[i].config.replica);
+        let lock = self.topology.lock_queue(stage, replica);
+        if let Err(refusal) = self.broker.declare_exclusive(&client, &lock) {
+            note!(self, "{name} (process {pid}) waits for the replica's lock: {refusal:?}");
+            self.replicas[i].processes[p].again = Some((self.step + CONSUME_RETRY, Step::Claim));
+            return;
+        }
+        self.replicas[i].processes[p].again = None;
+        let folder = match self.replicas[i].processes[p].shell.protocol().folder_id(&self.disk_of(i, p)) {
+            Ok(folder) => folder,
+            Err(e) => {
+                note!(self, "{name} (process {pid}) cannot read its folder's id: {e}");
+                return self.end_process(i, pid, Exit::Killed);
+            }
+        };
+        let record = self.topology.owner_queue(stage, replica);
+        match ownership::decide(self.broker.owner(&record), folder) {
+            Claim::Recorded => self.broker.record_owner(&record, folder),
+            Claim::Owner => {}
+            Claim::Refused { .. } => {
+                note!(self, "{name} (process {pid}) is refused: the replica's state is in another folder");
+                self.coverage.reach(Reached::ClaimRefused, 1);
+                self.end_process(i, pid, Exit::Refused);
+            }
+        }
+    }
+
+    /// Opens the folder (after its heartbeat started).
+    fn open(&mut self, i: usize, p: usize) {
+        let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
+        let (now, every, disk) = (self.now(), self.announce_every(), Arc::new(self.disk_of(i, p)));
+        let r = &mut self.replicas[i];
+        let process = &mut r.processes[p];
+        r.opened |= process.stray.is_none();
+        process.beating = true;
         match process.shell.open(disk, now) {
             Ok(recovery) => {
-                process.phase = Phase::Running;
                 process.next_lease_check = self.step + every;
                 self.coverage.reach(Reached::ReplayFromLog, recovery.records);
                 self.coverage.reach(Reached::ReplayFromSnapshot, recovery.snapshots);
                 let (sessions, records) = (recovery.sessions, recovery.records);
-                note!(self, "{name} (process {pid}) on broker node {node} opened its folder: {sessions} sessions, {records} records replayed");
+                note!(
+                    self,
+                    "{name} (process {pid}) opened its folder: {sessions} sessions, {records} records replayed"
+                );
             }
             Err(e) => {
                 note!(self, "{name} (process {pid}) failed to open its folder: {e}");
@@ -183,10 +255,10 @@ impl World<'_> {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
         let (client, queue) = (self.replicas[i].processes[p].client(&name), self.replicas[i].queue.clone());
         match self.broker.consume(&client, &queue, true) {
-            Ok(()) => self.replicas[i].processes[p].consume_again_at = None,
+            Ok(()) => self.replicas[i].processes[p].again = None,
             Err(Refusal::AccessRefused(why)) => {
                 note!(self, "{name} (process {pid}) waits to consume: {why}");
-                self.replicas[i].processes[p].consume_again_at = Some(self.step + CONSUME_RETRY);
+                self.replicas[i].processes[p].again = Some((self.step + CONSUME_RETRY, Step::Consume));
             }
             Err(refusal) => {
                 note!(self, "{name} (process {pid}) cannot consume ({refusal:?}): it exits");
@@ -201,8 +273,11 @@ impl World<'_> {
     fn step_running(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
         let client = self.replicas[i].processes[p].client(&name);
-        if self.replicas[i].processes[p].consume_again_at.is_some() {
-            return self.consume(i, p);
+        if let Some((_, again)) = self.replicas[i].processes[p].again.take() {
+            return match again {
+                Step::Claim => self.claim(i, p),
+                _ => self.consume(i, p),
+            };
         }
         if self.replicas[i].processes[p].shell.idle() && self.replicas[i].processes[p].cancelled {
             // Its consumer ended: the main loop returns, and the process exits to be restarted.
@@ -286,6 +361,8 @@ impl World<'_> {
                 self.broker.ack_all(&client);
                 self.replicas[i].processes[p].group.clear();
             }
+            Step::Claim => self.claim(i, p),
+            Step::Open => self.open(i, p),
             Step::Consume => self.consume(i, p),
             Step::Retire { session, why } => {
                 if let Err(e) = self.replicas[i].processes[p].shell.retire(session) {
@@ -302,9 +379,11 @@ impl World<'_> {
         }
     }
 
-    /// Whether process `p` of replica `i` was replaced: a newer one announced itself in the folder.
+    /// Whether process `p` of replica `i` was replaced: a newer one announced itself in its folder (a stray's
+    /// folder is its own: nobody else announces there).
     fn replaced(&self, i: usize, p: usize) -> bool {
-        self.replicas[i].processes[p].number < self.replicas[i].announced
+        let process = &self.replicas[i].processes[p];
+        process.stray.is_none() && process.number < self.replicas[i].announced
     }
 
     pub(super) fn publish(&mut self, publisher: &str, outbox: Vec<(String, Outgoing)>) {
@@ -335,14 +414,44 @@ impl World<'_> {
             phase: Phase::WaitingLock,
             started: self.step,
             group: Vec::new(),
-            consume_again_at: None,
+            again: None,
             cancelled: false,
+            beating: false,
             next_lease_check: 0,
             next_beat: self.step,
             next_watch: self.step + WATCH_EVERY,
             paused_until: None,
+            stray: None,
         });
         self.take_lock(i);
+        pid
+    }
+
+    /// A stray process of replica `i`, on an empty folder of its own, started beside the replica's own
+    /// process; its operator stops it after `lifetime` steps. Returns its pid.
+    pub(super) fn start_stray(&mut self, i: usize, lifetime: u64) -> u32 {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        let at = self.step + self.rng.gen_range(START_TIME);
+        let r = &mut self.replicas[i];
+        let protocol = with_operator(r.stage, Build(r.config.clone()));
+        let lease = Duration::from_millis(self.options.lease_steps);
+        r.processes.push(SimProcess {
+            pid,
+            number: 1,
+            shell: Shell::new(protocol, lease),
+            phase: Phase::Starting { at },
+            started: self.step,
+            group: Vec::new(),
+            again: None,
+            cancelled: false,
+            beating: false,
+            next_lease_check: 0,
+            next_beat: self.step,
+            next_watch: self.step + WATCH_EVERY,
+            paused_until: None,
+            stray: Some(Stray { disk: SimDisk::new(), until: self.step + lifetime }),
+        });
         pid
     }
 
@@ -351,7 +460,7 @@ impl World<'_> {
         let at = self.step + self.rng.gen_range(START_TIME);
         let r = &mut self.replicas[i];
         if r.holder().is_none() {
-            if let Some(next) = r.processes.first_mut() {
+            if let Some(next) = r.processes.iter_mut().find(|p| p.stray.is_none()) {
                 next.phase = Phase::Starting { at };
             }
         }
@@ -363,10 +472,11 @@ impl World<'_> {
         let Some(p) = self.replicas[i].at(pid) else { return };
         let r = &mut self.replicas[i];
         let process = r.processes.remove(p);
-        r.disk.fail_after(None);
+        let disk = process.stray.as_ref().map_or(&r.disk, |stray| &stray.disk);
+        disk.fail_after(None);
         if exit == Exit::PowerCut {
             let rng = &mut self.rng;
-            r.disk.crash(|_| match rng.gen_range(0..3) {
+            disk.crash(|_| match rng.gen_range(0..3) {
                 0 => Tear::Nothing,
                 1 => Tear::Everything,
                 _ => Tear::Prefix(rng.gen_range(0..64)),
@@ -392,6 +502,8 @@ impl World<'_> {
             Exit::PowerCut => "killed, its machine cut off",
             Exit::SteppedAside => "gone",
             Exit::LostBroker => "exits: it lost the broker",
+            Exit::Stopped => "stopped by its operator",
+            Exit::Refused => "exits: refused the replica",
         };
         note!(self, "{name} (process {pid}) {how}");
         self.take_lock(i);
@@ -415,6 +527,16 @@ impl World<'_> {
             let mut beats = Vec::new();
             let mut stepping_aside = Vec::new();
             let r = &mut self.replicas[i];
+            let stopped: Vec<u32> = r
+                .processes
+                .iter()
+                .filter(|p| p.stray.as_ref().is_some_and(|s| step >= s.until))
+                .map(|p| p.pid)
+                .collect();
+            for pid in stopped {
+                self.end_process(i, pid, Exit::Stopped);
+            }
+            let r = &mut self.replicas[i];
             for process in &mut r.processes {
                 if process.paused_until.is_some_and(|until| step >= until) {
                     process.paused_until = None;
@@ -422,14 +544,14 @@ impl World<'_> {
                 if !process.running() {
                     continue;
                 }
-                // Beats come from their own task once the process reached the broker.
-                if process.phase == Phase::Running && step >= process.next_beat {
+                // Beats come from their own task, once the process opens its folder.
+                if process.beating && step >= process.next_beat {
                     process.next_beat = step + monitors::BEAT_EVERY;
                     beats.push(Heartbeat::quiet(&r.name, process.pid, 0));
                 }
                 if step >= process.next_watch {
                     process.next_watch = step + WATCH_EVERY;
-                    if process.number < r.announced {
+                    if process.stray.is_none() && process.number < r.announced {
                         stepping_aside.push(process.pid);
                     }
                 }
@@ -455,4 +577,8 @@ pub(super) enum Exit {
     SteppedAside,
     /// It lost the broker and exited (code 75) to be restarted at once.
     LostBroker,
+    /// Its operator stopped it (a stray).
+    Stopped,
+    /// The replica's state is in another folder: it exited without serving it.
+    Refused,
 }
