@@ -3,6 +3,7 @@
 //! lease runs out, instead of staying on their disks forever.
 
 use coffee_engine::protocol::ClientFrame;
+use coffee_engine::state::NodeStore;
 use coffee_model::message::Batch;
 use coffee_model::model::FileKind;
 use coffee_ops::cluster::StartOptions;
@@ -69,5 +70,43 @@ async fn a_session_no_gateway_knows_is_purged_when_its_lease_runs_out() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     eprintln!("its results queue expired {:?} after the gateway vanished", started.elapsed());
+    cluster.stop().await.unwrap();
+}
+
+/// A session whose gateway lives is never purged by the stages' leases, even when an announcement fails: the
+/// gateway's first announcement fails (a failpoint standing for a channel the broker closed), and its announcer
+/// carries on with a new channel. Before, the announcer's task ended at its first failed publish and nothing
+/// noticed: a live session held only by the announcements (here a client that waits before it uploads the
+/// rest) was purged from every stage once its lease ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_announcement_does_not_stop_the_announcer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 62, &dir.path().join("data"));
+    let env = vec![("SESSION_LEASE".into(), "2s".into()), ("SESSION_GRACE".into(), "60s".into())];
+    let fails = vec![("FAILPOINTS".to_owned(), "announce-fails=1*return".to_owned())];
+    let first_start_env = std::collections::BTreeMap::from([("gateway".to_owned(), fails)]);
+    let options = StartOptions { env, first_start_env, ..Default::default() };
+    let (spec, cluster) = start_cluster_with("announcer", "all=1", options).await;
+
+    // Half a session, held on the stages' disks; its client waits, connected, for three leases.
+    let (client, _, _) = RawClient::hello(&spec.gateway_addr).await;
+    let mut writer = client.writer;
+    let mut stores = Vec::new();
+    coffee_model::dataset::read_all(&data, |s| stores.push(s), |_, _| {}).unwrap();
+    writer.send(&ClientFrame::Rows { kind: FileKind::Stores, seq: 0, batch: Batch::Stores(stores) }).await.unwrap();
+    writer.send(&ClientFrame::EndOfFile { kind: FileKind::Stores, batches: 1 }).await.unwrap();
+    // The stores go to q3_agg and q4_top; the gateway's own folder (its upload log) is not a stage's.
+    let stages = ["q3_agg-0", "q4_top-0"].map(|node| spec.run_dir().join("state").join(node));
+    let stage_files = || stages.iter().flat_map(|dir| NodeStore::session_files(dir).unwrap()).collect::<Vec<_>>();
+    for _ in 0..100 {
+        if stage_files().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stage_files().len(), 2, "the half session was persisted at both stages");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!stage_files().is_empty(), "the stages purged a session its gateway still serves");
+    drop((writer, client.reader));
     cluster.stop().await.unwrap();
 }

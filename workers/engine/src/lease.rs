@@ -18,6 +18,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ExchangeKind};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -50,32 +51,84 @@ async fn declare(channel: &lapin::Channel, topology: &Topology) -> lapin::Result
         .await
 }
 
-/// Announces, every `every` until the connection fails, the sessions that `known` lists (the gateway: those
-/// with an upload log in its folder).
+/// Announces, every `every` for as long as the process lives, the sessions that `known` lists (the gateway:
+/// those with an upload log in its folder). An announcement that fails (the broker closed the announcer's
+/// channel, a channel-level error) is followed by a new channel ([`after_announce_failure`]): an announcer that
+/// stopped there would leave every stage to purge the gateway's live sessions once their lease ran out. The
+/// connection's own failure ends the process (`amqp::connect_node`).
 pub async fn start_announcing(
-    connection: &Connection,
+    connection: Arc<Connection>,
     topology: &Topology,
     every: Duration,
     known: impl Fn() -> Vec<SessionId> + Send + 'static,
 ) -> Result<(), BrokerError> {
-    let channel = connection.create_channel().await?;
-    declare(&channel, topology).await?;
     let exchange = exchange(topology);
+    let mut channel = Some(open_announcing(&connection, &exchange).await?);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            if channel.is_none() {
+                match open_announcing(&connection, &exchange).await {
+                    Ok(opened) => {
+                        tracing::info!("session announcements go on, on a new channel");
+                        channel = Some(opened);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open a channel for the session announcements yet");
+                        continue;
+                    }
+                }
+            }
             let payload = postcard::to_allocvec(&known()).expect("session ids serialize");
-            let options = BasicPublishOptions::default();
-            let sent = channel
-                .basic_publish(exchange.as_str().into(), "".into(), options, &payload, BasicProperties::default())
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "session announcements stopped");
-                return;
+            let Some(open) = &channel else { continue };
+            if let Err(e) = announce(open, &exchange, &payload).await {
+                match after_announce_failure() {
+                    AfterFailure::Reopen => {
+                        tracing::warn!(error = %e, "a session announcement failed: the next one goes on a new channel");
+                        channel = None;
+                    }
+                    AfterFailure::Stop => {
+                        tracing::warn!(error = %e, "session announcements stopped");
+                        return;
+                    }
+                }
             }
         }
     });
+    Ok(())
+}
+
+/// What the announcer does after an announcement failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Opens another channel for the next announcement.
+    Reopen,
+    /// Stops announcing (the reverted fix, planted for the simulator to find).
+    Stop,
+}
+
+/// What the announcer does after an announcement failed: the runtime's and the simulator's rule.
+pub fn after_announce_failure() -> AfterFailure {
+    if crate::planted::active(crate::planted::Bug::AnnouncerStops) {
+        AfterFailure::Stop
+    } else {
+        AfterFailure::Reopen
+    }
+}
+
+async fn open_announcing(connection: &Connection, exchange: &str) -> Result<lapin::Channel, BrokerError> {
+    let channel = connection.create_channel().await?;
+    let options = ExchangeDeclareOptions::default();
+    channel.exchange_declare(exchange.into(), ExchangeKind::Fanout, options, FieldTable::default()).await?;
+    Ok(channel)
+}
+
+/// One announcement (no confirm: a lost one is only a late one).
+async fn announce(channel: &lapin::Channel, exchange: &str, payload: &[u8]) -> Result<(), BrokerError> {
+    crate::failpoint_error!("announce-fails");
+    let options = BasicPublishOptions::default();
+    channel.basic_publish(exchange.into(), "".into(), options, payload, BasicProperties::default()).await?;
     Ok(())
 }
 

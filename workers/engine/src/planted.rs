@@ -39,6 +39,10 @@ pub enum Bug {
     /// Revert of a real-faults fix: a replica's process consumes without claiming the replica first (its lock
     /// and the record of the folder that holds its state), so a process on another folder takes its input too.
     NoReplicaClaim,
+    /// Revert of a real-faults fix: the gateway's session announcer stops at its first failed announcement (a
+    /// channel the broker closed), and nothing notices; the stages purge the gateway's live sessions once their
+    /// lease runs out.
+    AnnouncerStops,
     /// Revert of a real-faults fix: classic queues are allowed on several broker nodes, where a queue whose home
     /// node is down drops what is published to it and still confirms it.
     ClassicQueuesOnSeveralBrokers,
@@ -57,7 +61,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeCommit,
         Bug::CommitBeforeConfirm,
         Bug::DedupOff,
@@ -70,6 +74,7 @@ impl Bug {
         Bug::NoResultsExpiry,
         Bug::ClassicQueuesOnSeveralBrokers,
         Bug::NoReplicaClaim,
+        Bug::AnnouncerStops,
         Bug::ProgressBeforeConfirm,
         Bug::ResultsAckedPastTheClient,
         Bug::MonitorAsksOnce,

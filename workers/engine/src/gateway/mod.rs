@@ -46,7 +46,7 @@ pub struct Gateway {
 /// What every connection of this gateway shares.
 struct Shared {
     topology: Topology,
-    connection: lapin::Connection,
+    connection: Arc<lapin::Connection>,
     publisher: Publisher,
     flow: FlowControl,
     counters: Arc<Counters>,
@@ -138,7 +138,7 @@ impl Gateway {
         let incarnation = std::sync::Arc::new(crate::incarnation::Incarnation::claim(&self.state_dir).await?);
         incarnation.watch();
         let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let connection = amqp::connect_node(&self.amqp_url, "gateway").await;
+        let connection = Arc::new(amqp::connect_node(&self.amqp_url, "gateway").await);
         let channel = connection.create_channel().await?;
         amqp::declare_queues(&channel, &self.topology).await?;
         let counters = Arc::new(Counters::default());
@@ -146,8 +146,8 @@ impl Gateway {
         let every = crate::lease::announce_every(self.session_lease);
         // The sessions it knows: open, waiting for a resume, or being purged (those with an upload log).
         let dir = self.state_dir.clone();
-        crate::lease::start_announcing(&connection, &self.topology, every, move || progress::UploadLog::ids(&dir))
-            .await?;
+        let known = move || progress::UploadLog::ids(&dir);
+        crate::lease::start_announcing(connection.clone(), &self.topology, every, known).await?;
         let publisher = Publisher::new(&connection, counters.clone()).await?;
         let flow = FlowControl { channel, limit: MAX_QUEUE_DEPTH };
         info!(addr = %listener.local_addr()?, topology = %self.topology, "gateway listening");

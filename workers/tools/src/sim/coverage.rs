@@ -47,10 +47,14 @@ pub enum Path {
     DeliveryLimit,
     /// A process on another folder than the replica's state was refused the replica.
     ClaimRefused,
+    /// The broker closed a replica process's channel.
+    ChannelClosed,
+    /// The gateway's session announcer went on after a failed announcement.
+    AnnouncerReopened,
 }
 
 impl Path {
-    pub const ALL: [Path; 20] = [
+    pub const ALL: [Path; 22] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -71,6 +75,8 @@ impl Path {
         Path::ConsumerCancelled,
         Path::DeliveryLimit,
         Path::ClaimRefused,
+        Path::ChannelClosed,
+        Path::AnnouncerReopened,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -96,6 +102,8 @@ impl Path {
             Path::ConsumerCancelled => "consumer-cancelled",
             Path::DeliveryLimit => "delivery-limit",
             Path::ClaimRefused => "claim-refused",
+            Path::ChannelClosed => "channel-closed",
+            Path::AnnouncerReopened => "announcer-reopened",
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct Faults {
     pub incarnation: bool,
     /// A process of a replica started on a folder of its own beside the replica's.
     pub stray: bool,
+    /// Channels closed and consumers cancelled by the broker.
+    pub channel: bool,
 }
 
 impl Faults {
@@ -73,6 +75,7 @@ impl Faults {
         monitor: true,
         incarnation: true,
         stray: true,
+        channel: true,
     };
     pub const NONE: Faults = Faults {
         crash: false,
@@ -83,10 +86,11 @@ impl Faults {
         monitor: false,
         incarnation: false,
         stray: false,
+        channel: false,
     };
 
     /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`, `pause`,
-    /// `monitor`, `incarnation`, `stray`.
+    /// `monitor`, `incarnation`, `stray`, `channel`.
     pub fn parse(text: &str) -> anyhow::Result<Faults> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -104,8 +108,9 @@ impl Faults {
                 "monitor" => faults.monitor = true,
                 "incarnation" => faults.incarnation = true,
                 "stray" => faults.stray = true,
+                "channel" => faults.channel = true,
                 other => anyhow::bail!(
-                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray"
+                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray, channel"
                 ),
             }
         }

@@ -24,6 +24,12 @@ enum Fault {
     /// A process of a replica started on a folder of its own beside the replica's (another host's, or a state
     /// folder set apart): it must never take the replica's input.
     Stray,
+    /// The broker closes a channel (a channel-level error): a replica process's (it exits, to be restarted at
+    /// once), or the gateway's session announcer's.
+    ChannelClosed,
+    /// The broker cancels a replica process's consumer (its queue's leader moved, say): the process sees its
+    /// consumer end when it next waits for input, and exits to be restarted at once.
+    ConsumerCancelled,
 }
 
 /// How long a stray process runs before its operator stops it (steps).
@@ -72,6 +78,16 @@ impl World<'_> {
         }
     }
 
+    /// A process of a replica that runs (holding its folder and started), at random.
+    fn random_running_process(&mut self) -> Option<(usize, u32)> {
+        let running: Vec<(usize, u32)> = (0..self.replicas.len())
+            .flat_map(|i| {
+                self.replicas[i].processes.iter().filter(|p| p.phase == Phase::Running).map(move |p| (i, p.pid))
+            })
+            .collect();
+        running.choose(&mut self.rng).copied()
+    }
+
     /// The replica and process a broker client name stands for (`q3_agg-0#17`).
     fn process_of(&self, client: &str) -> Option<(usize, u32)> {
         let (name, pid) = client.split_once('#')?;
@@ -103,6 +119,9 @@ impl World<'_> {
         }
         if faults.stray {
             kinds.push(Fault::Stray);
+        }
+        if faults.channel {
+            kinds.extend([Fault::ChannelClosed, Fault::ConsumerCancelled]);
         }
         if faults.monitor {
             kinds.extend([Fault::MonitorKill, Fault::MonitorLoad]);
@@ -185,6 +204,30 @@ impl World<'_> {
                     let lifetime = self.rng.gen_range(STRAY_LIFETIME);
                     let pid = self.start_stray(i, lifetime);
                     note!(self, "a stray process of {} ({pid}) starts on a folder of its own", self.replicas[i].name);
+                }
+            }
+            Fault::ChannelClosed => {
+                if self.rng.gen_bool(0.3) {
+                    note!(self, "the broker closes the channel of the gateway's session announcer");
+                    if self.announcer == gateway::Announcer::Open {
+                        self.announcer = gateway::Announcer::Closed;
+                    }
+                } else if let Some((i, pid)) = self.random_running_process() {
+                    note!(self, "the broker closes a channel of {} (process {pid})", self.replicas[i].name);
+                    self.coverage.reach(Reached::ChannelClosed, 1);
+                    self.end_process(i, pid, Exit::LostBroker);
+                }
+            }
+            Fault::ConsumerCancelled => {
+                if let Some((i, pid)) = self.random_running_process() {
+                    let p = self.replicas[i].processes.iter().position(|p| p.pid == pid).expect("listed");
+                    let client = self.replicas[i].processes[p].client(&self.replicas[i].name);
+                    if self.broker.consuming(&client, &self.replicas[i].queue) {
+                        note!(self, "the broker cancels the consumer of {} (process {pid})", self.replicas[i].name);
+                        self.broker.cancel(&client, self.step);
+                        self.replicas[i].processes[p].cancelled = true;
+                        self.coverage.reach(Reached::ConsumerCancelled, 1);
+                    }
                 }
             }
             Fault::MonitorLoad => {

@@ -12,6 +12,7 @@ use coffee_engine::client::ReceivedResults;
 use coffee_engine::gateway::progress::UploadLog;
 use coffee_engine::gateway::results::{Forward, Handling};
 use coffee_engine::gateway::upload::{Upload, UploadStep};
+use coffee_engine::lease::{after_announce_failure, AfterFailure};
 use coffee_engine::protocol::GatewayFrame;
 
 /// The gateway's name on the broker: its connection, and the publisher of uploads and purges.
@@ -87,6 +88,16 @@ pub(super) struct SimSession {
     pub(super) ended: bool,
 }
 
+/// The gateway's session announcer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Announcer {
+    Open,
+    /// The broker closed its channel: its next announcement fails.
+    Closed,
+    /// It stopped announcing (the reverted fix).
+    Stopped,
+}
+
 /// How long a gateway that could not start waits before it starts again.
 const GATEWAY_RESTART: u64 = 50;
 
@@ -157,8 +168,25 @@ impl World<'_> {
         }
     }
 
-    /// The gateway announces the sessions it knows; every replica that runs hears it.
+    /// The gateway announces the sessions it knows; every replica that runs hears it. On a channel the broker
+    /// closed, the announcement fails, and the announcer does what the real one does next
+    /// (`lease::after_announce_failure`).
     pub(super) fn announce(&mut self) {
+        match self.announcer {
+            Announcer::Stopped => return,
+            Announcer::Closed => {
+                self.announcer = match after_announce_failure() {
+                    AfterFailure::Reopen => {
+                        self.coverage.reach(Reached::AnnouncerReopened, 1);
+                        Announcer::Open
+                    }
+                    AfterFailure::Stop => Announcer::Stopped,
+                };
+                note!(self, "a session announcement fails: the announcer's channel was closed ({:?})", self.announcer);
+                return;
+            }
+            Announcer::Open => {}
+        }
         let known: Vec<SessionId> =
             self.sessions.iter().filter(|s| s.purge == Purge::No && !s.ended).map(|s| s.id).collect();
         let now = self.now();
@@ -270,6 +298,7 @@ impl World<'_> {
     pub(super) fn restart_gateway(&mut self, power_cut: bool) -> Result<(), String> {
         let dir = Path::new(GATEWAY_DIR);
         self.sessions.iter_mut().for_each(|session| session.log = None);
+        self.announcer = Announcer::Open;
         if power_cut {
             let rng = &mut self.rng;
             self.gateway_disk.crash(|_| match rng.gen_range(0..3) {

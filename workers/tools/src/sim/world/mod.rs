@@ -97,6 +97,7 @@ pub(super) struct World<'a> {
     broker_back: BTreeMap<usize, u64>,
     /// The gateway could not start (the broker refused it): it starts again then.
     gateway_down_until: Option<u64>,
+    announcer: gateway::Announcer,
     monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
     step: u64,
@@ -211,6 +212,7 @@ impl<'a> World<'a> {
             next_pid: 0,
             broker_back: BTreeMap::new(),
             gateway_down_until: None,
+            announcer: gateway::Announcer::Open,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
             step: 0,
