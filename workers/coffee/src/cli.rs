@@ -147,6 +147,13 @@ enum Command {
         /// Print every event of every seed run (use it to replay one seed).
         #[arg(long)]
         trace: bool,
+        /// Every seed injects every fault of --faults at the base rate, instead of drawing its own mix of them
+        /// and its own rate (swarm testing).
+        #[arg(long)]
+        no_swarm: bool,
+        /// The faults stop at step 4,000 of every seed, instead of at a step each seed draws.
+        #[arg(long)]
+        no_liveness: bool,
         /// Where the generated datasets are kept between runs.
         #[arg(long, default_value = "target/sim-data")]
         cache: PathBuf,
@@ -392,20 +399,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Sim { seeds, faults, sessions, batch_rows, trace, cache } => {
+        Command::Sim { seeds, faults, sessions, batch_rows, trace, no_swarm, no_liveness, cache } => {
             let range = coffee_tools::sim::parse_seeds(&seeds)?;
             let options = coffee_tools::sim::Options {
                 faults: coffee_tools::sim::Faults::parse(&faults)?,
                 sessions: sessions.max(1),
                 full_trace: trace,
+                swarm: !no_swarm,
+                liveness: !no_liveness,
                 ..Default::default()
             };
+            let modes = [(no_swarm, " --no-swarm"), (no_liveness, " --no-liveness")];
+            let modes: String = modes.iter().filter(|(on, _)| *on).map(|(_, flag)| *flag).collect();
             let datasets = coffee_tools::sim::datasets(&cache, batch_rows)?;
             let replay = |seed: u64| {
-                format!("coffee sim --seeds {seed} --faults {faults} --sessions {sessions} --batch-rows {batch_rows} --trace")
+                format!(
+                    "coffee sim --seeds {seed} --faults {faults} --sessions {sessions} --batch-rows {batch_rows}{modes} --trace"
+                )
             };
             let summary = coffee_tools::sim::run_seeds(range.clone(), &datasets, &options, |seed, outcome| {
-                eprintln!("seed {seed} FAILED ({}): {}", outcome.shape, outcome.failure.as_deref().unwrap_or_default());
+                let failure = outcome.failure.as_deref().unwrap_or_default();
+                eprintln!(
+                    "seed {seed} FAILED ({}; {}; faults {}): {failure}",
+                    outcome.shape, outcome.broker, outcome.mix
+                );
                 for line in &outcome.trace {
                     eprintln!("  {line}");
                 }
@@ -419,11 +436,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "{} seeds, {} failed; {} steps (longest seed {}), {} faults; {:.1} s ({:.0} seeds/s)",
+                "{} seeds, {} failed; {} steps (longest seed {}, slowest to converge after its faults {}), {} faults; \
+                 {:.1} s ({:.0} seeds/s)",
                 summary.seeds,
                 summary.failed.len(),
                 summary.steps,
                 summary.longest,
+                summary.slowest_convergence,
                 summary.faults,
                 summary.elapsed.as_secs_f64(),
                 summary.seeds as f64 / summary.elapsed.as_secs_f64().max(1e-9)

@@ -53,8 +53,9 @@ async fn declare(channel: &lapin::Channel, topology: &Topology) -> lapin::Result
 
 /// Announces, every `every` for as long as the process lives, the sessions that `known` lists (the gateway:
 /// those with an upload log in its folder). An announcement that fails (the broker closed the announcer's
-/// channel, a channel-level error) is followed by a new channel ([`after_announce_failure`]): an announcer that
-/// stopped there would leave every stage to purge the gateway's live sessions once their lease ran out. The
+/// channel, a channel-level error) is made again at once on a new channel ([`after_announce_failure`]): an
+/// announcer that stopped there would leave every stage to purge the gateway's live sessions once their lease
+/// ran out, and one that only waited for its next tick would lose an announcement to every closed channel. The
 /// connection's own failure ends the process (`amqp::connect_node`).
 pub async fn start_announcing(
     connection: Arc<Connection>,
@@ -82,16 +83,16 @@ pub async fn start_announcing(
             }
             let payload = postcard::to_allocvec(&known()).expect("session ids serialize");
             let Some(open) = &channel else { continue };
-            if let Err(e) = announce(open, &exchange, &payload).await {
-                match after_announce_failure() {
-                    AfterFailure::Reopen => {
-                        tracing::warn!(error = %e, "a session announcement failed: the next one goes on a new channel");
-                        channel = None;
-                    }
-                    AfterFailure::Stop => {
-                        tracing::warn!(error = %e, "session announcements stopped");
-                        return;
-                    }
+            let Err(e) = announce(open, &exchange, &payload).await else { continue };
+            if after_announce_failure() == AfterFailure::Stop {
+                tracing::warn!(error = %e, "session announcements stopped");
+                return;
+            }
+            tracing::warn!(error = %e, "a session announcement failed: made again on a new channel");
+            channel = None;
+            if let Ok(opened) = open_announcing(&connection, &exchange).await {
+                if announce(&opened, &exchange, &payload).await.is_ok() {
+                    channel = Some(opened);
                 }
             }
         }
@@ -102,7 +103,7 @@ pub async fn start_announcing(
 /// What the announcer does after an announcement failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
-    /// Opens another channel for the next announcement.
+    /// Makes it again at once, on another channel.
     Reopen,
     /// Stops announcing (the reverted fix, planted for the simulator to find).
     Stop,

@@ -133,12 +133,18 @@ pub struct Options {
     /// Sessions more whose client leaves partway through its upload: the gateway purges them from every
     /// replica, and deletes their results queue.
     pub abandoned: usize,
-    /// Steps before the faults stop (the rest of the run must then converge).
+    /// Steps before the faults stop (the rest of the run must then converge); in liveness mode, the mean of a
+    /// step drawn per seed between 0 and twice this.
     pub fault_steps: u64,
-    /// A fault strikes at each step with this probability, until `fault_steps`.
+    /// A fault strikes at each step with this probability (with swarm testing, times a factor each seed draws
+    /// between a quarter and four).
     pub fault_rate: f64,
-    /// A seed that has not converged after this many steps fails (a liveness bug).
-    pub max_steps: u64,
+    /// A seed that has not converged this many steps after its faults stopped fails (a liveness bug).
+    pub converge_steps: u64,
+    /// Each seed draws its own mix of faults and their rate from those allowed (swarm testing).
+    pub swarm: bool,
+    /// The faults stop at a random step of each seed, not at `fault_steps`.
+    pub liveness: bool,
     /// The stages' session lease, in steps (a step is a millisecond of virtual time).
     pub lease_steps: u64,
     /// Keep every event of the run (otherwise the last few hundred, shown when a seed fails).
@@ -154,7 +160,9 @@ impl Default for Options {
             abandoned: 1,
             fault_steps: 4_000,
             fault_rate: 0.01,
-            max_steps: 400_000,
+            converge_steps: 40_000,
+            swarm: true,
+            liveness: true,
             lease_steps: 2_000,
             full_trace: false,
             bug: None,
@@ -268,8 +276,11 @@ pub struct Summary {
     pub seeds: u64,
     pub failed: Vec<(u64, String)>,
     pub steps: u64,
-    /// The most steps one seed took (how close the slowest came to `max_steps`).
+    /// The most steps one seed took.
     pub longest: u64,
+    /// The most steps one seed took to converge once its faults stopped (how close it came to
+    /// `converge_steps`).
+    pub slowest_convergence: u64,
     pub faults: u64,
     /// The recovery paths the seeds reached.
     pub coverage: coverage::Coverage,
@@ -290,6 +301,7 @@ pub fn run_seeds(
         summary.seeds += 1;
         summary.steps += outcome.steps;
         summary.longest = summary.longest.max(outcome.steps);
+        summary.slowest_convergence = summary.slowest_convergence.max(outcome.converged_after);
         summary.faults += outcome.faults;
         summary.coverage.add_seed(&outcome.coverage);
         if let Some(why) = &outcome.failure {

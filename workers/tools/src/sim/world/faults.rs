@@ -2,6 +2,84 @@
 
 use super::*;
 
+/// The faults one seed injects, how often, and until when. With swarm testing each seed draws its own mix: a
+/// random half of the kinds allowed, each with a weight of its own, at a rate from a quarter of the base to four
+/// times it, so that rare combinations (many broker restarts and no kills, say) come up; and, in liveness mode,
+/// the faults stop at a random step, after which the run must converge within a bound.
+#[derive(Debug, Clone)]
+pub(super) struct Mix {
+    kinds: Vec<(Fault, u32)>,
+    /// A fault strikes at a step with this probability...
+    pub(super) rate: f64,
+    /// ...up to this step.
+    pub(super) until: u64,
+}
+
+impl Mix {
+    pub(super) fn draw(options: &Options, rng: &mut ChaCha8Rng) -> Mix {
+        let faults = options.faults;
+        let families: Vec<(bool, &[(Fault, u32)])> = vec![
+            (faults.crash, &[(Fault::Kill, 3), (Fault::PowerCut, 1)]),
+            (faults.broker, &[(Fault::BrokerRestart, 1)]),
+            (faults.duplicate, &[(Fault::Duplicate, 2)]),
+            (faults.gateway, &[(Fault::GatewayRestart, 1)]),
+            (faults.pause, &[(Fault::Pause, 1)]),
+            (faults.incarnation, &[(Fault::SecondProcess, 1)]),
+            (faults.stray, &[(Fault::Stray, 1)]),
+            (faults.channel, &[(Fault::ChannelClosed, 1), (Fault::ConsumerCancelled, 1)]),
+            (faults.monitor, &[(Fault::MonitorKill, 1), (Fault::MonitorLoad, 1)]),
+        ];
+        let allowed: Vec<&[(Fault, u32)]> =
+            families.into_iter().filter(|(on, _)| *on).map(|(_, kinds)| kinds).collect();
+        let (mut kinds, mut rate) = (Vec::new(), options.fault_rate);
+        if options.swarm && !allowed.is_empty() {
+            for family in &allowed {
+                if rng.gen_bool(0.5) {
+                    kinds.extend(family.iter().map(|(fault, _)| (*fault, rng.gen_range(1..=4))));
+                }
+            }
+            if kinds.is_empty() {
+                let family = allowed[rng.gen_range(0..allowed.len())];
+                kinds.extend(family.iter().map(|(fault, _)| (*fault, rng.gen_range(1..=4))));
+            }
+            rate *= [0.25, 0.5, 1.0, 2.0, 4.0][rng.gen_range(0..5)];
+        } else {
+            kinds.extend(allowed.iter().flat_map(|family| family.iter().copied()));
+        }
+        let until = if options.liveness { rng.gen_range(0..=2 * options.fault_steps) } else { options.fault_steps };
+        Mix { kinds, rate, until }
+    }
+
+    /// A fault of the mix, by weight.
+    fn pick(&self, rng: &mut ChaCha8Rng) -> Option<Fault> {
+        let total: u32 = self.kinds.iter().map(|(_, w)| w).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut at = rng.gen_range(0..total);
+        for (fault, weight) in &self.kinds {
+            if at < *weight {
+                return Some(*fault);
+            }
+            at -= weight;
+        }
+        None
+    }
+
+    /// Whether replicas may die on their own (mid-commit, between two publishes).
+    pub(super) fn crashes(&self) -> bool {
+        self.kinds.iter().any(|(fault, _)| *fault == Fault::Kill)
+    }
+}
+
+/// How a mix reads in a failing seed's report.
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<String> = self.kinds.iter().map(|(fault, w)| format!("{fault:?}x{w}")).collect();
+        write!(f, "{} at {:.3} a step until step {}", kinds.join(" "), self.rate, self.until)
+    }
+}
+
 /// One fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -97,36 +175,7 @@ impl World<'_> {
     }
 
     pub(super) fn fault(&mut self) -> Result<(), String> {
-        let faults = self.options.faults;
-        let mut kinds = Vec::new();
-        if faults.crash {
-            kinds.extend([Fault::Kill, Fault::Kill, Fault::Kill, Fault::PowerCut]);
-        }
-        if faults.broker {
-            kinds.push(Fault::BrokerRestart);
-        }
-        if faults.duplicate {
-            kinds.extend([Fault::Duplicate, Fault::Duplicate]);
-        }
-        if faults.gateway {
-            kinds.push(Fault::GatewayRestart);
-        }
-        if faults.pause {
-            kinds.push(Fault::Pause);
-        }
-        if faults.incarnation {
-            kinds.push(Fault::SecondProcess);
-        }
-        if faults.stray {
-            kinds.push(Fault::Stray);
-        }
-        if faults.channel {
-            kinds.extend([Fault::ChannelClosed, Fault::ConsumerCancelled]);
-        }
-        if faults.monitor {
-            kinds.extend([Fault::MonitorKill, Fault::MonitorLoad]);
-        }
-        let Some(&kind) = kinds.choose(&mut self.rng) else { return Ok(()) };
+        let Some(kind) = self.mix.pick(&mut self.rng) else { return Ok(()) };
         self.faults += 1;
         match kind {
             Fault::Kill | Fault::PowerCut => {

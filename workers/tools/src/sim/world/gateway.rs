@@ -175,15 +175,14 @@ impl World<'_> {
         match self.announcer {
             Announcer::Stopped => return,
             Announcer::Closed => {
-                self.announcer = match after_announce_failure() {
-                    AfterFailure::Reopen => {
-                        self.coverage.reach(Reached::AnnouncerReopened, 1);
-                        Announcer::Open
-                    }
-                    AfterFailure::Stop => Announcer::Stopped,
-                };
-                note!(self, "a session announcement fails: the announcer's channel was closed ({:?})", self.announcer);
-                return;
+                note!(self, "a session announcement fails: the announcer's channel was closed");
+                if after_announce_failure() == AfterFailure::Stop {
+                    self.announcer = Announcer::Stopped;
+                    return;
+                }
+                // Made again at once, on a new channel.
+                self.coverage.reach(Reached::AnnouncerReopened, 1);
+                self.announcer = Announcer::Open;
             }
             Announcer::Open => {}
         }

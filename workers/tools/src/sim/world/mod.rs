@@ -74,6 +74,10 @@ pub struct Outcome {
     pub shape: &'static str,
     /// The broker it ran on: its nodes and its queues' type.
     pub broker: String,
+    /// The faults it injected.
+    pub mix: String,
+    /// How many steps it took to be quiet once the faults stopped.
+    pub converged_after: u64,
     /// The run's events (the last few hundred, or all of them with `full_trace`).
     pub trace: Vec<String>,
     /// The recovery paths it reached.
@@ -95,6 +99,8 @@ pub(super) struct World<'a> {
     next_pid: u32,
     /// Broker nodes that are down, and when each comes back.
     broker_back: BTreeMap<usize, u64>,
+    /// The faults this seed injects.
+    mix: faults::Mix,
     /// The gateway could not start (the broker refused it): it starts again then.
     gateway_down_until: Option<u64>,
     announcer: gateway::Announcer,
@@ -122,6 +128,7 @@ impl WithOperator for Build {
 impl<'a> World<'a> {
     pub(super) fn new(seed: u64, datasets: &'a [Dataset], options: &'a Options, tracing: Tracing) -> World<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mix = faults::Mix::draw(options, &mut rng);
         let shape = SHAPES[rng.gen_range(0..SHAPES.len())];
         let mut topology = Topology::with_replicas("sim", shape).expect("a valid shape");
         // The broker: one node or a cluster of three, its queues classic or quorum, as the nodes accept them.
@@ -211,6 +218,7 @@ impl<'a> World<'a> {
             replicas,
             next_pid: 0,
             broker_back: BTreeMap::new(),
+            mix,
             gateway_down_until: None,
             announcer: gateway::Announcer::Open,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
@@ -271,7 +279,7 @@ impl<'a> World<'a> {
 
     /// Whether faults may still strike.
     fn faulting(&self) -> bool {
-        self.step <= self.options.fault_steps
+        self.step <= self.mix.until
     }
 
     fn record(&mut self, event: String) {
@@ -290,6 +298,8 @@ impl<'a> World<'a> {
             faults: self.faults,
             shape: self.shape,
             broker: format!("{} broker node(s), {} queues", self.broker.nodes(), self.broker.queue_type().as_str()),
+            mix: self.mix.to_string(),
+            converged_after: self.step.saturating_sub(self.mix.until),
             trace: self.trace.into_iter().collect(),
             coverage: self.coverage,
         }
@@ -301,9 +311,11 @@ impl<'a> World<'a> {
         let sessions: Vec<String> = self.sessions.iter().map(|s| short(s.id)).collect();
         let broker = format!("{} broker node(s), {} queues", self.broker.nodes(), self.broker.queue_type().as_str());
         note!(self, "seed {} · shape {shape} · {broker} · sessions {}", self.seed, sessions.join(", "));
+        note!(self, "faults: {}", self.mix);
         loop {
-            if self.step >= self.options.max_steps {
-                return Err(format!("not quiet after {} steps (a liveness bug?): {}", self.step, self.progress()));
+            if self.step >= self.mix.until + self.options.converge_steps {
+                let (after, progress) = (self.options.converge_steps, self.progress());
+                return Err(format!("not quiet {after} steps after the faults stopped (a liveness bug?): {progress}"));
             }
             self.step += 1;
             if self.step.is_multiple_of(self.announce_every()) {
@@ -315,7 +327,7 @@ impl<'a> World<'a> {
             }
             self.keep_time();
             self.brokers_back();
-            if self.faulting() && self.rng.gen_bool(self.options.fault_rate) {
+            if self.faulting() && self.rng.gen_bool(self.mix.rate.min(1.0)) {
                 self.fault()?;
                 continue;
             }

@@ -317,7 +317,7 @@ impl World<'_> {
                 self.coverage.reach(Reached::Redelivery, u64::from(message.redelivered));
                 let redelivered = if message.redelivered { " (redelivered)" } else { "" };
                 note!(self, "{name} handles {}{redelivered}: {} out", describe(&message.bytes), outbox.len());
-                if outbox.len() > 1 && self.faulting() && self.options.faults.crash && self.rng.gen_bool(0.02) {
+                if outbox.len() > 1 && self.faulting() && self.mix.crashes() && self.rng.gen_bool(0.02) {
                     let sent = self.rng.gen_range(0..outbox.len());
                     self.faults += 1;
                     note!(self, "{name} dies after publishing {sent} of them");
@@ -337,7 +337,7 @@ impl World<'_> {
             }
             Step::Commit => {
                 // Now and then the process dies halfway through the commit, after a few disk operations.
-                let halfway = self.faulting() && self.options.faults.crash && self.rng.gen_bool(0.05);
+                let halfway = self.faulting() && self.mix.crashes() && self.rng.gen_bool(0.05);
                 if halfway {
                     let ops = self.rng.gen_range(0..6);
                     self.replicas[i].disk.fail_after(Some(ops));
