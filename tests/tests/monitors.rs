@@ -132,3 +132,50 @@ async fn paused_nodes_carry_on_or_are_replaced_and_every_session_stays_exact() {
     assert!(exact >= 3);
     Arc::into_inner(cluster).expect("clients done").down().await;
 }
+
+/// A replica whose main loop is stuck on the broker while its heartbeat task beats on (the `confirm-stalls`
+/// failpoint holds its first wait for confirms for ten minutes, as a confirm the client never settles across a
+/// quorum queue's leader change would) says so in its beats, and the monitors have it restarted: the session
+/// ends exactly, and so does one after. Before, its beats kept it alive in the monitors' eyes: it was never
+/// restarted, and held its queue for ten minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stuck_on_the_broker_while_it_beats_is_restarted() {
+    use coffee_ops::cluster::{LocalCluster, StartOptions};
+    use coffee_tests::harness::{cluster_spec, run_session, supervised};
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 14, &dir.path().join("data"));
+    let spec = cluster_spec("beats-stuck", "all=1");
+    let stuck = "q3_agg-0";
+    let options = StartOptions {
+        monitors: 3,
+        env: vec![("MONITOR_STUCK_TIMEOUT".to_owned(), "3s".to_owned())],
+        first_start_env: [(
+            stuck.to_owned(),
+            vec![("FAILPOINTS".to_owned(), "confirm-stalls=1*return(600000)".to_owned())],
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let mut cluster = LocalCluster::start_with(spec.clone(), options).await.unwrap();
+    let session = {
+        let (spec, data, out) = (spec.clone(), data.clone(), dir.path().join("out"));
+        async move { run_session(&spec, &data, &out).await }
+    };
+    let (summary, mut events) = supervised(&mut cluster, None, Duration::from_secs(60), session).await;
+    assert_matches_reference(&summary, &data);
+    // The session may have ended already (its finals went out before the stuck wait for their confirms): the
+    // replica is restarted all the same, a few seconds into its wait.
+    let wait = tokio::time::sleep(Duration::from_secs(8));
+    events.extend(supervised(&mut cluster, None, Duration::from_secs(30), wait).await.1);
+    let said = std::fs::read_to_string(spec.log_path(stuck)).unwrap();
+    assert!(said.contains("failpoint reached"), "the replica was stuck: {said}");
+    // It never exited: only a monitor's request restarts it.
+    assert!(events.iter().any(|e| e.node == stuck && e.action == "restart"), "{stuck} was restarted: {events:?}");
+    let (summary, _) = supervised(&mut cluster, None, Duration::from_secs(60), {
+        let (spec, data, out) = (spec.clone(), data.clone(), dir.path().join("out-after"));
+        async move { run_session(&spec, &data, &out).await }
+    })
+    .await;
+    assert_matches_reference(&summary, &data);
+    cluster.stop().await.unwrap();
+}

@@ -257,6 +257,10 @@ enum Command {
         /// How long a node it restarted may take to send its first heartbeat before it is judged again.
         #[arg(long, env = "MONITOR_START_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
         start_grace: Duration,
+        /// A node whose heartbeats say its main loop has waited this long on the broker in one step (a confirm
+        /// that never comes, say) is restarted, though it beats.
+        #[arg(long, env = "MONITOR_STUCK_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+        stuck_timeout: Duration,
         /// Who restarts nodes: `local` (the `cluster up` that owns them, asked on the control queue) or `docker`.
         #[command(flatten)]
         orchestrator: OrchestratorArgs,
@@ -540,7 +544,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let dead: Vec<String> = dead.iter().map(|(node, count)| format!("{node} {count}")).collect();
             println!("dead letters (poison messages set aside): {}", dead.join(", "));
         }
-        Command::Monitor { cluster, replica, monitors, timeout, start_grace, orchestrator } => {
+        Command::Monitor { cluster, replica, monitors, timeout, start_grace, stuck_timeout, orchestrator } => {
             let topology = cluster.topology()?;
             let mut nodes: Vec<String> = cluster.spec()?.nodes().into_iter().map(|(name, _)| name).collect();
             nodes.extend((0..monitors).map(monitor::monitor_name));
@@ -549,8 +553,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 OrchestratorKind::Docker => monitor::Restarter::Orchestrator(Arc::new(orchestrator.docker().await?)),
             };
             let node_dir = cluster::run_dir(&cluster.namespace).join("state").join(monitor::monitor_name(replica));
-            let monitor =
-                monitor::Monitor { topology, replica, monitors, timeout, start_grace, nodes, restarter, node_dir };
+            let monitor = monitor::Monitor {
+                topology,
+                replica,
+                monitors,
+                timeout,
+                start_grace,
+                stuck_timeout,
+                nodes,
+                restarter,
+                node_dir,
+            };
             monitor.run(&cluster.amqp_url).await?;
         }
         Command::Chaos { namespace, orchestrator, interval, target, seed, duration, fault, pause } => {

@@ -38,6 +38,13 @@ pub struct Heartbeat {
     /// newly elected leader above all) grants them the same start grace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarting: Vec<Restarting>,
+    /// How long the node's main loop has waited on the broker in one step, when it waits (see
+    /// [`crate::metrics::Counters::waiting_since_ms`]): a node that beats while its work stands still.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_ms: Option<u64>,
+    /// The broker blocks this node's publishers (a memory or disk alarm): it is not stuck, it waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 impl Heartbeat {
@@ -51,6 +58,8 @@ impl Heartbeat {
             state: None,
             first_input_ms: None,
             restarting: Vec::new(),
+            stuck_ms: None,
+            blocked: false,
         }
     }
 }
@@ -99,10 +108,13 @@ pub async fn start_with(
     declare(&channel, topology).await?;
     let exchange = exchange(topology);
     let pid = std::process::id();
+    let status = connection.status().clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         for seq in 0.. {
             tick.tick().await;
+            // From its own task: a node whose main loop is stuck still beats, and says since when it is stuck.
+            let blocked = status.blocked();
             let mut beat = Heartbeat {
                 node: node.clone(),
                 pid,
@@ -111,6 +123,8 @@ pub async fn start_with(
                 state: None,
                 first_input_ms: Some(counters.first_input_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0),
                 restarting: Vec::new(),
+                stuck_ms: counters.stuck_for(blocked).map(|d| d.as_millis() as u64),
+                blocked,
             };
             annotate(&mut beat);
             let payload = serde_json::to_vec(&beat).expect("a heartbeat serializes");

@@ -39,6 +39,12 @@ pub enum Bug {
     /// Revert of a real-faults fix: a replica's process consumes without claiming the replica first (its lock
     /// and the record of the folder that holds its state), so a process on another folder takes its input too.
     NoReplicaClaim,
+    /// Revert of a real-faults fix: the monitors judge nodes by their silence only, so a node whose main loop is
+    /// stuck on the broker while its heartbeat task beats on is never restarted.
+    StuckNodesBeatOn,
+    /// Revert of a real-faults fix: the monitors judge nodes silent while the broker blocks every publisher
+    /// (an alarm), and have every node restarted.
+    MonitorsBlindToAlarms,
     /// Revert of a real-faults fix: the gateway's session announcer stops at its first failed announcement (a
     /// channel the broker closed), and nothing notices; the stages purge the gateway's live sessions once their
     /// lease runs out.
@@ -61,7 +67,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 19] = [
         Bug::AckBeforeCommit,
         Bug::CommitBeforeConfirm,
         Bug::DedupOff,
@@ -75,6 +81,8 @@ impl Bug {
         Bug::ClassicQueuesOnSeveralBrokers,
         Bug::NoReplicaClaim,
         Bug::AnnouncerStops,
+        Bug::StuckNodesBeatOn,
+        Bug::MonitorsBlindToAlarms,
         Bug::ProgressBeforeConfirm,
         Bug::ResultsAckedPastTheClient,
         Bug::MonitorAsksOnce,

@@ -89,6 +89,7 @@ impl Io {
                     shell.handle(&group[i].data);
                 }
                 Step::Publish { queue, out } => {
+                    let _waiting = self.counters.waiting_on_broker();
                     let confirm = match out {
                         Outgoing::Send { envelope, .. } => self.publisher.publish(&queue, &envelope).await?,
                         Outgoing::SetAside { bytes, why } => {
@@ -99,7 +100,10 @@ impl Io {
                     confirms.push(confirm);
                 }
                 Step::ConfirmAll => {
+                    let waiting = self.counters.waiting_on_broker();
+                    crate::failpoint_delay!("confirm-stalls");
                     amqp::await_confirms(std::mem::take(&mut confirms)).await?;
+                    drop(waiting);
                     crate::failpoint!("after-publish-before-log");
                     if shell.completing() {
                         crate::failpoint!("after-final-publish-before-log");
@@ -115,6 +119,7 @@ impl Io {
                 }
                 Step::Ack => {
                     let last = group.last().expect("a group is never empty");
+                    let _waiting = self.counters.waiting_on_broker();
                     // Stands for an ack that lapin never settles (see `amqp::exit_when_lost`).
                     crate::failpoint_delay!("ack-stalls");
                     last.acker.ack(BasicAckOptions { multiple: true }).await?;

@@ -8,6 +8,11 @@
 //! both believe they lead; that is harmless, because a restart request names the silent process and the
 //! orchestrator restarts a node only if that process is still the current one.
 //!
+//! A node is judged by its progress as well as its beats: heartbeats come from their own task, so a node whose
+//! main loop is stuck on the broker beats on, saying for how long ([`DEFAULT_STUCK_TIMEOUT`]). And while the
+//! broker blocks every publisher (a memory or disk alarm), everyone falls silent at once, heartbeats included:
+//! the monitors, blocked too, judge nobody then.
+//!
 //! How a restart is asked for depends on who owns the nodes ([`Restarter`]): local processes belong to one
 //! `coffee cluster up` (or console), so monitors send it a request on the control queue; containers belong to
 //! the Docker engine, so monitors restart them through its API. A container killed with SIGKILL counts as
@@ -36,6 +41,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// broker, replaying its logs) before it is judged, and restarted, again.
 pub const DEFAULT_START_GRACE: Duration = Duration::from_secs(30);
 
+/// A node whose heartbeats say its main loop has waited this long on the broker in one step is stuck, though it
+/// beats, and is restarted. A confirm or an ack takes milliseconds; a quorum queue's leader election, seconds.
+pub const DEFAULT_STUCK_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How many monitors `cluster up` starts by default.
 pub const DEFAULT_MONITORS: u16 = 3;
 
@@ -56,6 +65,8 @@ pub struct Monitor {
     pub timeout: Duration,
     /// See [`DEFAULT_START_GRACE`].
     pub start_grace: Duration,
+    /// See [`DEFAULT_STUCK_TIMEOUT`].
+    pub stuck_timeout: Duration,
     /// Every node to watch (workers, gateway, and the other monitors).
     pub nodes: Vec<String>,
     pub restarter: Restarter,
@@ -111,6 +122,8 @@ impl Monitor {
                     let now = Instant::now();
                     let (judgement, (heard, oldest)) = {
                         let mut watch = watch.lock().expect("watch lock");
+                        // This monitor beats too: the broker blocks its connection when it blocks everyone's.
+                        watch.broker_blocked(connection.status().blocked(), now);
                         (watch.tick(now), watch.heard_summary(now))
                     };
                     if let Some(leader) = judgement.new_leader {
@@ -118,7 +131,7 @@ impl Monitor {
                     }
                     tracing::debug!(monitor = %me, heard, silent = judgement.restart.len(), ?oldest, "ticked");
                     for (node, pid) in judgement.restart {
-                        warn!(monitor = %me, %node, ?pid, "node silent past the timeout: asking for a restart");
+                        warn!(monitor = %me, %node, ?pid, "node silent, or stuck on the broker, past its timeout: asking for a restart");
                         self.restart(&channel, node, pid).await?;
                     }
                 }
@@ -133,6 +146,7 @@ impl Monitor {
             monitors: self.monitors,
             timeout: self.timeout,
             start_grace: self.start_grace,
+            stuck_timeout: self.stuck_timeout,
             nodes: self.nodes.clone(),
         }
     }

@@ -22,6 +22,9 @@ pub struct WatchConfig {
     pub timeout: Duration,
     /// See [`super::DEFAULT_START_GRACE`].
     pub start_grace: Duration,
+    /// A node whose beats say its main loop has waited this long on the broker in one step is stuck, though it
+    /// beats: it is restarted (see [`super::DEFAULT_STUCK_TIMEOUT`]).
+    pub stuck_timeout: Duration,
     /// Every node to watch (workers, gateway, and the other monitors).
     pub nodes: Vec<String>,
 }
@@ -58,6 +61,16 @@ impl Watch {
         self.liveness.heard(beat, now);
     }
 
+    /// Whether the broker blocks this monitor's own publishers (a memory or disk alarm), as its connection
+    /// says. Every node's publishers are blocked too, heartbeats included: their silence is the broker's, not
+    /// theirs. While it lasts nobody is judged, and when it ends the monitor's clock stood still for it: every
+    /// node gets a whole timeout to be heard again.
+    pub fn broker_blocked(&mut self, blocked: bool, now: Instant) {
+        if !planted::active(Bug::MonitorsBlindToAlarms) {
+            self.liveness.broker_blocked(blocked, now);
+        }
+    }
+
     /// The nodes this monitor had restarted and has not heard since, for its own heartbeat.
     pub fn restarting(&self, now: Instant) -> Vec<heartbeat::Restarting> {
         self.liveness.restarting(now, self.config.start_grace)
@@ -73,7 +86,7 @@ impl Watch {
     /// leader, judges who has been silent too long. Those it names count as asked from `now`.
     pub fn tick(&mut self, now: Instant) -> Judgement {
         let mut judgement = Judgement::default();
-        if !self.liveness.tick(now, self.config.timeout) {
+        if !self.liveness.tick(now, self.config.timeout) || self.liveness.blocked_since.is_some() {
             return judgement;
         }
         let current = self.leader(now);
@@ -114,7 +127,7 @@ impl Watch {
     /// node never heard is given the start grace from the monitor's own start: it may be waiting for the broker
     /// or replaying its logs.
     fn silent(&self, now: Instant) -> Vec<(String, Option<u32>)> {
-        let WatchConfig { timeout, start_grace, .. } = self.config;
+        let WatchConfig { timeout, start_grace, stuck_timeout, .. } = self.config;
         let me = self.me();
         self.config
             .nodes
@@ -125,6 +138,11 @@ impl Watch {
                     Some((at, pid)) => (*at, Some(*pid), timeout),
                     None => (self.liveness.started, None, start_grace.max(timeout)),
                 };
+                // Alive but stuck: its beats say its main loop has waited on the broker too long. Named by its
+                // pid, asked about once per timeout like a silent one.
+                let stuck = self.liveness.stuck.get(node).is_some_and(|(for_, pid_then)| {
+                    *for_ >= stuck_timeout && Some(*pid_then) == pid && !planted::active(Bug::StuckNodesBeatOn)
+                });
                 let asked = self.liveness.asked.get(node);
                 let asked_recently =
                     asked.is_some_and(|at| now - *at <= timeout || planted::active(Bug::MonitorAsksOnce));
@@ -134,7 +152,8 @@ impl Watch {
                 // never heard (started by the supervisor, and hung or dead before its first beat), which a
                 // request naming the old pid would never reach. A repeated request names no process.
                 let pid = if unheard_since_asked { None } else { pid };
-                (now - last > limit && !asked_recently && !starting).then(|| (node.clone(), pid))
+                let silent = now - last > limit && !starting;
+                ((silent || stuck) && !asked_recently).then(|| (node.clone(), pid))
             })
             .collect()
     }
@@ -146,23 +165,63 @@ struct Liveness {
     /// When this monitor started listening: a node never heard is judged from here.
     started: Instant,
     last_seen: HashMap<String, (Instant, u32)>,
+    /// How long each node's latest beat said its main loop had waited on the broker, and that beat's pid.
+    stuck: HashMap<String, (Duration, u32)>,
     asked: HashMap<String, Instant>,
+    /// Since when the broker blocks this monitor's publishers, while it does.
+    blocked_since: Option<Instant>,
     /// The last time the monitor's clock ticked: a tick that comes much later means the process was paused.
     last_tick: Instant,
 }
 
 impl Liveness {
     fn new(now: Instant) -> Liveness {
-        Liveness { started: now, last_seen: HashMap::new(), asked: HashMap::new(), last_tick: now }
+        Liveness {
+            started: now,
+            last_seen: HashMap::new(),
+            stuck: HashMap::new(),
+            asked: HashMap::new(),
+            blocked_since: None,
+            last_tick: now,
+        }
     }
 
     fn heard(&mut self, beat: &heartbeat::Heartbeat, now: Instant) {
         self.last_seen.insert(beat.node.clone(), (now, beat.pid));
+        match beat.stuck_ms.filter(|_| !beat.blocked) {
+            Some(ms) => self.stuck.insert(beat.node.clone(), (Duration::from_millis(ms), beat.pid)),
+            None => self.stuck.remove(&beat.node),
+        };
         for restarting in &beat.restarting {
             let at = now.checked_sub(Duration::from_millis(restarting.asked_ms_ago)).unwrap_or(now);
             let asked = self.asked.entry(restarting.node.clone()).or_insert(at);
             *asked = (*asked).max(at);
         }
+    }
+
+    /// See [`Watch::broker_blocked`].
+    fn broker_blocked(&mut self, blocked: bool, now: Instant) {
+        match (self.blocked_since, blocked) {
+            (None, true) => {
+                warn!("the broker blocks publishers (a memory or disk alarm): judging nobody while it does");
+                self.blocked_since = Some(now);
+            }
+            (Some(since), false) => {
+                let gap = now - since;
+                tracing::info!(?gap, "the broker no longer blocks publishers");
+                self.stand_still(gap, now);
+                self.blocked_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The monitor's clock stood still for `gap`: every node counts as heard that much later.
+    fn stand_still(&mut self, gap: Duration, now: Instant) {
+        for (at, _) in self.last_seen.values_mut() {
+            *at = (*at + gap).min(now);
+        }
+        self.started = (self.started + gap).min(now);
     }
 
     /// Notes a tick of the monitor's clock. A gap of a whole timeout means the monitor itself was not running
@@ -181,10 +240,7 @@ impl Liveness {
             return true;
         }
         warn!(?gap, "this monitor was not running for a while: its clock stood still meanwhile");
-        for (at, _) in self.last_seen.values_mut() {
-            *at = (*at + gap).min(now);
-        }
-        self.started = (self.started + gap).min(now);
+        self.stand_still(gap, now);
         false
     }
 
@@ -215,6 +271,7 @@ mod tests {
             monitors: 3,
             timeout: Duration::from_secs(3),
             start_grace: Duration::from_secs(30),
+            stuck_timeout: Duration::from_secs(20),
             nodes: ["gateway", "tx_filter-0", "monitor-0", "monitor-1", "monitor-2"].map(String::from).to_vec(),
         };
         Watch::new(config, started)
@@ -365,5 +422,46 @@ mod tests {
         // Right after a broker outage every node may still be waiting to reconnect.
         assert!(!is_silent(&w, "gateway", t0 + Duration::from_secs(10)));
         assert!(is_silent(&w, "gateway", t0 + Duration::from_secs(31)));
+    }
+
+    #[test]
+    fn a_node_that_beats_while_stuck_on_the_broker_is_restarted() {
+        let t0 = Instant::now();
+        let mut w = watch(2, t0);
+        let mut stuck = beat("tx_filter-0", 7);
+        stuck.stuck_ms = Some(5_000);
+        w.heard(&stuck, t0);
+        assert!(!is_silent(&w, "tx_filter-0", t0), "waiting 5 s is not stuck yet");
+        stuck.stuck_ms = Some(21_000);
+        w.heard(&stuck, t0);
+        assert_eq!(w.silent(t0), vec![("tx_filter-0".to_owned(), Some(7))], "stuck: restarted though it beats");
+        // Blocked by the broker (an alarm) is waiting, not stuck; and a beat that waits no more clears it.
+        stuck.blocked = true;
+        w.heard(&stuck, t0);
+        assert!(!is_silent(&w, "tx_filter-0", t0));
+        w.heard(&beat("tx_filter-0", 7), t0);
+        assert!(!is_silent(&w, "tx_filter-0", t0));
+    }
+
+    #[test]
+    fn while_the_broker_blocks_publishers_nobody_is_judged_and_then_everyone_gets_a_timeout() {
+        let t0 = Instant::now();
+        let mut w = watch(2, t0);
+        for node in ["gateway", "tx_filter-0", "monitor-0", "monitor-1"] {
+            w.heard(&beat(node, 7), t0 + Duration::from_secs(1));
+        }
+        // An alarm: nobody's beats come for a minute.
+        w.broker_blocked(true, t0 + Duration::from_secs(2));
+        for s in 3..62 {
+            let now = t0 + Duration::from_secs(s);
+            w.broker_blocked(true, now);
+            assert!(w.tick(now).restart.is_empty(), "judged during the alarm at {s} s");
+        }
+        let over = t0 + Duration::from_secs(62);
+        w.broker_blocked(false, over);
+        assert!(w.tick(over).restart.is_empty(), "every node gets a timeout to be heard again");
+        // Still silent a whole timeout after the alarm: judged.
+        let later = over + Duration::from_millis(3_500);
+        assert_eq!(w.silent(later).len(), 4);
     }
 }

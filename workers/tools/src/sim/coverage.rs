@@ -51,10 +51,14 @@ pub enum Path {
     ChannelClosed,
     /// The gateway's session announcer went on after a failed announcement.
     AnnouncerReopened,
+    /// A replica process's main loop was stuck on the broker while it beat on.
+    Stuck,
+    /// The broker blocked every publisher for a while (an alarm).
+    Alarm,
 }
 
 impl Path {
-    pub const ALL: [Path; 22] = [
+    pub const ALL: [Path; 24] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -77,6 +81,8 @@ impl Path {
         Path::ClaimRefused,
         Path::ChannelClosed,
         Path::AnnouncerReopened,
+        Path::Stuck,
+        Path::Alarm,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -104,6 +110,8 @@ impl Path {
             Path::ClaimRefused => "claim-refused",
             Path::ChannelClosed => "channel-closed",
             Path::AnnouncerReopened => "announcer-reopened",
+            Path::Stuck => "stuck",
+            Path::Alarm => "alarm",
         }
     }
 }

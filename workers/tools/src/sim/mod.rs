@@ -63,6 +63,10 @@ pub struct Faults {
     pub stray: bool,
     /// Channels closed and consumers cancelled by the broker.
     pub channel: bool,
+    /// A replica's main loop stuck on the broker for good, while it beats on.
+    pub stuck: bool,
+    /// The broker blocking every publisher for a while (a memory or disk alarm).
+    pub alarm: bool,
 }
 
 impl Faults {
@@ -76,6 +80,8 @@ impl Faults {
         incarnation: true,
         stray: true,
         channel: true,
+        stuck: true,
+        alarm: true,
     };
     pub const NONE: Faults = Faults {
         crash: false,
@@ -87,10 +93,12 @@ impl Faults {
         incarnation: false,
         stray: false,
         channel: false,
+        stuck: false,
+        alarm: false,
     };
 
     /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`, `pause`,
-    /// `monitor`, `incarnation`, `stray`, `channel`.
+    /// `monitor`, `incarnation`, `stray`, `channel`, `stuck`, `alarm`.
     pub fn parse(text: &str) -> anyhow::Result<Faults> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -109,8 +117,10 @@ impl Faults {
                 "incarnation" => faults.incarnation = true,
                 "stray" => faults.stray = true,
                 "channel" => faults.channel = true,
+                "stuck" => faults.stuck = true,
+                "alarm" => faults.alarm = true,
                 other => anyhow::bail!(
-                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray, channel"
+                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray, channel, stuck, alarm"
                 ),
             }
         }

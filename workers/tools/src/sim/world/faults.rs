@@ -28,6 +28,8 @@ impl Mix {
             (faults.stray, &[(Fault::Stray, 1)]),
             (faults.channel, &[(Fault::ChannelClosed, 1), (Fault::ConsumerCancelled, 1)]),
             (faults.monitor, &[(Fault::MonitorKill, 1), (Fault::MonitorLoad, 1)]),
+            (faults.stuck, &[(Fault::Stuck, 1)]),
+            (faults.alarm, &[(Fault::Alarm, 1)]),
         ];
         let allowed: Vec<&[(Fault, u32)]> =
             families.into_iter().filter(|(on, _)| *on).map(|(_, kinds)| kinds).collect();
@@ -105,11 +107,18 @@ enum Fault {
     /// The broker closes a channel (a channel-level error): a replica process's (it exits, to be restarted at
     /// once), or the gateway's session announcer's.
     ChannelClosed,
+    /// A replica process's main loop is stuck on the broker for good (a confirm across a leader change that the
+    /// client never settles), while its heartbeat task beats on.
+    Stuck,
+    /// The broker raises a memory or disk alarm for a while: it blocks every publisher, heartbeats included.
+    Alarm,
     /// The broker cancels a replica process's consumer (its queue's leader moved, say): the process sees its
     /// consumer end when it next waits for input, and exits to be restarted at once.
     ConsumerCancelled,
 }
 
+/// How long a broker alarm lasts (steps): from about a timeout to twenty (the real test holds one for 60 s).
+const ALARM: std::ops::RangeInclusive<u64> = 300..=6_000;
 /// How long a stray process runs before its operator stops it (steps).
 const STRAY_LIFETIME: std::ops::RangeInclusive<u64> = 200..=3_000;
 /// How long a broker node of a cluster stays down (steps).
@@ -277,6 +286,26 @@ impl World<'_> {
                         self.replicas[i].processes[p].cancelled = true;
                         self.coverage.reach(Reached::ConsumerCancelled, 1);
                     }
+                }
+            }
+            Fault::Stuck => {
+                if let Some((i, pid)) = self.random_running_process() {
+                    let p = self.replicas[i].processes.iter().position(|p| p.pid == pid).expect("listed");
+                    self.replicas[i].processes[p].stuck_since = Some(self.step);
+                    self.coverage.reach(Reached::Stuck, 1);
+                    note!(
+                        self,
+                        "{} (process {pid}) is stuck on the broker for good; it beats on",
+                        self.replicas[i].name
+                    );
+                }
+            }
+            Fault::Alarm => {
+                if self.alarm_until.is_none() {
+                    let until = self.step + self.rng.gen_range(ALARM);
+                    self.alarm_until = Some(until);
+                    self.coverage.reach(Reached::Alarm, 1);
+                    note!(self, "the broker raises an alarm until step {until}: it blocks every publisher");
                 }
             }
             Fault::MonitorLoad => {

@@ -101,6 +101,10 @@ pub(super) struct World<'a> {
     broker_back: BTreeMap<usize, u64>,
     /// The faults this seed injects.
     mix: faults::Mix,
+    /// The broker blocks every publisher until then (a memory or disk alarm).
+    alarm_until: Option<u64>,
+    /// Nodes the monitors asked to restart while the broker blocked publishers (none may be).
+    restarts_in_alarm: Vec<String>,
     /// The gateway could not start (the broker refused it): it starts again then.
     gateway_down_until: Option<u64>,
     announcer: gateway::Announcer,
@@ -219,6 +223,8 @@ impl<'a> World<'a> {
             next_pid: 0,
             broker_back: BTreeMap::new(),
             mix,
+            alarm_until: None,
+            restarts_in_alarm: Vec::new(),
             gateway_down_until: None,
             announcer: gateway::Announcer::Open,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
@@ -325,6 +331,10 @@ impl<'a> World<'a> {
                 self.coverage.reach(Reached::QueueExpired, 1);
                 note!(self, "{queue} expired: nobody consumed it for a whole lease");
             }
+            if self.alarm_until.is_some_and(|until| self.step >= until) {
+                self.alarm_until = None;
+                note!(self, "the broker's alarm clears: publishers go on");
+            }
             self.keep_time();
             self.brokers_back();
             if self.faulting() && self.rng.gen_bool(self.mix.rate.min(1.0)) {
@@ -358,8 +368,16 @@ impl<'a> World<'a> {
     fn runnable(&self) -> Vec<Actor> {
         let mut actors = Vec::new();
         let mut waiting = self.broker.expiring_idle() || !self.all_running() || !self.broker_back.is_empty();
+        if self.alarm_until.is_some() {
+            // Every connection is blocked: nothing moves but time (and the monitors, blocked too).
+            actors.push(Actor::Wait);
+            actors.extend((0..self.monitors.len()).filter(|&m| self.monitor_due(m)).map(Actor::Monitor));
+            return actors;
+        }
         for (i, r) in self.replicas.iter().enumerate() {
             for process in r.processes.iter().filter(|p| p.running()) {
+                // A process stuck on the broker waits for the monitors to notice.
+                waiting |= process.stuck_since.is_some();
                 let work = match process.phase {
                     Phase::WaitingLock => false,
                     Phase::Starting { at } => {
@@ -433,6 +451,13 @@ impl<'a> World<'a> {
                     let _ = write!(problems, "{} ({missing} missing, {extra} extra) ", query.name);
                 }
             }
+        }
+        if !self.restarts_in_alarm.is_empty() {
+            let _ = write!(
+                problems,
+                "restarts asked for while the broker blocked publishers: {:?} ",
+                self.restarts_in_alarm
+            );
         }
         let logs = UploadLog::ids_on(&self.gateway_disk, Path::new(gateway::GATEWAY_DIR));
         if !logs.is_empty() {

@@ -19,6 +19,8 @@ const TICK_EVERY: u64 = 25;
 pub(super) const TIMEOUT: u64 = 300;
 /// A process restarted and not heard since is left alone this long.
 const START_GRACE: u64 = 3_000;
+/// A process whose beats say its main loop has waited this long on the broker is restarted, though it beats.
+const STUCK_TIMEOUT: u64 = 2_000;
 /// The cluster's supervisor restarts an exited monitor within this many steps.
 const SUPERVISOR_DELAY: u64 = 300;
 
@@ -74,6 +76,7 @@ impl World<'_> {
             monitors: MONITORS,
             timeout: Duration::from_millis(TIMEOUT),
             start_grace: Duration::from_millis(START_GRACE),
+            stuck_timeout: Duration::from_millis(STUCK_TIMEOUT),
             nodes: self.watched_names(),
         };
         let now = self.now();
@@ -129,8 +132,12 @@ impl World<'_> {
         }
     }
 
-    /// A beat reaches every monitor that is up (a paused one finds it waiting when it wakes).
+    /// A beat reaches every monitor that is up (a paused one finds it waiting when it wakes); none is sent while
+    /// the broker blocks publishers.
     pub(super) fn send_beat(&mut self, beat: Heartbeat) {
+        if self.alarm_until.is_some() {
+            return;
+        }
         let now = self.now();
         for monitor in &mut self.monitors {
             match (&mut monitor.watch, monitor.paused_until) {
@@ -154,13 +161,18 @@ impl World<'_> {
         let monitor = &mut self.monitors[m];
         monitor.next_tick = self.step + TICK_EVERY + late;
         let Some(watch) = &mut monitor.watch else { return };
+        // Its own connection is blocked too while the broker blocks publishers.
+        watch.broker_blocked(self.alarm_until.is_some(), now);
         let judgement = watch.tick(now);
         let name = monitor.name.clone();
         if let Some(leader) = judgement.new_leader {
             note!(self, "{name} takes {} for the leader", monitor_name(leader));
         }
         for (node, pid) in judgement.restart {
-            note!(self, "{name} asks for {node}'s restart (process {pid:?} silent past the timeout)");
+            note!(self, "{name} asks for {node}'s restart (process {pid:?} silent or stuck past its timeout)");
+            if self.alarm_until.is_some() {
+                self.restarts_in_alarm.push(node.clone());
+            }
             self.orchestrate_restart(&node, pid);
         }
     }

@@ -58,6 +58,9 @@ pub(super) struct SimProcess {
     pub(super) next_watch: u64,
     /// Stopped (SIGSTOP) until then: it neither steps nor beats, and keeps what it was delivered.
     pub(super) paused_until: Option<u64>,
+    /// Its main loop is stuck on the broker for good since then (a confirm never settled): it steps no more,
+    /// while its heartbeat task beats on and says how long it has been stuck.
+    pub(super) stuck_since: Option<u64>,
     /// A stray: a process of the replica on a folder of its own (another host's, or a state folder set apart),
     /// started by hand beside the replica's own; it ends by then unless something ends it sooner.
     pub(super) stray: Option<Stray>,
@@ -86,6 +89,7 @@ impl SimProcess {
         match self.phase {
             Phase::WaitingLock => false,
             Phase::Starting { at } => step >= at,
+            Phase::Running if self.stuck_since.is_some() => false,
             Phase::Running => match &self.again {
                 Some((at, _)) => step >= *at,
                 None => !self.shell.idle() || self.cancelled,
@@ -421,6 +425,7 @@ impl World<'_> {
             next_beat: self.step,
             next_watch: self.step + WATCH_EVERY,
             paused_until: None,
+            stuck_since: None,
             stray: None,
         });
         self.take_lock(i);
@@ -450,6 +455,7 @@ impl World<'_> {
             next_beat: self.step,
             next_watch: self.step + WATCH_EVERY,
             paused_until: None,
+            stuck_since: None,
             stray: Some(Stray { disk: SimDisk::new(), until: self.step + lifetime }),
         });
         pid
@@ -547,7 +553,9 @@ impl World<'_> {
                 // Beats come from their own task, once the process opens its folder.
                 if process.beating && step >= process.next_beat {
                     process.next_beat = step + monitors::BEAT_EVERY;
-                    beats.push(Heartbeat::quiet(&r.name, process.pid, 0));
+                    let mut beat = Heartbeat::quiet(&r.name, process.pid, 0);
+                    beat.stuck_ms = process.stuck_since.map(|since| step - since);
+                    beats.push(beat);
                 }
                 if step >= process.next_watch {
                     process.next_watch = step + WATCH_EVERY;
