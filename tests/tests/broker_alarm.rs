@@ -73,9 +73,8 @@ async fn a_broker_alarm_restarts_nobody_and_every_session_ends_exactly() {
     }
     let restarts: Vec<_> = events.iter().filter(|e| e.action == "restart").collect();
     assert!(restarts.is_empty(), "nodes restarted because of the alarm: {restarts:?}");
-    let monitors: String = (0..3)
-        .map(|m| std::fs::read_to_string(spec.log_path(&format!("monitor-{m}"))).unwrap_or_default())
-        .collect();
+    let monitors: String =
+        (0..3).map(|m| std::fs::read_to_string(spec.log_path(&format!("monitor-{m}"))).unwrap_or_default()).collect();
     assert!(monitors.contains("the broker blocks publishers"), "the monitors saw the alarm");
     cluster.stop().await.unwrap();
 }
