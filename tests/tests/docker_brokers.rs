@@ -30,10 +30,12 @@ fn running_nodes(project: &DockerProject, broker: &str) -> Vec<String> {
 
 async fn exact_session(data: &Path, out: &Path) {
     let options = ClientOptions::new("127.0.0.1:7070", data, out.to_owned());
+    let started = std::time::Instant::now();
     let summary = tokio::time::timeout(Duration::from_secs(240), client::run_session(&options, Arc::new(|_| {})))
         .await
         .expect("the session ends")
         .expect("a session through the containers");
+    eprintln!("session {} ended in {:?}", summary.session, started.elapsed());
     assert_matches_reference(&summary, data);
 }
 

@@ -84,12 +84,16 @@ pub async fn start_announcing(
             let payload = postcard::to_allocvec(&known()).expect("session ids serialize");
             let Some(open) = &channel else { continue };
             let Err(e) = announce(open, &exchange, &payload).await else { continue };
-            if after_announce_failure() == AfterFailure::Stop {
-                tracing::warn!(error = %e, "session announcements stopped");
-                return;
+            channel = None;
+            match after_announce_failure() {
+                AfterFailure::Stop => {
+                    tracing::warn!(error = %e, "session announcements stopped");
+                    return;
+                }
+                AfterFailure::Reopen => continue,
+                AfterFailure::Retry => {}
             }
             tracing::warn!(error = %e, "a session announcement failed: made again on a new channel");
-            channel = None;
             if let Ok(opened) = open_announcing(&connection, &exchange).await {
                 if announce(&opened, &exchange, &payload).await.is_ok() {
                     channel = Some(opened);
@@ -104,6 +108,8 @@ pub async fn start_announcing(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
     /// Makes it again at once, on another channel.
+    Retry,
+    /// Waits for its next tick, on another channel (a planted bug's rule).
     Reopen,
     /// Stops announcing (the reverted fix, planted for the simulator to find).
     Stop,
@@ -113,8 +119,10 @@ pub enum AfterFailure {
 pub fn after_announce_failure() -> AfterFailure {
     if crate::planted::active(crate::planted::Bug::AnnouncerStops) {
         AfterFailure::Stop
-    } else {
+    } else if crate::planted::active(crate::planted::Bug::AnnouncementNotRetried) {
         AfterFailure::Reopen
+    } else {
+        AfterFailure::Retry
     }
 }
 

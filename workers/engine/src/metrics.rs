@@ -21,19 +21,29 @@ pub struct Counters {
     pub open_sessions: AtomicU64,
     /// When this process consumed its first message (ms since the epoch; 0 until then).
     pub first_input_ms: AtomicU64,
-    /// Since when its main loop waits on the broker in one step (a publish, confirms, an ack), in ms since the
-    /// epoch; 0 while it does not. Such a wait takes milliseconds, unless the broker blocks publishers (an
-    /// alarm, which the heartbeat does not count) or never answers (a confirm lapin never settles, say): then
-    /// the process beats on while its work stands still, and its heartbeat says for how long.
-    pub waiting_since_ms: AtomicU64,
+    /// The waits on the broker under way (a publish, confirms, an ack), each with when it began (ms since the
+    /// epoch). Such a wait takes milliseconds, unless the broker blocks publishers (an alarm, which the
+    /// heartbeat does not count) or never answers (a confirm lapin never settles, say): then the process beats
+    /// on while its work stands still, and its heartbeat says for how long. A replica waits once at a time; the
+    /// gateway, once per session.
+    waits: std::sync::Mutex<BrokerWaits>,
 }
 
-/// A wait on the broker, timed by [`Counters::waiting_since_ms`] until it is dropped.
-pub struct BrokerWait<'a>(&'a Counters);
+#[derive(Debug, Default)]
+struct BrokerWaits {
+    next: u64,
+    since: std::collections::BTreeMap<u64, u64>,
+}
+
+/// A wait on the broker, timed until it is dropped (see [`Counters::waiting_on_broker`]).
+pub struct BrokerWait<'a> {
+    counters: &'a Counters,
+    id: u64,
+}
 
 impl Drop for BrokerWait<'_> {
     fn drop(&mut self) {
-        self.0.waiting_since_ms.store(0, Ordering::Relaxed);
+        self.counters.waits.lock().expect("waits lock").since.remove(&self.id);
     }
 }
 
@@ -55,27 +65,26 @@ impl Counters {
         self.published_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// The main loop starts waiting on the broker, until the returned guard is dropped.
+    /// A wait on the broker begins, until the returned guard is dropped.
     pub fn waiting_on_broker(&self) -> BrokerWait<'_> {
-        self.waiting_since_ms.store(now_ms().max(1), Ordering::Relaxed);
-        BrokerWait(self)
+        let mut waits = self.waits.lock().expect("waits lock");
+        let id = waits.next;
+        waits.next += 1;
+        waits.since.insert(id, now_ms());
+        BrokerWait { counters: self, id }
     }
 
-    /// How long the main loop has waited on the broker in its current step, if it is waiting; `blocked` (the
-    /// broker blocks this connection's publishers: an alarm) starts the clock again, since that wait is the
-    /// broker's, not the node's.
+    /// How long the oldest wait on the broker under way has lasted, if one is; `blocked` (the broker blocks this
+    /// connection's publishers: an alarm) starts every wait's clock again, since that time is the broker's, not
+    /// the node's.
     pub fn stuck_for(&self, blocked: bool) -> Option<std::time::Duration> {
-        let since = self.waiting_since_ms.load(Ordering::Relaxed);
-        if since == 0 {
-            return None;
-        }
+        let mut waits = self.waits.lock().expect("waits lock");
         let now = now_ms();
         if blocked {
-            // Only if it still waits in the same step.
-            let _ = self.waiting_since_ms.compare_exchange(since, now.max(1), Ordering::Relaxed, Ordering::Relaxed);
-            return Some(std::time::Duration::ZERO);
+            waits.since.values_mut().for_each(|since| *since = now);
         }
-        Some(std::time::Duration::from_millis(now.saturating_sub(since)))
+        let oldest = waits.since.values().min()?;
+        Some(std::time::Duration::from_millis(now.saturating_sub(*oldest)))
     }
 
     pub fn busy(&self, spent: std::time::Duration) {

@@ -39,6 +39,10 @@ pub enum Bug {
     /// Revert of a real-faults fix: a replica's process consumes without claiming the replica first (its lock
     /// and the record of the folder that holds its state), so a process on another folder takes its input too.
     NoReplicaClaim,
+    /// Revert of a fix the simulator's swarm testing called for: a failed announcement waits for the announcer's
+    /// next tick on a new channel instead of being made again at once, so a few closed channels in a row let a
+    /// live session's lease run out at a stage that has nothing else to renew it.
+    AnnouncementNotRetried,
     /// Revert of a real-faults fix: the monitors judge nodes by their silence only, so a node whose main loop is
     /// stuck on the broker while its heartbeat task beats on is never restarted.
     StuckNodesBeatOn,
@@ -67,7 +71,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeCommit,
         Bug::CommitBeforeConfirm,
         Bug::DedupOff,
@@ -81,6 +85,7 @@ impl Bug {
         Bug::ClassicQueuesOnSeveralBrokers,
         Bug::NoReplicaClaim,
         Bug::AnnouncerStops,
+        Bug::AnnouncementNotRetried,
         Bug::StuckNodesBeatOn,
         Bug::MonitorsBlindToAlarms,
         Bug::ProgressBeforeConfirm,

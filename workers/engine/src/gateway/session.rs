@@ -393,11 +393,16 @@ async fn perform(
             }
             UploadStep::Throttle => {
                 crate::failpoint!("gateway-mid-upload");
+                let _waiting = shared.counters.waiting_on_broker();
                 while in_flight.len() > CONFIRMS_IN_FLIGHT {
                     amqp::await_confirms(in_flight.pop_front().into_iter().collect()).await?;
                 }
             }
-            UploadStep::ConfirmAll => amqp::await_confirms(in_flight.drain(..).collect()).await?,
+            UploadStep::ConfirmAll => {
+                // Timed, for the heartbeat: a gateway stuck on confirms that never come is restarted.
+                let _waiting = shared.counters.waiting_on_broker();
+                amqp::await_confirms(in_flight.drain(..).collect()).await?
+            }
             UploadStep::Record { kind, batches } => upload_log.record(kind, batches)?,
         }
     }

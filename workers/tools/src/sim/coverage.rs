@@ -55,10 +55,16 @@ pub enum Path {
     Stuck,
     /// The broker blocked every publisher for a while (an alarm).
     Alarm,
+    /// A process was cut off from its broker node.
+    Partition,
+    /// A partition healed before either side noticed it.
+    PartitionHealed,
+    /// A process waited for its replica's lock, held by another connection.
+    LockWaited,
 }
 
 impl Path {
-    pub const ALL: [Path; 24] = [
+    pub const ALL: [Path; 27] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -83,6 +89,9 @@ impl Path {
         Path::AnnouncerReopened,
         Path::Stuck,
         Path::Alarm,
+        Path::Partition,
+        Path::PartitionHealed,
+        Path::LockWaited,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -112,6 +121,9 @@ impl Path {
             Path::AnnouncerReopened => "announcer-reopened",
             Path::Stuck => "stuck",
             Path::Alarm => "alarm",
+            Path::Partition => "partition",
+            Path::PartitionHealed => "partition-healed",
+            Path::LockWaited => "lock-waited",
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Faults {
     pub stuck: bool,
     /// The broker blocking every publisher for a while (a memory or disk alarm).
     pub alarm: bool,
+    /// Network partitions between a replica's process and its broker node.
+    pub partition: bool,
 }
 
 impl Faults {
@@ -82,6 +84,7 @@ impl Faults {
         channel: true,
         stuck: true,
         alarm: true,
+        partition: true,
     };
     pub const NONE: Faults = Faults {
         crash: false,
@@ -95,10 +98,11 @@ impl Faults {
         channel: false,
         stuck: false,
         alarm: false,
+        partition: false,
     };
 
     /// `all`, `none`, or a comma-separated list of `crash`, `broker`, `duplicate`, `gateway`, `pause`,
-    /// `monitor`, `incarnation`, `stray`, `channel`, `stuck`, `alarm`.
+    /// `monitor`, `incarnation`, `stray`, `channel`, `stuck`, `alarm`, `partition`.
     pub fn parse(text: &str) -> anyhow::Result<Faults> {
         match text {
             "all" => return Ok(Faults::ALL),
@@ -119,8 +123,9 @@ impl Faults {
                 "channel" => faults.channel = true,
                 "stuck" => faults.stuck = true,
                 "alarm" => faults.alarm = true,
+                "partition" => faults.partition = true,
                 other => anyhow::bail!(
-                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray, channel, stuck, alarm"
+                    "unknown fault `{other}`: all, none, or crash, broker, duplicate, gateway, pause, monitor, incarnation, stray, channel, stuck, alarm, partition"
                 ),
             }
         }

@@ -1,5 +1,6 @@
 //! The faults a seed injects, one a step with the run's fault rate while faults may strike.
 
+use super::replica::Cut;
 use super::*;
 
 /// The faults one seed injects, how often, and until when. With swarm testing each seed draws its own mix: a
@@ -29,6 +30,7 @@ impl Mix {
             (faults.channel, &[(Fault::ChannelClosed, 1), (Fault::ConsumerCancelled, 1)]),
             (faults.monitor, &[(Fault::MonitorKill, 1), (Fault::MonitorLoad, 1)]),
             (faults.stuck, &[(Fault::Stuck, 1)]),
+            (faults.partition, &[(Fault::Partition, 1)]),
             (faults.alarm, &[(Fault::Alarm, 1)]),
         ];
         let allowed: Vec<&[(Fault, u32)]> =
@@ -107,6 +109,10 @@ enum Fault {
     /// The broker closes a channel (a channel-level error): a replica process's (it exits, to be restarted at
     /// once), or the gateway's session announcer's.
     ChannelClosed,
+    /// A network partition between a replica's process and its broker node, both ways or one way (the
+    /// broker's answers lost, its own frames arriving), healing at a random time; each side notices it on its
+    /// own, when its heartbeat timeout runs out.
+    Partition,
     /// A replica process's main loop is stuck on the broker for good (a confirm across a leader change that the
     /// client never settles), while its heartbeat task beats on.
     Stuck,
@@ -117,6 +123,11 @@ enum Fault {
     ConsumerCancelled,
 }
 
+/// How long a partition between a process and its broker node lasts (steps).
+const PARTITION: std::ops::RangeInclusive<u64> = 50..=1_500;
+/// When each side of a connection notices its peer is gone, from the start of a partition (steps): AMQP
+/// heartbeats, a tenth of the real times as the monitors' are.
+const HEARTBEAT_TIMEOUT: std::ops::RangeInclusive<u64> = 300..=1_500;
 /// How long a broker alarm lasts (steps): from about a timeout to twenty (the real test holds one for 60 s).
 const ALARM: std::ops::RangeInclusive<u64> = 300..=6_000;
 /// How long a stray process runs before its operator stops it (steps).
@@ -279,12 +290,35 @@ impl World<'_> {
             Fault::ConsumerCancelled => {
                 if let Some((i, pid)) = self.random_running_process() {
                     let p = self.replicas[i].processes.iter().position(|p| p.pid == pid).expect("listed");
-                    let client = self.replicas[i].processes[p].client(&self.replicas[i].name);
+                    let client = self.replicas[i].processes[p].client();
                     if self.broker.consuming(&client, &self.replicas[i].queue) {
                         note!(self, "the broker cancels the consumer of {} (process {pid})", self.replicas[i].name);
                         self.broker.cancel(&client, self.step);
                         self.replicas[i].processes[p].cancelled = true;
                         self.coverage.reach(Reached::ConsumerCancelled, 1);
+                    }
+                }
+            }
+            Fault::Partition => {
+                if let Some((i, pid)) = self.random_running_process() {
+                    let p = self.replicas[i].processes.iter().position(|p| p.pid == pid).expect("listed");
+                    if self.replicas[i].processes[p].cut.is_none() {
+                        let step = self.step;
+                        let cut = Cut {
+                            one_way: self.rng.gen_bool(1.0 / 3.0),
+                            since: step,
+                            heals_at: step + self.rng.gen_range(PARTITION),
+                            process_notices_at: step + self.rng.gen_range(HEARTBEAT_TIMEOUT),
+                            broker_notices_at: step + self.rng.gen_range(HEARTBEAT_TIMEOUT),
+                            dropped: false,
+                        };
+                        self.coverage.reach(Reached::Partition, 1);
+                        note!(
+                            self,
+                            "{} (process {pid}) is cut off from its broker node: {cut:?}",
+                            self.replicas[i].name
+                        );
+                        self.replicas[i].processes[p].cut = Some(cut);
                     }
                 }
             }

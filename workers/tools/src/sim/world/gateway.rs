@@ -176,13 +176,21 @@ impl World<'_> {
             Announcer::Stopped => return,
             Announcer::Closed => {
                 note!(self, "a session announcement fails: the announcer's channel was closed");
-                if after_announce_failure() == AfterFailure::Stop {
-                    self.announcer = Announcer::Stopped;
-                    return;
+                match after_announce_failure() {
+                    AfterFailure::Stop => {
+                        self.announcer = Announcer::Stopped;
+                        return;
+                    }
+                    AfterFailure::Reopen => {
+                        self.announcer = Announcer::Open;
+                        return;
+                    }
+                    // Made again at once, on a new channel.
+                    AfterFailure::Retry => {
+                        self.coverage.reach(Reached::AnnouncerReopened, 1);
+                        self.announcer = Announcer::Open;
+                    }
                 }
-                // Made again at once, on a new channel.
-                self.coverage.reach(Reached::AnnouncerReopened, 1);
-                self.announcer = Announcer::Open;
             }
             Announcer::Open => {}
         }

@@ -101,6 +101,8 @@ pub(super) struct World<'a> {
     broker_back: BTreeMap<usize, u64>,
     /// The faults this seed injects.
     mix: faults::Mix,
+    /// Connections of processes gone behind a partition, and when the broker notices each and drops it.
+    zombies: Vec<(u64, String)>,
     /// The broker blocks every publisher until then (a memory or disk alarm).
     alarm_until: Option<u64>,
     /// Nodes the monitors asked to restart while the broker blocked publishers (none may be).
@@ -223,6 +225,7 @@ impl<'a> World<'a> {
             next_pid: 0,
             broker_back: BTreeMap::new(),
             mix,
+            zombies: Vec::new(),
             alarm_until: None,
             restarts_in_alarm: Vec::new(),
             gateway_down_until: None,
@@ -368,6 +371,7 @@ impl<'a> World<'a> {
     fn runnable(&self) -> Vec<Actor> {
         let mut actors = Vec::new();
         let mut waiting = self.broker.expiring_idle() || !self.all_running() || !self.broker_back.is_empty();
+        waiting |= !self.zombies.is_empty();
         if self.alarm_until.is_some() {
             // Every connection is blocked: nothing moves but time (and the monitors, blocked too).
             actors.push(Actor::Wait);
@@ -376,8 +380,8 @@ impl<'a> World<'a> {
         }
         for (i, r) in self.replicas.iter().enumerate() {
             for process in r.processes.iter().filter(|p| p.running()) {
-                // A process stuck on the broker waits for the monitors to notice.
-                waiting |= process.stuck_since.is_some();
+                // A process stuck on the broker, or cut off from it, waits for someone to notice.
+                waiting |= process.stuck_since.is_some() || process.cut.is_some();
                 let work = match process.phase {
                     Phase::WaitingLock => false,
                     Phase::Starting { at } => {

@@ -38,6 +38,8 @@ pub(super) enum Phase {
 /// One process of a replica.
 pub(super) struct SimProcess {
     pub(super) pid: u32,
+    /// Its name on the broker.
+    client: String,
     /// Its number in the folder's incarnation counter.
     pub(super) number: u32,
     pub(super) shell: Shell<Box<dyn Protocol>>,
@@ -61,9 +63,27 @@ pub(super) struct SimProcess {
     /// Its main loop is stuck on the broker for good since then (a confirm never settled): it steps no more,
     /// while its heartbeat task beats on and says how long it has been stuck.
     pub(super) stuck_since: Option<u64>,
+    /// Cut off from its broker node by a network partition.
+    pub(super) cut: Option<Cut>,
     /// A stray: a process of the replica on a folder of its own (another host's, or a state folder set apart),
     /// started by hand beside the replica's own; it ends by then unless something ends it sooner.
     pub(super) stray: Option<Stray>,
+}
+
+/// A partition between a process and its broker node. Each side notices on its own, when its heartbeat timeout
+/// runs out: the process then exits to be restarted; the broker then drops the connection (its consumer, its
+/// lock, its unacked deliveries), and until then a newer process of the replica waits for the lock. If the
+/// partition heals before either side noticed, the process goes on as if nothing happened.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cut {
+    /// Its own frames (heartbeats included) still reach the broker; only the broker's answers are lost.
+    pub(super) one_way: bool,
+    pub(super) since: u64,
+    pub(super) heals_at: u64,
+    pub(super) process_notices_at: u64,
+    pub(super) broker_notices_at: u64,
+    /// The broker dropped the connection already.
+    pub(super) dropped: bool,
 }
 
 /// What a stray process has of its own.
@@ -74,9 +94,9 @@ pub(super) struct Stray {
 }
 
 impl SimProcess {
-    /// Its name on the broker, as a consumer and a publisher.
-    pub(super) fn client(&self, replica: &str) -> String {
-        format!("{replica}#{}", self.pid)
+    /// Its name on the broker, as a consumer and a publisher (`q3_agg-0#17`).
+    pub(super) fn client(&self) -> String {
+        self.client.clone()
     }
 
     /// Whether it holds the folder and is not paused.
@@ -89,7 +109,7 @@ impl SimProcess {
         match self.phase {
             Phase::WaitingLock => false,
             Phase::Starting { at } => step >= at,
-            Phase::Running if self.stuck_since.is_some() => false,
+            Phase::Running if self.stuck_since.is_some() || self.cut.is_some() => false,
             Phase::Running => match &self.again {
                 Some((at, _)) => step >= *at,
                 None => !self.shell.idle() || self.cancelled,
@@ -162,7 +182,7 @@ impl World<'_> {
     /// to be restarted.
     fn start(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
-        let client = self.replicas[i].processes[p].client(&name);
+        let client = self.replicas[i].processes[p].client();
         let first = self.rng.gen_range(0..self.broker.nodes());
         let Some(node) = self.broker.connect(&client, first) else {
             // No broker node answers: it tries again, for as long as it takes.
@@ -198,10 +218,11 @@ impl World<'_> {
     /// the same rule. A process refused exits without publishing or consuming anything.
     fn claim(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
-        let client = self.replicas[i].processes[p].client(&name);
+        let client = self.replicas[i].processes[p].client();
         let (stage, replica) = (self.replicas[i].stage, self.replicas[i].config.replica);
         let lock = self.topology.lock_queue(stage, replica);
         if let Err(refusal) = self.broker.declare_exclusive(&client, &lock) {
+            self.coverage.reach(Reached::LockWaited, 1);
             note!(self, "{name} (process {pid}) waits for the replica's lock: {refusal:?}");
             self.replicas[i].processes[p].again = Some((self.step + CONSUME_RETRY, Step::Claim));
             return;
@@ -257,7 +278,7 @@ impl World<'_> {
     /// makes the process exit to be restarted.
     fn consume(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
-        let (client, queue) = (self.replicas[i].processes[p].client(&name), self.replicas[i].queue.clone());
+        let (client, queue) = (self.replicas[i].processes[p].client(), self.replicas[i].queue.clone());
         match self.broker.consume(&client, &queue, true) {
             Ok(()) => self.replicas[i].processes[p].again = None,
             Err(Refusal::AccessRefused(why)) => {
@@ -276,7 +297,7 @@ impl World<'_> {
     /// group of deliveries.
     fn step_running(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
-        let client = self.replicas[i].processes[p].client(&name);
+        let client = self.replicas[i].processes[p].client();
         if let Some((_, again)) = self.replicas[i].processes[p].again.take() {
             return match again {
                 Step::Claim => self.claim(i, p),
@@ -413,6 +434,7 @@ impl World<'_> {
         let lease = Duration::from_millis(self.options.lease_steps);
         r.processes.push(SimProcess {
             pid,
+            client: format!("{}#{pid}", r.name),
             number: r.announced,
             shell: Shell::new(protocol, lease),
             phase: Phase::WaitingLock,
@@ -426,6 +448,7 @@ impl World<'_> {
             next_watch: self.step + WATCH_EVERY,
             paused_until: None,
             stuck_since: None,
+            cut: None,
             stray: None,
         });
         self.take_lock(i);
@@ -443,6 +466,7 @@ impl World<'_> {
         let lease = Duration::from_millis(self.options.lease_steps);
         r.processes.push(SimProcess {
             pid,
+            client: format!("{}#{pid}", r.name),
             number: 1,
             shell: Shell::new(protocol, lease),
             phase: Phase::Starting { at },
@@ -456,6 +480,7 @@ impl World<'_> {
             next_watch: self.step + WATCH_EVERY,
             paused_until: None,
             stuck_since: None,
+            cut: None,
             stray: Some(Stray { disk: SimDisk::new(), until: self.step + lifetime }),
         });
         pid
@@ -488,7 +513,7 @@ impl World<'_> {
                 _ => Tear::Prefix(rng.gen_range(0..64)),
             });
         }
-        let client = process.client(&r.name);
+        let client = process.client();
         let name = r.name.clone();
         // Its supervisor counts the exits it made by itself soon after a start, and restarts its own child at
         // once when it lost the broker (backing off a crash loop); the others are left to the monitors.
@@ -498,10 +523,11 @@ impl World<'_> {
             let backoff = r.crash_loop.backoff().as_millis() as u64 / MS_PER_STEP;
             r.restart_at = Some(self.step + backoff);
         }
-        // What it published and had not had confirmed stays at the broker's mercy (a restart may lose it).
-        for queue in self.broker.disconnect(&client, self.step, &mut self.rng) {
-            self.coverage.reach(Reached::DeliveryLimit, 1);
-            note!(self, "a message of {queue} was returned once too often: past its delivery limit");
+        // Behind a partition the broker learns of it only when its own heartbeat timeout runs out: until then
+        // the connection, its consumer, its lock and its unacked deliveries live on.
+        match process.cut.filter(|cut| !cut.dropped) {
+            Some(cut) => self.zombies.push((cut.broker_notices_at, client)),
+            None => self.drop_connection(&client),
         }
         let how = match exit {
             Exit::Killed => "killed",
@@ -515,10 +541,65 @@ impl World<'_> {
         self.take_lock(i);
     }
 
+    /// The broker drops a client's connection: its consumers detach, its lock is freed, and what it had not
+    /// acked returns. (What it published and had not had confirmed stays at the broker's mercy.)
+    pub(super) fn drop_connection(&mut self, client: &str) {
+        for queue in self.broker.disconnect(client, self.step, &mut self.rng) {
+            self.coverage.reach(Reached::DeliveryLimit, 1);
+            note!(self, "a message of {queue} was returned once too often: past its delivery limit");
+        }
+    }
+
+    /// Partitions that heal or that a side notices now, and connections of processes gone behind one that the
+    /// broker notices now.
+    fn keep_partitions(&mut self, i: usize) {
+        if self.replicas[i].processes.iter().all(|p| p.cut.is_none()) {
+            return;
+        }
+        let step = self.step;
+        let name = self.replicas[i].name.clone();
+        let cut: Vec<(u32, Cut)> =
+            self.replicas[i].processes.iter().filter_map(|p| p.cut.map(|c| (p.pid, c))).collect();
+        for (pid, cut) in cut {
+            let client = format!("{name}#{pid}");
+            if !cut.dropped && step >= cut.broker_notices_at.min(cut.heals_at).min(cut.process_notices_at) {
+                if step >= cut.heals_at && step < cut.broker_notices_at.min(cut.process_notices_at) {
+                    self.coverage.reach(Reached::PartitionHealed, 1);
+                    note!(self, "{name} (process {pid}): the partition heals before either side noticed it");
+                    self.set_cut(i, pid, None);
+                    continue;
+                }
+                if step >= cut.broker_notices_at && step < cut.process_notices_at {
+                    note!(self, "the broker drops the connection of {name} (process {pid}), cut off");
+                    self.drop_connection(&client);
+                    self.set_cut(i, pid, Some(Cut { dropped: true, ..cut }));
+                    continue;
+                }
+            }
+            // The process notices (its heartbeat timeout, or a healed link to a connection the broker dropped).
+            if step >= cut.process_notices_at || (cut.dropped && step >= cut.heals_at) {
+                note!(self, "{name} (process {pid}) notices it lost the broker");
+                self.end_process(i, pid, Exit::LostBroker);
+            }
+        }
+    }
+
+    fn set_cut(&mut self, i: usize, pid: u32, cut: Option<Cut>) {
+        if let Some(p) = self.replicas[i].at(pid) {
+            self.replicas[i].processes[p].cut = cut;
+        }
+    }
+
     /// The processes' background work at every step: the supervisor's restarts that are due, beats, pauses
-    /// that end, and the incarnation watch.
+    /// that end, partitions, and the incarnation watch.
     pub(super) fn keep_replicas(&mut self) {
         let step = self.step;
+        let due: Vec<String> = self.zombies.iter().filter(|(at, _)| step >= *at).map(|(_, c)| c.clone()).collect();
+        self.zombies.retain(|(at, _)| step < *at);
+        for client in due {
+            note!(self, "the broker drops the connection of {client}, gone behind a partition");
+            self.drop_connection(&client);
+        }
         for i in 0..self.replicas.len() {
             if self.replicas[i].restart_at.is_some_and(|at| step >= at) {
                 self.replicas[i].restart_at = None;
@@ -532,16 +613,13 @@ impl World<'_> {
             }
             let mut beats = Vec::new();
             let mut stepping_aside = Vec::new();
-            let r = &mut self.replicas[i];
-            let stopped: Vec<u32> = r
-                .processes
-                .iter()
-                .filter(|p| p.stray.as_ref().is_some_and(|s| step >= s.until))
-                .map(|p| p.pid)
-                .collect();
-            for pid in stopped {
+            let stopped = |r: &SimReplica| {
+                r.processes.iter().find(|p| p.stray.as_ref().is_some_and(|s| step >= s.until)).map(|p| p.pid)
+            };
+            while let Some(pid) = stopped(&self.replicas[i]) {
                 self.end_process(i, pid, Exit::Stopped);
             }
+            self.keep_partitions(i);
             let r = &mut self.replicas[i];
             for process in &mut r.processes {
                 if process.paused_until.is_some_and(|until| step >= until) {
@@ -550,11 +628,16 @@ impl World<'_> {
                 if !process.running() {
                     continue;
                 }
-                // Beats come from their own task, once the process opens its folder.
-                if process.beating && step >= process.next_beat {
+                // Beats come from their own task, once the process opens its folder; behind a partition they reach
+                // the broker only one way out.
+                let cut_off = process.cut.is_some_and(|cut| !cut.one_way || cut.dropped);
+                if process.beating && step >= process.next_beat && !cut_off {
                     process.next_beat = step + monitors::BEAT_EVERY;
                     let mut beat = Heartbeat::quiet(&r.name, process.pid, 0);
-                    beat.stuck_ms = process.stuck_since.map(|since| step - since);
+                    // Its main loop waits on the broker when a cut falls mid-group.
+                    let mid_group = !process.shell.idle();
+                    let waiting = process.stuck_since.or(process.cut.filter(|_| mid_group).map(|cut| cut.since));
+                    beat.stuck_ms = waiting.map(|since| step.saturating_sub(since));
                     beats.push(beat);
                 }
                 if step >= process.next_watch {
