@@ -95,7 +95,29 @@ impl DockerProject {
 
 impl Drop for DockerProject {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
         let _ = self.script("docker-down.sh");
+    }
+}
+
+impl DockerProject {
+    /// Prints the last lines of every container's log: what a failed test leaves to read (the containers go
+    /// with the project). Never panics: it runs while a test's panic unwinds.
+    fn print_logs(&self) {
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let Ok(listed) =
+            Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]).output()
+        else {
+            return;
+        };
+        for container in String::from_utf8_lossy(&listed.stdout).lines() {
+            if let Ok(logs) = Command::new("docker").args(["logs", "--tail", "40", container]).output() {
+                eprintln!("---- the last lines of {container}'s log:");
+                eprintln!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+            }
+        }
     }
 }
 

@@ -12,10 +12,31 @@ use coffee_tools::gen::Scale;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_client_is_purged_from_every_node() {
+    let options = StartOptions { env: vec![("SESSION_GRACE".into(), "200ms".into())], ..Default::default() };
+    vanished_client_purged("purge", options).await;
+}
+
+/// The same when the purge's first try fails (a failpoint stands for confirms the broker nacked): the gateway
+/// tries it again. Before, a purge that failed once was never tried again by that gateway: the session kept its
+/// upload log and its results queue, and the gateway announced it for as long as it lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_that_fails_is_tried_again() {
+    let fails = vec![("FAILPOINTS".to_owned(), "purge-fails=1*return".to_owned())];
+    let options = StartOptions {
+        env: vec![("SESSION_GRACE".into(), "200ms".into())],
+        first_start_env: [("gateway".to_owned(), fails)].into(),
+        ..Default::default()
+    };
+    vanished_client_purged("purge-again", options).await;
+}
+
+/// Half a session whose client vanishes: the gateway purges it from every node (`settle` waits until no node
+/// keeps a file of it, the gateway's upload log included, and no queue holds a message), and a session after
+/// is exact.
+async fn vanished_client_purged(test: &str, options: StartOptions) {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(Scale::Tiny, 8, &dir.path().join("data"));
-    let options = StartOptions { env: vec![("SESSION_GRACE".into(), "200ms".into())], ..Default::default() };
-    let (spec, mut cluster) = start_cluster_with("purge", "all=2", options).await;
+    let (spec, mut cluster) = start_cluster_with(test, "all=2", options).await;
 
     // Half a session: some stores and users, then the connection drops.
     let (client, _, _) = RawClient::hello(&spec.gateway_addr).await;

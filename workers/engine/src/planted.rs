@@ -43,6 +43,9 @@ pub enum Bug {
     /// next tick on a new channel instead of being made again at once, so a few closed channels in a row let a
     /// live session's lease run out at a stage that has nothing else to renew it.
     AnnouncementNotRetried,
+    /// Revert of a real-faults fix: the gateway tries a purge once; one that fails leaves the session's log, so
+    /// the gateway announces it and the stages keep it for as long as that gateway lives.
+    PurgeTriedOnce,
     /// Revert of a real-faults fix: the monitors judge nodes by their silence only, so a node whose main loop is
     /// stuck on the broker while its heartbeat task beats on is never restarted.
     StuckNodesBeatOn,
@@ -71,7 +74,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 21] = [
         Bug::AckBeforeCommit,
         Bug::CommitBeforeConfirm,
         Bug::DedupOff,
@@ -86,6 +89,7 @@ impl Bug {
         Bug::NoReplicaClaim,
         Bug::AnnouncerStops,
         Bug::AnnouncementNotRetried,
+        Bug::PurgeTriedOnce,
         Bug::StuckNodesBeatOn,
         Bug::MonitorsBlindToAlarms,
         Bug::ProgressBeforeConfirm,

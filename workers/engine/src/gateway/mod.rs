@@ -5,6 +5,7 @@
 
 pub mod limits;
 pub mod progress;
+pub mod purge;
 pub mod results;
 pub mod routing;
 mod session;
@@ -176,9 +177,7 @@ impl Gateway {
                 if !shared.begin_purge(session, None) {
                     return; // its client resumed it
                 }
-                if let Err(e) = session::purge(session, &shared).await {
-                    warn!(%session, error = %e, "could not purge a session left by a previous gateway");
-                }
+                session::purge_until_done(session, &shared).await;
                 shared.end_purge(session);
             });
         }

@@ -2,14 +2,14 @@
 //! pipeline, and the session's results forwarded and acked as the client writes them.
 
 use super::progress::UploadLog;
+use super::purge::PurgeStep;
 use super::results::{has_every_result, Forward, Handling};
 use super::upload::{Upload, UploadStep, PROGRESS_EVERY};
 use super::{Shared, GATEWAY};
 use crate::amqp::{self, BrokerError};
 use crate::protocol::{ClientFrame, ErrorCode, FrameError, FrameReader, FrameWriter, GatewayFrame, ReceivedStream};
-use coffee_model::message::Stream;
 use coffee_model::model::FileKind;
-use coffee_model::wire::{Body, Envelope, SessionId};
+use coffee_model::wire::SessionId;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -230,11 +230,8 @@ fn abandon(session: SessionId, number: u64, shared: &Arc<Shared>, e: SessionErro
             tokio::time::sleep(shared.grace).await;
         }
         if shared.begin_purge(session, Some(number)) {
-            let purged = purge(session, &shared).await;
+            purge_until_done(session, &shared).await;
             shared.end_purge(session);
-            if let Err(e) = purged {
-                warn!(%session, error = %e, "could not purge an abandoned session");
-            }
         }
     });
     Err(e.into())
@@ -468,25 +465,50 @@ async fn forward_results(
     }
 }
 
-/// Tells every stage replica to drop `session` (state, files), and deletes its results queue. The purge is
-/// recorded in the session's upload log first, so a gateway restarted halfway finishes it at once, and a resume
-/// arriving meanwhile is refused.
+/// Purges `session` ([`purge`]), trying again after each failure ([`super::purge::retry_after`]) for as long as
+/// this gateway lives: until it is done the session keeps its upload log, so this gateway announces it and the
+/// stages keep it, and a gateway restarted meanwhile finishes the purge its log records.
+pub(super) async fn purge_until_done(session: SessionId, shared: &Shared) {
+    let mut failures = 0;
+    loop {
+        let Err(e) = purge(session, shared).await else { return };
+        failures += 1;
+        let Some(wait) = super::purge::retry_after(failures) else {
+            warn!(%session, error = %e, "could not purge an abandoned session");
+            return;
+        };
+        warn!(%session, error = %e, ?wait, failures, "could not purge an abandoned session: trying again");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Tells every stage replica to drop `session` (state, files), and deletes its results queue, in the order of
+/// [`super::purge::steps`]. The purge is recorded in the session's upload log first, so a gateway restarted
+/// halfway finishes it at once, and a resume arriving meanwhile is refused.
 pub(super) async fn purge(session: SessionId, shared: &Shared) -> anyhow::Result<()> {
     let Some((mut log, _)) = UploadLog::resume(&shared.state_dir, session)? else {
         return Ok(()); // ended or purged already
     };
-    log.record_purging()?;
-    crate::failpoint_delay!("gateway-purging");
-    let topology = &shared.topology;
     let mut confirms = Vec::new();
-    for (stage, replica) in topology.stage_replicas() {
-        let envelope = Envelope { session, sender: GATEWAY, stream: Stream::Session, seq: 0, body: Body::Purge };
-        confirms.push(shared.publisher.publish(&topology.queue(stage, replica), &envelope).await?);
+    for step in super::purge::steps(&shared.topology, session) {
+        match step {
+            PurgeStep::Record => {
+                log.record_purging()?;
+                crate::failpoint_delay!("gateway-purging");
+            }
+            PurgeStep::Publish { queue, envelope } => confirms.push(shared.publisher.publish(&queue, &envelope).await?),
+            PurgeStep::ConfirmAll => {
+                let _waiting = shared.counters.waiting_on_broker();
+                crate::failpoint_error!("purge-fails");
+                amqp::await_confirms(std::mem::take(&mut confirms)).await?;
+            }
+            PurgeStep::DeleteResults { queue } => {
+                let channel = shared.connection.create_channel().await?;
+                channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+            }
+            PurgeStep::RemoveLog => UploadLog::remove(&shared.state_dir, session),
+        }
     }
-    amqp::await_confirms(confirms).await?;
-    let channel = shared.connection.create_channel().await?;
-    channel.queue_delete(topology.results_queue(session).as_str().into(), QueueDeleteOptions::default()).await?;
-    UploadLog::remove(&shared.state_dir, session);
     info!(%session, "abandoned session purged from every node");
     Ok(())
 }

@@ -242,6 +242,20 @@ impl SimBroker {
         true
     }
 
+    /// Nacks everything `publisher` has in flight: the broker could not take charge of it, so each message may
+    /// be in its queue or not; the publisher must take them all as unconfirmed (and publish them again).
+    pub fn nack(&mut self, publisher: &str, rng: &mut ChaCha8Rng) {
+        for (queue, id) in self.unconfirmed.remove(publisher).unwrap_or_default() {
+            if rng.gen_bool(0.5) {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    let before = q.ready.len();
+                    q.ready.retain(|m| m.id != id);
+                    self.stats.lost += (before - q.ready.len()) as u64;
+                }
+            }
+        }
+    }
+
     /// Confirms everything `publisher` published so far.
     pub fn confirm(&mut self, publisher: &str) {
         self.unconfirmed.remove(publisher);

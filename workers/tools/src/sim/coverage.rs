@@ -61,10 +61,14 @@ pub enum Path {
     PartitionHealed,
     /// A process waited for its replica's lock, held by another connection.
     LockWaited,
+    /// The broker nacked what a process had in flight: it exited to be restarted.
+    Nacked,
+    /// A purge the broker nacked was tried again.
+    PurgeRetried,
 }
 
 impl Path {
-    pub const ALL: [Path; 27] = [
+    pub const ALL: [Path; 29] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -92,6 +96,8 @@ impl Path {
         Path::Partition,
         Path::PartitionHealed,
         Path::LockWaited,
+        Path::Nacked,
+        Path::PurgeRetried,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -124,6 +130,8 @@ impl Path {
             Path::Partition => "partition",
             Path::PartitionHealed => "partition-healed",
             Path::LockWaited => "lock-waited",
+            Path::Nacked => "nacked",
+            Path::PurgeRetried => "purge-retried",
         }
     }
 }

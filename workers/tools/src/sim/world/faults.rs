@@ -27,7 +27,7 @@ impl Mix {
             (faults.pause, &[(Fault::Pause, 1)]),
             (faults.incarnation, &[(Fault::SecondProcess, 1)]),
             (faults.stray, &[(Fault::Stray, 1)]),
-            (faults.channel, &[(Fault::ChannelClosed, 1), (Fault::ConsumerCancelled, 1)]),
+            (faults.channel, &[(Fault::ChannelClosed, 1), (Fault::ConsumerCancelled, 1), (Fault::Nack, 1)]),
             (faults.monitor, &[(Fault::MonitorKill, 1), (Fault::MonitorLoad, 1)]),
             (faults.stuck, &[(Fault::Stuck, 1)]),
             (faults.partition, &[(Fault::Partition, 1)]),
@@ -118,6 +118,9 @@ enum Fault {
     Stuck,
     /// The broker raises a memory or disk alarm for a while: it blocks every publisher, heartbeats included.
     Alarm,
+    /// The broker nacks what a publisher has in flight: a replica's process (it exits), or the gateway while
+    /// it purges a session (it tries the purge again).
+    Nack,
     /// The broker cancels a replica process's consumer (its queue's leader moved, say): the process sees its
     /// consumer end when it next waits for input, and exits to be restarted at once.
     ConsumerCancelled,
@@ -285,6 +288,15 @@ impl World<'_> {
                     note!(self, "the broker closes a channel of {} (process {pid})", self.replicas[i].name);
                     self.coverage.reach(Reached::ChannelClosed, 1);
                     self.end_process(i, pid, Exit::LostBroker);
+                }
+            }
+            Fault::Nack => {
+                let purging = self.sessions.iter().any(|s| matches!(s.purge, gateway::Purge::Running { .. }));
+                if purging && self.rng.gen_bool(0.5) {
+                    self.gateway_nacked = true;
+                } else if let Some((i, pid)) = self.random_running_process() {
+                    let p = self.replicas[i].processes.iter().position(|p| p.pid == pid).expect("listed");
+                    self.replicas[i].processes[p].nacked = true;
                 }
             }
             Fault::ConsumerCancelled => {

@@ -10,6 +10,7 @@
 use super::*;
 use coffee_engine::client::ReceivedResults;
 use coffee_engine::gateway::progress::UploadLog;
+use coffee_engine::gateway::purge::{self, PurgeStep};
 use coffee_engine::gateway::results::{Forward, Handling};
 use coffee_engine::gateway::upload::{Upload, UploadStep};
 use coffee_engine::lease::{after_announce_failure, AfterFailure};
@@ -44,14 +45,22 @@ enum ResultsStep {
 }
 
 /// Where an abandoned session's purge stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Purge {
     /// Not abandoned, or its client still uploading.
     No,
-    /// The client left: the gateway publishes a purge to every replica next.
-    Due,
-    /// Published: confirmed (and the results queue deleted) next.
-    Published,
+    /// The gateway purges the session from then on (again after each failure).
+    Due {
+        at: u64,
+        failures: u32,
+    },
+    /// Under way: the steps of the gateway's own plan (`gateway::purge::steps`) left to perform.
+    Running {
+        steps: VecDeque<PurgeStep>,
+        failures: u32,
+    },
+    /// The gateway gave up after a failure (the reverted fix): the session keeps its log.
+    GaveUp,
     Done,
 }
 
@@ -101,6 +110,11 @@ pub(super) enum Announcer {
 /// How long a gateway that could not start waits before it starts again.
 const GATEWAY_RESTART: u64 = 50;
 
+/// The publisher of session `s`'s purge, on the gateway's connection (its confirms are its own).
+fn purge_publisher(s: usize) -> String {
+    format!("gateway-purge-{s}")
+}
+
 /// The consumer of session `s`'s results queue, on the gateway's connection.
 fn results_consumer(s: usize) -> String {
     format!("gateway-results-{s}")
@@ -110,7 +124,7 @@ impl SimSession {
     /// Whether its client is connected to the gateway (it has not left, and its session is not over).
     fn client_connected(&self) -> bool {
         let left = self.leaves_after.is_some_and(|n| self.frames_sent >= n);
-        !left && !self.ended && self.purge == Purge::No
+        !left && !self.ended && matches!(self.purge, Purge::No)
     }
 }
 
@@ -194,8 +208,8 @@ impl World<'_> {
             }
             Announcer::Open => {}
         }
-        let known: Vec<SessionId> =
-            self.sessions.iter().filter(|s| s.purge == Purge::No && !s.ended).map(|s| s.id).collect();
+        // Those with an upload log: open, waiting for a resume, or being purged.
+        let known: Vec<SessionId> = self.sessions.iter().filter(|s| s.log.is_some()).map(|s| s.id).collect();
         let now = self.now();
         let running = self.replicas.iter_mut().flat_map(|r| &mut r.processes).filter(|p| p.phase == Phase::Running);
         running.for_each(|process| process.shell.announced(&known, now));
@@ -206,22 +220,20 @@ impl World<'_> {
         if self.gateway_down() {
             return Ok(());
         }
-        match self.sessions[s].purge {
-            Purge::Due => {
-                self.publish_purge(s);
+        match &self.sessions[s].purge {
+            Purge::Due { at, failures } if self.step >= *at => {
+                // A flow of the gateway's connection: it goes with the gateway's node.
+                let node = self.broker.connection(GATEWAY).expect("the gateway is connected");
+                self.broker.connect(&purge_publisher(s), node);
+                let steps = purge::steps(&self.topology, self.sessions[s].id).into();
+                self.sessions[s].purge = Purge::Running { steps, failures: *failures };
                 return Ok(());
             }
-            Purge::Published => {
-                // Confirmed: the purge is in every replica's queue; the results queue goes.
-                self.broker.confirm(GATEWAY);
-                let (id, queue) = (self.sessions[s].id, self.sessions[s].results_queue.clone());
-                self.broker.delete_queue(&queue);
-                self.sessions[s].purge = Purge::Done;
-                self.sessions[s].log = None;
-                UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), id);
-                note!(self, "the gateway purged {} and deleted its results queue", short(id));
+            Purge::Running { .. } => {
+                self.step_purge(s);
                 return Ok(());
             }
+            Purge::Due { .. } | Purge::GaveUp => return Ok(()),
             Purge::No | Purge::Done => {}
         }
         let sent = self.sessions[s].frames_sent;
@@ -244,7 +256,7 @@ impl World<'_> {
                 );
             } else {
                 // The client is gone; the gateway, past its grace, purges the session everywhere.
-                session.purge = Purge::Due;
+                session.purge = Purge::Due { at: self.step, failures: 0 };
                 let id = session.id;
                 note!(self, "the client of {} left after {sent} frames", short(id));
             }
@@ -325,7 +337,7 @@ impl World<'_> {
             session.client_ack = None;
             session.forward = Forward::new(&self.topology, session.received.streams());
             self.coverage.reach(Reached::ResultsResumed, u64::from(!session.lines.is_empty() && !session.ended));
-            if session.purge == Purge::Done || session.ended {
+            if matches!(session.purge, Purge::Done) || session.ended {
                 continue;
             }
             // The new connection's loop says first which queries the client already has whole.
@@ -337,12 +349,12 @@ impl World<'_> {
                 return Err(format!("the gateway lost the upload log of {}, a live session", short(session.id)));
             };
             session.log = Some(log);
-            if purging.contains(&session.id) || session.purge == Purge::Published {
+            if purging.contains(&session.id) || matches!(session.purge, Purge::Running { .. } | Purge::GaveUp) {
                 // A purge recorded before it began is finished at once.
-                session.purge = Purge::Due;
+                session.purge = Purge::Due { at: self.step, failures: 0 };
                 continue;
             }
-            if session.purge != Purge::No {
+            if !matches!(session.purge, Purge::No) {
                 continue;
             }
             session.pending.clear();
@@ -360,25 +372,45 @@ impl World<'_> {
         Ok(())
     }
 
-    /// The gateway tells every replica of every stage to drop an abandoned session.
-    pub(super) fn publish_purge(&mut self, s: usize) {
+    /// One step of an abandoned session's purge, as the gateway performs it (`gateway::purge`): a purge whose
+    /// confirms the broker nacked is tried again after the plan's wait, from its start.
+    fn step_purge(&mut self, s: usize) {
+        let Purge::Running { steps, failures } = &mut self.sessions[s].purge else { return };
+        let failures = *failures;
+        let Some(step) = steps.pop_front() else { return };
         let id = self.sessions[s].id;
-        // Recorded before it begins, so that a gateway restarted halfway finishes it.
-        if let Some(log) = &mut self.sessions[s].log {
-            log.record_purging().expect("the gateway's simulated disk does not fail");
+        match step {
+            PurgeStep::Record => {
+                if let Some(log) = &mut self.sessions[s].log {
+                    log.record_purging().expect("the gateway's simulated disk does not fail");
+                }
+            }
+            // Its own confirms, as each publish on the gateway's channel has its own.
+            PurgeStep::Publish { queue, envelope } => {
+                self.broker.publish(&purge_publisher(s), &queue, envelope.encode());
+            }
+            PurgeStep::ConfirmAll if std::mem::take(&mut self.gateway_nacked) => {
+                self.broker.nack(&purge_publisher(s), &mut self.rng);
+                let failures = failures + 1;
+                self.sessions[s].purge = match purge::retry_after(failures) {
+                    Some(wait) => {
+                        self.coverage.reach(Reached::PurgeRetried, 1);
+                        let at = self.step + wait.as_millis() as u64 / replica::MS_PER_STEP;
+                        Purge::Due { at, failures }
+                    }
+                    None => Purge::GaveUp,
+                };
+                note!(self, "the broker nacks the purge of {}: {:?}", short(id), self.sessions[s].purge);
+            }
+            PurgeStep::ConfirmAll => self.broker.confirm(&purge_publisher(s)),
+            PurgeStep::DeleteResults { queue } => self.broker.delete_queue(&queue),
+            PurgeStep::RemoveLog => {
+                self.sessions[s].log = None;
+                UploadLog::remove_on(&self.gateway_disk, Path::new(GATEWAY_DIR), id);
+                self.sessions[s].purge = Purge::Done;
+                note!(self, "the gateway purged {} and deleted its results queue", short(id));
+            }
         }
-        for r in 0..self.replicas.len() {
-            let envelope = Envelope {
-                session: id,
-                sender: coffee_engine::gateway::GATEWAY,
-                stream: Stream::Session,
-                seq: 0,
-                body: Body::Purge,
-            };
-            let queue = self.replicas[r].queue.clone();
-            self.broker.publish(GATEWAY, &queue, envelope.encode());
-        }
-        self.sessions[s].purge = Purge::Published;
     }
 
     /// One step of a session's results: the gateway forwards a few messages of its results queue, the client

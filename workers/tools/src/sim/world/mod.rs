@@ -15,7 +15,6 @@ use coffee_engine::runtime::{Outgoing, Protocol, Replica, ReplicaConfig, StageNo
 use coffee_engine::state::disk::{SimDisk, Tear};
 use coffee_engine::topology::{QueueType, Topology};
 use coffee_engine::tracker::Admission;
-use coffee_model::message::Stream;
 use coffee_model::model::FileKind;
 use coffee_model::wire::{Body, Envelope, SessionId};
 use rand::seq::SliceRandom;
@@ -109,6 +108,8 @@ pub(super) struct World<'a> {
     restarts_in_alarm: Vec<String>,
     /// The gateway could not start (the broker refused it): it starts again then.
     gateway_down_until: Option<u64>,
+    /// The broker nacks what the gateway has in flight: its next wait for confirms fails.
+    gateway_nacked: bool,
     announcer: gateway::Announcer,
     monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
@@ -229,6 +230,7 @@ impl<'a> World<'a> {
             alarm_until: None,
             restarts_in_alarm: Vec::new(),
             gateway_down_until: None,
+            gateway_nacked: false,
             announcer: gateway::Announcer::Open,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
@@ -409,13 +411,17 @@ impl<'a> World<'a> {
             // A replica holding a session is waiting, at least, for its lease to run out.
             waiting |= r.open_sessions() > 0;
         }
-        if waiting {
-            actors.push(Actor::Wait);
-        }
         for (s, session) in self.sessions.iter().enumerate() {
             let publishing = !session.pending.is_empty() || session.files.iter().any(|f| !f.ended);
-            let purging = matches!(session.purge, Purge::Due | Purge::Published);
-            if (publishing && session.purge == Purge::No) || purging {
+            let purging = match session.purge {
+                Purge::Due { at, .. } => {
+                    waiting |= self.step < at;
+                    self.step >= at
+                }
+                Purge::Running { .. } => true,
+                _ => false,
+            };
+            if (publishing && matches!(session.purge, Purge::No)) || purging {
                 actors.push(Actor::Upload(s));
             }
             // Nobody forwards the results of a session whose client left, or that is over.
@@ -424,6 +430,9 @@ impl<'a> World<'a> {
             if forwarding && (results_moving || self.broker.ready(&session.results_queue) > 0) {
                 actors.push(Actor::Results(s));
             }
+        }
+        if waiting {
+            actors.push(Actor::Wait);
         }
         // The monitors' clocks tick while anything goes on; they are not work that keeps the run going.
         if !actors.is_empty() {
@@ -436,7 +445,7 @@ impl<'a> World<'a> {
         let mut problems = String::new();
         for session in &self.sessions {
             if session.leaves_after.is_some() {
-                if session.purge != Purge::Done {
+                if !matches!(session.purge, Purge::Done) {
                     let _ = write!(problems, "abandoned session {} was never purged ", short(session.id));
                 }
                 continue;

@@ -65,6 +65,8 @@ pub(super) struct SimProcess {
     pub(super) stuck_since: Option<u64>,
     /// Cut off from its broker node by a network partition.
     pub(super) cut: Option<Cut>,
+    /// The broker nacked what it has in flight: its next wait for confirms fails, and it exits.
+    pub(super) nacked: bool,
     /// A stray: a process of the replica on a folder of its own (another host's, or a state folder set apart),
     /// started by hand beside the replica's own; it ends by then unless something ends it sooner.
     pub(super) stray: Option<Stray>,
@@ -352,6 +354,13 @@ impl World<'_> {
                 self.publish(&client, outbox);
             }
             Step::Publish { queue, out } => self.publish(&client, vec![(queue, out)]),
+            Step::ConfirmAll if self.replicas[i].processes[p].nacked => {
+                // The runtime's wait for confirms fails with a nack: the process exits, to be restarted.
+                self.broker.nack(&client, &mut self.rng);
+                self.coverage.reach(Reached::Nacked, 1);
+                note!(self, "{name} (process {pid}) is nacked: it exits");
+                self.end_process(i, pid, Exit::LostBroker);
+            }
             Step::ConfirmAll => self.broker.confirm(&client),
             Step::StepAsideIfReplaced => {
                 if self.replaced(i, p) {
@@ -449,6 +458,7 @@ impl World<'_> {
             paused_until: None,
             stuck_since: None,
             cut: None,
+            nacked: false,
             stray: None,
         });
         self.take_lock(i);
@@ -481,6 +491,7 @@ impl World<'_> {
             paused_until: None,
             stuck_since: None,
             cut: None,
+            nacked: false,
             stray: Some(Stray { disk: SimDisk::new(), until: self.step + lifetime }),
         });
         pid
