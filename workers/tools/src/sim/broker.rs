@@ -25,7 +25,8 @@ use coffee_engine::topology::QueueType;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// One message in a queue.
@@ -98,17 +99,21 @@ pub struct SimBroker {
     nodes: Vec<bool>,
     /// The type of the queues the pipeline declares.
     queue_type: QueueType,
-    queues: BTreeMap<String, Queue>,
+    /// By name. A hash map for the lookups every step makes; whatever iterates it in an order that matters sorts
+    /// the names first (a run must replay exactly).
+    queues: HashMap<Rc<str>, Queue, foldhash::fast::FixedState>,
     /// The node each client (a process, the gateway) is connected to.
     connections: BTreeMap<String, usize>,
     /// Delivered and not acked, per consumer, with the queue each came from.
-    unacked: BTreeMap<String, Vec<(String, Message)>>,
+    unacked: BTreeMap<String, Vec<(Rc<str>, Message)>>,
     /// Published and not confirmed, per publisher: (queue, message id).
-    unconfirmed: BTreeMap<String, Vec<(String, u64)>>,
+    unconfirmed: BTreeMap<String, Vec<(Rc<str>, u64)>>,
     /// Exclusive queues, each with the client whose connection holds it (deleted when that connection closes).
     exclusive: BTreeMap<String, String>,
     /// The one durable message of each replica's owner queue (the id of the folder that holds its state).
     owners: BTreeMap<String, uuid::Uuid>,
+    /// The queues declared with an expiry (looked at every step: kept apart from the many others).
+    expiring: std::collections::BTreeSet<String>,
     next_id: u64,
     pub stats: BrokerStats,
 }
@@ -131,12 +136,13 @@ impl SimBroker {
         SimBroker {
             nodes: vec![true; nodes.max(1)],
             queue_type,
-            queues: BTreeMap::new(),
+            queues: HashMap::default(),
             connections: BTreeMap::new(),
             unacked: BTreeMap::new(),
             unconfirmed: BTreeMap::new(),
             exclusive: BTreeMap::new(),
             owners: BTreeMap::new(),
+            expiring: Default::default(),
             next_id: 0,
             stats: BrokerStats::default(),
         }
@@ -191,9 +197,12 @@ impl SimBroker {
             return Ok(());
         }
         let idle_since = args.expires.map(|_| now);
+        if args.expires.is_some() {
+            self.expiring.insert(queue.to_owned());
+        }
         let kind = self.queue_type;
         let queue_state = Queue { ready: VecDeque::new(), kind, home, args, consumers: Vec::new(), idle_since };
-        self.queues.insert(queue.to_owned(), queue_state);
+        self.queues.insert(queue.into(), queue_state);
         Ok(())
     }
 
@@ -229,16 +238,20 @@ impl SimBroker {
     /// down, it is dropped, and confirmed all the same (as RabbitMQ does). Returns whether it was enqueued.
     pub fn publish(&mut self, publisher: &str, queue: &str, bytes: Vec<u8>) -> bool {
         self.stats.published += 1;
-        let available = self.queues.get(queue).map(|q| self.available(q));
-        if available != Some(true) {
+        let available =
+            self.queues.get_key_value(queue).filter(|(_, q)| self.available(q)).map(|(name, _)| name.clone());
+        let Some(name) = available else {
             self.stats.dropped += 1;
             return false;
-        }
+        };
         let id = self.next_id;
         self.next_id += 1;
         let message = Message { id, bytes: bytes.into(), redelivered: false, returns: 0 };
         self.queues.get_mut(queue).expect("exists").ready.push_back(message);
-        self.unconfirmed.entry(publisher.to_owned()).or_default().push((queue.to_owned(), id));
+        match self.unconfirmed.get_mut(publisher) {
+            Some(pending) => pending.push((name, id)),
+            None => drop(self.unconfirmed.insert(publisher.to_owned(), vec![(name, id)])),
+        }
         true
     }
 
@@ -318,15 +331,23 @@ impl SimBroker {
             }
             taken.push(message);
         }
-        let unacked = self.unacked.entry(consumer.to_owned()).or_default();
-        unacked.extend(taken.iter().map(|m| (queue.to_owned(), m.clone())));
+        if taken.is_empty() {
+            return taken;
+        }
+        let name = self.queues.get_key_value(queue).map(|(name, _)| name.clone()).expect("delivered from it");
+        let held = taken.iter().map(|m| (name.clone(), m.clone()));
+        match self.unacked.get_mut(consumer) {
+            Some(unacked) => unacked.extend(held),
+            None => drop(self.unacked.insert(consumer.to_owned(), held.collect())),
+        }
         taken
     }
 
     /// Deletes a queue with what it holds, delivered or not; later publishes to it are dropped.
     pub fn delete_queue(&mut self, queue: &str) {
         self.queues.remove(queue);
-        self.unacked.values_mut().for_each(|held| held.retain(|(q, _)| q != queue));
+        self.expiring.remove(queue);
+        self.unacked.values_mut().for_each(|held| held.retain(|(q, _)| &**q != queue));
     }
 
     /// Its consumer is gone: `queue` is unused from `now` (if nobody else consumes it).
@@ -342,13 +363,15 @@ impl SimBroker {
     /// Deletes the expiring queues unused for their whole expiry at `now`; their names.
     pub fn expire(&mut self, now: u64) -> Vec<String> {
         let due: Vec<String> = self
-            .queues
+            .expiring
             .iter()
-            .filter(|(_, q)| match (q.args.expires, q.idle_since) {
-                (Some(ttl), Some(since)) => now >= since + ttl,
-                _ => false,
+            .filter(|name| {
+                self.queues.get(name.as_str()).is_some_and(|q| match (q.args.expires, q.idle_since) {
+                    (Some(ttl), Some(since)) => now >= since + ttl,
+                    _ => false,
+                })
             })
-            .map(|(name, _)| name.clone())
+            .cloned()
             .collect();
         for queue in &due {
             self.delete_queue(queue);
@@ -358,7 +381,7 @@ impl SimBroker {
 
     /// Whether a queue is waiting to expire (unused, not yet deleted).
     pub fn expiring_idle(&self) -> bool {
-        self.queues.values().any(|q| q.args.expires.is_some() && q.idle_since.is_some())
+        self.expiring.iter().any(|name| self.queues.get(name.as_str()).is_some_and(|q| q.idle_since.is_some()))
     }
 
     /// Acks the message `id` delivered to `consumer`.
@@ -390,7 +413,7 @@ impl SimBroker {
             match q.args.delivery_limit {
                 Some(limit) if q.kind == QueueType::Quorum && message.returns > limit => {
                     self.stats.over_limit += 1;
-                    over.push(queue.clone());
+                    over.push(queue.to_string());
                     if let Some(dead) = q.args.dead_letters {
                         if let Some(dl) = self.queues.get_mut(dead) {
                             dl.ready.push_back(message);
@@ -405,10 +428,11 @@ impl SimBroker {
 
     /// A copy of a random ready message lands in its queue (as a publisher that timed out and sent again).
     pub fn duplicate_one(&mut self, rng: &mut ChaCha8Rng) -> Option<String> {
-        let queues: Vec<String> =
-            self.queues.iter().filter(|(_, q)| !q.ready.is_empty()).map(|(n, _)| n.clone()).collect();
+        let mut queues: Vec<String> =
+            self.queues.iter().filter(|(_, q)| !q.ready.is_empty()).map(|(n, _)| n.to_string()).collect();
+        queues.sort_unstable();
         let queue = queues.choose(rng)?.clone();
-        let ready = &mut self.queues.get_mut(&queue).expect("listed").ready;
+        let ready = &mut self.queues.get_mut(queue.as_str()).expect("listed").ready;
         let mut copy = ready[rng.gen_range(0..ready.len())].clone();
         copy.id = self.next_id;
         self.next_id += 1;
@@ -455,15 +479,16 @@ impl SimBroker {
                 self.unconfirmed.insert(publisher, kept);
             }
         }
-        let classic_here: Vec<String> = self
+        let mut classic_here: Vec<Rc<str>> = self
             .queues
             .iter()
             .filter(|(_, q)| q.kind == QueueType::Classic && q.home == node)
             .map(|(n, _)| n.clone())
             .collect();
+        classic_here.sort_unstable();
         let mut cancelled = Vec::new();
         for queue in &classic_here {
-            let q = self.queues.get_mut(queue).expect("listed");
+            let q = self.queues.get_mut(&**queue).expect("listed");
             cancelled.extend(q.consumers.drain(..).map(|(c, _)| c));
         }
         // What they held of those queues stays in them (an ack of it now reaches nobody), redelivered once the
@@ -494,10 +519,14 @@ impl SimBroker {
 
     /// The queues that hold a message (ready or unacked), with how many.
     pub fn holding(&self) -> Vec<(String, usize)> {
-        let mut counts: BTreeMap<String, usize> =
-            self.queues.iter().filter(|(_, q)| !q.ready.is_empty()).map(|(n, q)| (n.clone(), q.ready.len())).collect();
+        let mut counts: BTreeMap<String, usize> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.ready.is_empty())
+            .map(|(n, q)| (n.to_string(), q.ready.len()))
+            .collect();
         for (queue, _) in self.unacked.values().flatten() {
-            *counts.entry(queue.clone()).or_default() += 1;
+            *counts.entry(queue.to_string()).or_default() += 1;
         }
         counts.into_iter().collect()
     }

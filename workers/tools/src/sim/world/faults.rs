@@ -193,7 +193,7 @@ impl World<'_> {
     fn process_of(&self, client: &str) -> Option<(usize, u32)> {
         let (name, pid) = client.split_once('#')?;
         let pid: u32 = pid.parse().ok()?;
-        let i = self.replicas.iter().position(|r| r.name == name)?;
+        let i = self.replicas.iter().position(|r| &*r.name == name)?;
         self.replicas[i].processes.iter().any(|p| p.pid == pid).then_some((i, pid))
     }
 

@@ -110,6 +110,8 @@ pub(super) struct World<'a> {
     gateway_down_until: Option<u64>,
     /// The broker nacks what the gateway has in flight: its next wait for confirms fails.
     gateway_nacked: bool,
+    /// Who may step, found anew at every step (kept to spare an allocation a step).
+    runnable: Vec<Actor>,
     announcer: gateway::Announcer,
     monitors: Vec<SimMonitor>,
     sessions: Vec<SimSession>,
@@ -160,7 +162,7 @@ impl<'a> World<'a> {
                 };
                 let protocol = with_operator(stage, Build(config.clone()));
                 SimReplica {
-                    name: protocol.me().to_string(),
+                    name: protocol.me().to_string().into(),
                     queue: protocol.input_queue(),
                     config,
                     stage,
@@ -231,6 +233,7 @@ impl<'a> World<'a> {
             restarts_in_alarm: Vec::new(),
             gateway_down_until: None,
             gateway_nacked: false,
+            runnable: Vec::new(),
             announcer: gateway::Announcer::Open,
             monitors: (0..monitors::MONITORS).map(SimMonitor::new).collect(),
             sessions,
@@ -346,8 +349,11 @@ impl<'a> World<'a> {
                 self.fault()?;
                 continue;
             }
-            let runnable = self.runnable();
-            let Some(&actor) = runnable.choose(&mut self.rng) else { break };
+            let mut runnable = std::mem::take(&mut self.runnable);
+            self.runnable_into(&mut runnable);
+            let chosen = runnable.choose(&mut self.rng).copied();
+            self.runnable = runnable;
+            let Some(actor) = chosen else { break };
             match actor {
                 Actor::Wait => {}
                 Actor::Monitor(m) => self.step_monitor(m),
@@ -370,15 +376,15 @@ impl<'a> World<'a> {
     }
 
     /// Who may step now; none once the run is over (no work left, nothing waiting, every process running).
-    fn runnable(&self) -> Vec<Actor> {
-        let mut actors = Vec::new();
+    fn runnable_into(&self, actors: &mut Vec<Actor>) {
+        actors.clear();
         let mut waiting = self.broker.expiring_idle() || !self.all_running() || !self.broker_back.is_empty();
         waiting |= !self.zombies.is_empty();
         if self.alarm_until.is_some() {
             // Every connection is blocked: nothing moves but time (and the monitors, blocked too).
             actors.push(Actor::Wait);
             actors.extend((0..self.monitors.len()).filter(|&m| self.monitor_due(m)).map(Actor::Monitor));
-            return actors;
+            return;
         }
         for (i, r) in self.replicas.iter().enumerate() {
             for process in r.processes.iter().filter(|p| p.running()) {
@@ -438,7 +444,6 @@ impl<'a> World<'a> {
         if !actors.is_empty() {
             actors.extend((0..self.monitors.len()).filter(|&m| self.monitor_due(m)).map(Actor::Monitor));
         }
-        actors
     }
 
     fn check(&mut self) -> Result<(), String> {

@@ -65,7 +65,7 @@ impl SimMonitor {
 impl World<'_> {
     /// Every process that the monitors watch: the replicas, then the monitors.
     fn watched_names(&self) -> Vec<String> {
-        let replicas = self.replicas.iter().map(|r| r.name.clone());
+        let replicas = self.replicas.iter().map(|r| r.name.to_string());
         replicas.chain(self.monitors.iter().map(|m| m.name.clone())).collect()
     }
 
@@ -181,7 +181,7 @@ impl World<'_> {
     /// code (`coffee_ops::orchestrator::acts_on_restart`), then kills the process it started last, if it
     /// still runs, and starts a new one.
     fn orchestrate_restart(&mut self, node: &str, pid: Option<u32>) {
-        if let Some(i) = self.replicas.iter().position(|r| r.name == node) {
+        if let Some(i) = self.replicas.iter().position(|r| &*r.name == node) {
             let child = self.replicas[i].child;
             let current = self.replicas[i].processes.iter().any(|p| p.pid == child).then_some(child);
             if !acts_on_restart(current, pid) {

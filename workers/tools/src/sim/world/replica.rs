@@ -39,7 +39,7 @@ pub(super) enum Phase {
 pub(super) struct SimProcess {
     pub(super) pid: u32,
     /// Its name on the broker.
-    client: String,
+    client: std::rc::Rc<str>,
     /// Its number in the folder's incarnation counter.
     pub(super) number: u32,
     pub(super) shell: Shell<Box<dyn Protocol>>,
@@ -97,7 +97,7 @@ pub(super) struct Stray {
 
 impl SimProcess {
     /// Its name on the broker, as a consumer and a publisher (`q3_agg-0#17`).
-    pub(super) fn client(&self) -> String {
+    pub(super) fn client(&self) -> std::rc::Rc<str> {
         self.client.clone()
     }
 
@@ -122,7 +122,7 @@ impl SimProcess {
 
 /// A replica of a stage: its folder and its processes (one, or two while a newer one waits for the folder).
 pub(super) struct SimReplica {
-    pub(super) name: String,
+    pub(super) name: std::rc::Rc<str>,
     pub(super) queue: String,
     /// Builds the protocol a new process runs.
     pub(super) config: ReplicaConfig,
@@ -443,7 +443,7 @@ impl World<'_> {
         let lease = Duration::from_millis(self.options.lease_steps);
         r.processes.push(SimProcess {
             pid,
-            client: format!("{}#{pid}", r.name),
+            client: format!("{}#{pid}", r.name).into(),
             number: r.announced,
             shell: Shell::new(protocol, lease),
             phase: Phase::WaitingLock,
@@ -476,7 +476,7 @@ impl World<'_> {
         let lease = Duration::from_millis(self.options.lease_steps);
         r.processes.push(SimProcess {
             pid,
-            client: format!("{}#{pid}", r.name),
+            client: format!("{}#{pid}", r.name).into(),
             number: 1,
             shell: Shell::new(protocol, lease),
             phase: Phase::Starting { at },
@@ -537,7 +537,7 @@ impl World<'_> {
         // Behind a partition the broker learns of it only when its own heartbeat timeout runs out: until then
         // the connection, its consumer, its lock and its unacked deliveries live on.
         match process.cut.filter(|cut| !cut.dropped) {
-            Some(cut) => self.zombies.push((cut.broker_notices_at, client)),
+            Some(cut) => self.zombies.push((cut.broker_notices_at, client.to_string())),
             None => self.drop_connection(&client),
         }
         let how = match exit {
