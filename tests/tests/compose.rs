@@ -293,3 +293,24 @@ async fn the_docker_orchestrator_takes_its_project_from_its_own_container() {
         ]
     );
 }
+
+/// Classic queues on several brokers are refused by every role that reaches the broker, at start, naming the
+/// way out: RabbitMQ drops what is published to a classic queue whose home node is down, and still confirms it
+/// (seen on 3.10 with a three-node cluster). No broker answers these URLs: the refusal comes first.
+#[test]
+fn every_role_refuses_classic_queues_on_several_brokers() {
+    let urls = "amqp://127.0.0.1:1/%2f,amqp://127.0.0.1:2/%2f,amqp://127.0.0.1:3/%2f";
+    let roles: [&[&str]; 4] =
+        [&["worker", "--stage", "q3_agg", "--replica", "0"], &["gateway"], &["monitor"], &["cluster", "up"]];
+    for role in roles {
+        let output = std::process::Command::new(coffee_tests::harness::node_binary())
+            .args(role)
+            .env("AMQP_URL", urls)
+            .env("COFFEE_NAMESPACE", coffee_tests::harness::unique_namespace("classic-refused"))
+            .output()
+            .expect("coffee-node runs");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{role:?} started");
+        assert!(said.contains("3 brokers need quorum queues"), "{role:?}: {said}");
+    }
+}
