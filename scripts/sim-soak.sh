@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --faults) faults="$2"; shift 2 ;;
     --sessions) sessions="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seeds N] [--from S] [--jobs J] [--faults all|none|crash,broker,duplicate,gateway,pause,monitor] [--sessions K]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seeds N] [--from S] [--jobs J] [--faults all|none|crash,broker,duplicate,gateway,pause,monitor,incarnation,stray,channel,stuck,alarm,partition] [--sessions K]" >&2; exit 2 ;;
   esac
 done
 [ "$seeds" -ge "$jobs" ] || jobs="$seeds"
