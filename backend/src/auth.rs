@@ -1,6 +1,8 @@
-//! The doors of the API (and of its WebSocket): a request from a browser page of another origin is refused
-//! (403), and when the console has a token (see [`crate::Config::effective_token`]) a request without it is
-//! refused (401). The token comes as `Authorization: Bearer <token>` or, where a browser cannot set headers (the
+//! The doors of the API (and of its WebSocket): a request addressed to a host the console does not serve is
+//! refused (403: a page whose name an attacker rebinds to the console's address, DNS rebinding, sends its own
+//! name as `Host` and as `Origin`, and would pass an origin check alone), so is a request from a browser page of
+//! another origin (403), and when the console has a token (see [`crate::Config::effective_token`]) a request
+//! without it is refused (401). The token comes as `Authorization: Bearer <token>` or, where a browser cannot set headers (the
 //! WebSocket, a download link), as a `token` query parameter.
 
 use crate::AppState;
@@ -14,6 +16,12 @@ use std::collections::HashMap;
 
 /// The middleware in front of `/api`.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("<not text>"));
+    if let Some(host) = host.filter(|host| !state.hosts.serves(host)) {
+        let message = format!("this console does not serve the host `{host}` (see --public-url)");
+        tracing::warn!(%host, path = %request.uri().path(), "request for a host the console does not serve refused");
+        return refuse(StatusCode::FORBIDDEN, message);
+    }
     if let Err(origin) = same_origin(request.headers()) {
         let message = format!("cross-origin request from `{origin}` refused");
         tracing::warn!(%origin, path = %request.uri().path(), "cross-origin request refused");

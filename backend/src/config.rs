@@ -14,6 +14,10 @@ pub struct Config {
     /// Required whenever it is given; on a non-loopback `--bind` without one, a random token is made and printed.
     #[arg(long, env = "COFFEE_CONSOLE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The URL people open the console at, when it is not the `--bind` address (a name behind a proxy, say):
+    /// its host is one the console serves. Loopback names and addresses always are; so is `--bind`'s host.
+    #[arg(long, env = "COFFEE_CONSOLE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[command(flatten)]
     pub uploads: UploadLimits,
     /// The data folder: `sample/` (bundled), `generated/`, `uploads/`, `results/` and `history/` live under it.
@@ -76,9 +80,24 @@ impl Config {
     /// Whether `--bind` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`): only the local machine can
     /// reach the console there, so it needs no token.
     pub fn bind_is_loopback(&self) -> bool {
-        let host = self.bind.rsplit_once(':').map_or(self.bind.as_str(), |(host, _port)| host);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback(host_of(&self.bind))
+    }
+
+    /// The host names the console serves (see [`crate::auth`]): loopback names and addresses, `--bind`'s host,
+    /// `--public-url`'s host. Bound to every interface (`0.0.0.0`, `[::]`) with no public URL, it cannot know
+    /// the names it is reached by, and serves any (it has a token then).
+    pub fn served_hosts(&self) -> ServedHosts {
+        let bind_host = host_of(&self.bind);
+        let unspecified = bind_host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) || bind_host.is_empty();
+        let public = self.public_url.as_deref().map(|url| {
+            let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+            host_of(authority.split('/').next().unwrap_or(authority)).to_ascii_lowercase()
+        });
+        let mut names: Vec<String> = public.into_iter().collect();
+        if !unspecified {
+            names.push(bind_host.to_ascii_lowercase());
+        }
+        ServedHosts { any: unspecified && self.public_url.is_none(), names }
     }
 
     /// The token the API requires: `--token` if given, else a fresh random one off loopback, else none.
@@ -108,6 +127,42 @@ impl Config {
     }
 }
 
+/// The host names a console serves (see [`Config::served_hosts`]).
+#[derive(Debug, Clone, Default)]
+pub struct ServedHosts {
+    /// Every name (a console bound to every interface, with no public URL).
+    pub any: bool,
+    /// Besides loopback names and addresses, lowercase.
+    pub names: Vec<String>,
+}
+
+impl ServedHosts {
+    /// Whether a request's `Host` (a name or an address, with or without a port) is one the console serves.
+    pub fn serves(&self, host: &str) -> bool {
+        let host = host_of(host);
+        self.any || is_loopback(host) || self.names.iter().any(|name| name.eq_ignore_ascii_case(host))
+    }
+}
+
+/// The host of `host[:port]`, `[v6][:port]` or `v6`, without brackets.
+fn host_of(authority: &str) -> &str {
+    let authority = authority.trim();
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    match authority.rsplit_once(':') {
+        // One colon: a port. Several: an IPv6 address without brackets.
+        Some((host, _port)) if !host.contains(':') => host,
+        _ => authority,
+    }
+}
+
+/// `localhost` (and its subdomains), or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +180,24 @@ mod tests {
         }
         let given = Config::parse_from(["coffee-console", "--token", "s3cret"]);
         assert_eq!(given.effective_token().as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn the_hosts_a_console_serves() {
+        let config = |args: &[&str]| Config::parse_from([&["coffee-console"], args].concat());
+        let loopback = config(&["--bind", "127.0.0.1:8080"]).served_hosts();
+        for host in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.2", "a.localhost:1"] {
+            assert!(loopback.serves(host), "{host}");
+        }
+        for host in ["evil.test:8080", "evil.test", "10.0.0.5:8080", "127.0.0.1.evil.test:8080", ""] {
+            assert!(!loopback.serves(host), "{host}");
+        }
+        let named = config(&["--bind", "10.0.0.5:8080", "--public-url", "https://coffee.example.org/console"]);
+        let named = named.served_hosts();
+        assert!(named.serves("10.0.0.5:8080") && named.serves("coffee.example.org") && named.serves("localhost"));
+        assert!(!named.serves("evil.test:8080"));
+        assert!(config(&["--bind", "0.0.0.0:8080"]).served_hosts().serves("any.name:8080"));
+        let public = config(&["--bind", "0.0.0.0:8080", "--public-url", "http://coffee.lan:8080"]).served_hosts();
+        assert!(public.serves("coffee.lan:8080") && !public.serves("evil.test:8080"));
     }
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub generating: Arc<tokio::sync::Mutex<()>>,
     /// The token the API and the event stream require, if any (see [`Config::effective_token`]).
     pub token: Option<Arc<str>>,
+    /// The host names the API answers for (see [`Config::served_hosts`]).
+    pub hosts: Arc<config::ServedHosts>,
     pub queues: queues::Queues,
     pub history: Arc<history::History>,
     pub flow: flow::Flow,
@@ -117,7 +119,9 @@ impl App {
             let (sessions, events, history) = (sessions.clone(), events.clone(), history.clone());
             tokio::spawn(async move { sessions::check_and_keep(&sessions, &events, &history, id, data).await });
         }
+        let hosts = Arc::new(config.served_hosts());
         let state = AppState {
+            hosts,
             config: Arc::new(config),
             nodes,
             sessions,

@@ -387,6 +387,14 @@ async fn act_on_dead_letter(state: &AppState, id: &str, action: coffee_engine::d
             StatusCode::CONFLICT,
             format!("dead letter {id} does not say which queue it came from: it cannot be requeued"),
         )),
+        Outcome::ForeignOrigin(letter) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "dead letter {id} names `{}` as where it came from, which is no stage's input queue of this \
+                 cluster: it is not requeued there",
+                letter.from
+            ),
+        )),
         Outcome::NotFound => Err(not_found(format!("no dead letter {id}"))),
     }
 }

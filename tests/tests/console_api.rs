@@ -227,8 +227,23 @@ async fn upload_launch_download_compare_kill() {
         assert!(Instant::now() < deadline, "the requeued letter did not come back: {listed}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A dead letter forged by whoever can publish on the broker, naming another queue as where it came from
+    // (here the cluster's control queue, where restart requests go), is not requeued there.
+    let mut headers = lapin::types::FieldTable::default();
+    let control = spec.topology.control_queue();
+    headers.insert("x-coffee-from".into(), lapin::types::AMQPValue::LongString(control.as_str().into()));
+    let forged = lapin::BasicProperties::default().with_message_id("forged".into()).with_headers(headers);
+    let dead_letters = spec.topology.dead_letter_queue("q3_agg");
+    let confirm = publisher.publish_bytes_with(&dead_letters, &[1, 2, 3], forged).await.expect("publish");
+    coffee_engine::amqp::await_confirms(vec![confirm]).await.expect("confirmed");
+    events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 2).await;
+    let url = format!("{}/api/dead-letters/forged/requeue", console.base);
+    let refused = console.http.post(&url).json(&json!({ "confirm": true })).send().await.expect("POST");
+    assert_eq!(refused.status(), 409);
+    let said = refused.text().await.expect("a body");
+    assert!(said.contains("no stage's input queue"), "{said}");
     // Cleared from the page: dropped, and the count goes back to zero.
-    assert_eq!(console.post("/api/dead-letters/purge", json!({})).await["purged"], 1);
+    assert_eq!(console.post("/api/dead-letters/purge", json!({})).await["purged"], 2);
     events.wait("dead_letters", |e| e["counts"]["q3_agg"] == 0).await;
 
     // The leading monitor is a node too: killed, the console's supervisor revives it at once (it never depends

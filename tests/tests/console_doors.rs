@@ -146,6 +146,44 @@ async fn loopback_needs_no_token_unless_given_one() {
     given.app.shutdown().await;
 }
 
+/// DNS rebinding: a page of `evil.test` whose name is rebound to 127.0.0.1 sends `Host: evil.test:PORT` and a
+/// matching `Origin`, which an origin check alone lets through. The loopback console, which needs no token,
+/// serves only loopback names: such a request is refused (403) on the API and the WebSocket. Before, `GET
+/// /api/sessions`, `GET /api/nodes` and `POST /api/chaos/stop` answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_name_is_refused_by_a_loopback_console() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let console = start_console(data_dir.path(), "127.0.0.1:0", None).await;
+    let port = console.base.rsplit_once(':').expect("a port").1.to_owned();
+    let evil = format!("evil.test:{port}");
+    let origin = format!("http://{evil}");
+    let requests = [
+        console.http.get(format!("{}/api/sessions", console.base)),
+        console.http.get(format!("{}/api/nodes", console.base)),
+        console.http.post(format!("{}/api/chaos/stop", console.base)).json(&serde_json::json!({})),
+    ];
+    for request in requests {
+        let (code, body) = console.status_of(request.header("host", &evil).header("origin", &origin)).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("does not serve the host")), "{body}");
+    }
+    let url = format!("{}/api/events", console.base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().expect("ws request");
+    request.headers_mut().insert("host", evil.parse().expect("header"));
+    request.headers_mut().insert("origin", origin.parse().expect("header"));
+    let refused = match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        other => panic!("the WebSocket opened for a rebound name: {:?}", other.map(|_| ())),
+    };
+    assert_eq!(refused, 403);
+    // Its own names still work.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let request = console.http.get(format!("{}/api/sessions", console.base)).header("host", &host);
+        assert_eq!(console.status_of(request).await.0, StatusCode::OK, "{host}");
+    }
+    console.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_capped_and_stay_in_the_data_folder() {
     let root = tempfile::tempdir().expect("tempdir");

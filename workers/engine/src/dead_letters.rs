@@ -75,6 +75,9 @@ pub enum Outcome {
     /// A requeue of a message that does not say where it came from (set aside before origins were recorded):
     /// left where it is.
     NoOrigin(DeadLetterView),
+    /// A requeue of a message whose recorded origin is not a stage replica's input queue of this namespace
+    /// (anyone who can publish on the broker can write that header): left where it is.
+    ForeignOrigin(DeadLetterView),
     /// No dead-letter queue holds it (among the first [`LIST_LIMIT`] of each).
     NotFound,
 }
@@ -86,9 +89,11 @@ pub async fn act(
     id: &str,
     action: Action,
 ) -> Result<Outcome, BrokerError> {
+    let inputs: Vec<String> =
+        topology.stage_replicas().map(|(stage, replica)| topology.queue(stage, replica)).collect();
     for (node, queue) in topology.dead_letter_queues_by_node() {
         let channel = connection.create_channel().await?;
-        let outcome = act_in(connection, &channel, node, &queue, id, action).await;
+        let outcome = act_in(connection, &channel, node, &queue, id, action, &inputs).await;
         let _ = channel.close(200, "done".into()).await;
         match outcome? {
             Outcome::NotFound => {}
@@ -105,6 +110,7 @@ async fn act_in(
     queue: &str,
     id: &str,
     action: Action,
+    inputs: &[String],
 ) -> Result<Outcome, BrokerError> {
     for _ in 0..LIST_LIMIT {
         let Some(message) = channel.basic_get(queue.into(), BasicGetOptions::default()).await? else {
@@ -116,8 +122,12 @@ async fn act_in(
         }
         let found = view(node, &delivery.properties, &delivery.data);
         if action == Action::Requeue {
+            // Unacked in either case: back in its queue when the channel closes.
             if found.from.is_empty() {
-                return Ok(Outcome::NoOrigin(found)); // unacked: back in its queue when the channel closes
+                return Ok(Outcome::NoOrigin(found));
+            }
+            if !inputs.contains(&found.from) {
+                return Ok(Outcome::ForeignOrigin(found));
             }
             let publisher = Publisher::new(connection, Default::default()).await?;
             amqp::await_confirms(vec![publisher.publish_bytes(&found.from, &delivery.data).await?]).await?;
