@@ -117,7 +117,7 @@ async fn status(State(state): State<AppState>) -> ApiResult {
         namespace: spec.topology.namespace.clone(),
         gateway: spec.gateway_addr.clone(),
         replicas: spec.topology.replicas_spec(),
-        amqp_url: spec.amqp_url.clone(),
+        amqp_url: coffee_engine::amqp::redacted(&spec.amqp_url),
         coffee_bin: spec.exe.display().to_string(),
         frontend_built,
         chaos: state.nodes.chaos_view(),

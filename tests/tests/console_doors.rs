@@ -184,6 +184,44 @@ async fn a_rebound_name_is_refused_by_a_loopback_console() {
     console.app.shutdown().await;
 }
 
+/// The broker's password reaches no page: not `/api/status` (which used to show the broker's URL whole), not the
+/// error the cluster fails with when the broker cannot be reached (which named the URL), not any other answer
+/// of the API, the metrics or the event stream. They show `user:***@`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_shows_the_brokers_password() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = console::config(data_dir.path(), "console-secret");
+    config.amqp_url = "amqp://coffee:pw-do-not-leak@127.0.0.1:1/%2f".into();
+    let console = Console::start(config).await;
+    // The cluster fails to reach the broker, and says why.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = console.get("/api/status").await;
+        if status["cluster"].to_string().contains("127.0.0.1:1") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cluster never said why it failed: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(status.to_string().contains("coffee:***@127.0.0.1:1"), "{status}");
+    let mut answers = vec![status.to_string()];
+    for path in ["/api/nodes", "/api/sessions", "/api/datasets", "/api/chaos", "/api/dead-letters", "/api/flow"] {
+        let response = console.http.get(format!("{}{path}", console.base)).send().await.expect("GET");
+        answers.push(response.text().await.expect("a body"));
+    }
+    let metrics = console.http.get(format!("{}/metrics", console.base)).send().await.expect("GET");
+    answers.push(metrics.text().await.expect("a body"));
+    let url = format!("{}/api/events", console.base.replace("http://", "ws://"));
+    let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("the event stream");
+    use futures::StreamExt;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await;
+    answers.push(format!("{first:?}"));
+    for answer in &answers {
+        assert!(!answer.contains("pw-do-not-leak"), "the password in an answer: {answer}");
+    }
+    console.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_capped_and_stay_in_the_data_folder() {
     let root = tempfile::tempdir().expect("tempdir");

@@ -49,6 +49,22 @@ pub fn broker_urls(spec: &str) -> Vec<&str> {
     spec.split(',').map(str::trim).filter(|url| !url.is_empty()).collect()
 }
 
+/// `urls` (one AMQP URL or several, comma-separated) with each password replaced by `***`: what a log, an error,
+/// a page or a metric may show of them.
+pub fn redacted(urls: &str) -> String {
+    broker_urls(urls).into_iter().map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Refuses classic queues on several brokers. A classic queue lives on the broker node that declared it:
 /// while that node is down, RabbitMQ drops what is published to the queue and still confirms it (checked on
 /// 3.10 with a three-node cluster), and refuses to declare it or consume from it. Inputs would be lost though
@@ -87,7 +103,7 @@ fn spread_pick() -> usize {
 pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> {
     let brokers = broker_urls(urls);
     if brokers.is_empty() {
-        return Err(BrokerError::Unreachable { url: urls.to_owned(), reason: "no broker URL given".into() });
+        return Err(BrokerError::Unreachable { url: redacted(urls), reason: "no broker URL given".into() });
     }
     let first = match PREFERRED_BROKER.load(Ordering::Relaxed) {
         usize::MAX => spread_pick(),
@@ -99,18 +115,18 @@ pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> 
         match connect_one(brokers[at], name).await {
             Ok(connection) => {
                 if i > 0 || brokers.len() > 1 {
-                    tracing::info!(node = name, broker = brokers[at], "connected to the broker");
+                    tracing::info!(node = name, broker = redact_one(brokers[at]), "connected to the broker");
                 }
                 PREFERRED_BROKER.store(at, Ordering::Relaxed);
                 return Ok(connection);
             }
             Err(reason) if brokers.len() == 1 => reasons.push(reason),
-            Err(reason) => reasons.push(format!("{}: {reason}", brokers[at])),
+            Err(reason) => reasons.push(format!("{}: {reason}", redact_one(brokers[at]))),
         }
     }
     // Next time, start with the broker after the one tried first.
     PREFERRED_BROKER.store((first + 1) % brokers.len(), Ordering::Relaxed);
-    Err(BrokerError::Unreachable { url: brokers.join(", "), reason: reasons.join("; ") })
+    Err(BrokerError::Unreachable { url: redacted(urls).replace(',', ", "), reason: reasons.join("; ") })
 }
 
 async fn connect_one(url: &str, name: &str) -> Result<Connection, String> {
@@ -422,4 +438,30 @@ pub async fn await_confirms(confirms: Vec<PublisherConfirm>) -> Result<(), Broke
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_leave_a_url() {
+        assert_eq!(redacted("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redacted("amqp://u:p%40ss@a:1/v, amqps://u2:s3cret@b:2/v"),
+            "amqp://u:***@a:1/v,amqps://u2:***@b:2/v"
+        );
+        assert_eq!(redacted("amqp://127.0.0.1:1/%2f"), "amqp://127.0.0.1:1/%2f", "no credentials");
+        assert_eq!(redacted("amqp://user@host/v"), "amqp://user@host/v", "no password");
+        assert_eq!(redacted("amqp://host/path@x"), "amqp://host/path@x", "an @ past the authority");
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_named_without_its_password() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let error =
+            runtime.block_on(connect("amqp://coffee:s3cr3t@127.0.0.1:1/%2f,amqp://coffee:s3cr3t@127.0.0.1:2/%2f", "t"));
+        let said = error.expect_err("nothing listens there").to_string();
+        assert!(!said.contains("s3cr3t") && said.contains("coffee:***@127.0.0.1:1"), "{said}");
+    }
 }
