@@ -9,6 +9,7 @@
 //! of the API).
 
 pub mod auth;
+pub mod broker_block;
 pub mod config;
 pub mod datasets;
 pub mod events;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// The host names the API answers for (see [`Config::served_hosts`]).
     pub hosts: Arc<config::ServedHosts>,
     pub queues: queues::Queues,
+    /// Whether the broker blocks publishers now.
+    pub broker_block: broker_block::BrokerBlock,
     pub history: Arc<history::History>,
     pub flow: flow::Flow,
     /// Read-held by a launch until its sessions run, write-held by a rescale: one never starts during the other.
@@ -56,6 +59,7 @@ pub struct App {
     pub state: AppState,
     supervisor: tokio::task::JoinHandle<()>,
     queue_counter: tokio::task::JoinHandle<()>,
+    block_watcher: tokio::task::JoinHandle<()>,
     flow_watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -99,6 +103,8 @@ impl App {
         let queues = queues::Queues::default();
         let counting = queues.clone().watch(nodes.clone(), events.clone());
         let queue_counter = tokio::spawn(counting);
+        let broker_block = broker_block::BrokerBlock::default();
+        let block_watcher = tokio::spawn(broker_block.clone().watch(nodes.clone(), events.clone()));
         let flow = flow::Flow::default();
         let flow_watcher = tokio::spawn(flow.clone().watch(nodes.clone(), queues.clone(), events.clone()));
         let token = config.effective_token().map(Arc::from);
@@ -131,15 +137,18 @@ impl App {
             generating: Arc::default(),
             token,
             queues,
+            broker_block,
             launches: Arc::default(),
         };
-        Ok(App { router: routes::router(state.clone()), state, supervisor, queue_counter, flow_watcher })
+        let router = routes::router(state.clone());
+        Ok(App { router, state, supervisor, queue_counter, flow_watcher, block_watcher })
     }
 
     /// Stops the supervisor, the chaos monkey and the cluster (whose queues are deleted).
     pub async fn shutdown(self) {
         self.supervisor.abort();
         self.queue_counter.abort();
+        self.block_watcher.abort();
         self.flow_watcher.abort();
         self.state.nodes.shutdown().await;
     }

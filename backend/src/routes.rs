@@ -123,6 +123,7 @@ async fn status(State(state): State<AppState>) -> ApiResult {
         chaos: state.nodes.chaos_view(),
         dead_letters: state.queues.dead_letters(),
         rescalable: state.nodes.rescalable(),
+        broker_blocked: state.broker_block.blocked(),
     })
 }
 

@@ -90,6 +90,15 @@ fn Header() -> impl IntoView {
                 </span>
             </div>
         </header>
+        <Show when=move || c.status.get().broker_blocked>
+            <div class="banner bad" data-testid="broker-blocked">
+                <div>
+                    <b>"The broker blocks publishers "</b>
+                    "(a memory or disk alarm): every node is silent and every session stands still until it clears. \
+                     The monitors restart nobody for it."
+                </div>
+            </div>
+        </Show>
         <Show when=move || c.cluster.get() == "down">
             <div class="banner bad" id="broker-banner" data-testid="broker-banner">
                 <div>

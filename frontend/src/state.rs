@@ -380,6 +380,15 @@ impl Console {
                 }
                 self.status.update(|s| s.dead_letters = counts);
             }
+            Event::BrokerBlocked { blocked } => {
+                let text = if blocked {
+                    "the broker blocks publishers (a memory or disk alarm): everything waits until it clears"
+                } else {
+                    "the broker no longer blocks publishers"
+                };
+                self.push_log(if blocked { "error" } else { "cluster" }, text.to_owned());
+                self.status.update(|s| s.broker_blocked = blocked);
+            }
             Event::Error { message } if message.starts_with("lagged") => self.refresh_sessions(),
             Event::Error { message } => self.push_log("error", message),
         }

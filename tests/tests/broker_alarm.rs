@@ -1,7 +1,8 @@
 //! A broker alarm: RabbitMQ's memory watermark set to 0 for a minute while three sessions run, so the broker
 //! blocks every publishing connection, heartbeats included. The monitors, blocked too, tell that silence from
-//! dead nodes and have nobody restarted; once the alarm clears every session ends exactly. Before, every node
-//! fell silent at once and the leading monitor asked for every node's restart.
+//! dead nodes and have nobody restarted; the console says the broker blocks publishers, and says it no more once
+//! the alarm clears; then every session ends exactly. Before, every node fell silent at once and the leading
+//! monitor asked for every node's restart.
 //!
 //! Its own test binary: an alarm blocks every publisher on the broker, so nothing else may run beside it.
 
@@ -50,8 +51,13 @@ async fn a_broker_alarm_restarts_nobody_and_every_session_ends_exactly() {
     let spec = cluster_spec("alarm", "all=1");
     let options = StartOptions { monitors: 3, ..Default::default() };
     let mut cluster = LocalCluster::start_with(spec.clone(), options).await.unwrap();
+    // A console on the same broker (its own small cluster, no monitors), to see what it shows.
+    let mut config = coffee_tests::console::config(&dir.path().join("console"), "alarm-console");
+    (config.replicas, config.monitors) = ("all=1".into(), 0);
+    let console = coffee_tests::console::Console::start(config).await;
     // Every node heard, and the monitors past their first timeout, before the alarm.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(console.get("/api/status").await["broker_blocked"], false);
 
     let work = {
         let (spec, data, dir) = (spec.clone(), data.clone(), dir.path().to_owned());
@@ -61,13 +67,17 @@ async fn a_broker_alarm_restarts_nobody_and_every_session_ends_exactly() {
             let alarm = async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let watermark = tokio::task::spawn_blocking(|| Watermark::set("0")).await.unwrap();
-                tokio::time::sleep(ALARM).await;
+                let started = std::time::Instant::now();
+                shows_blocked(&console, true).await;
+                tokio::time::sleep(ALARM.saturating_sub(started.elapsed())).await;
                 tokio::task::spawn_blocking(move || drop(watermark)).await.unwrap();
+                shows_blocked(&console, false).await;
+                console
             };
-            futures::future::join(sessions, alarm).await.0
+            futures::future::join(sessions, alarm).await
         }
     };
-    let (summaries, events) = supervised(&mut cluster, None, ALARM + Duration::from_secs(90), work).await;
+    let ((summaries, console), events) = supervised(&mut cluster, None, ALARM + Duration::from_secs(90), work).await;
     for (summary, data) in summaries.iter().zip(&data) {
         assert_matches_reference(summary, data);
     }
@@ -76,5 +86,15 @@ async fn a_broker_alarm_restarts_nobody_and_every_session_ends_exactly() {
     let monitors: String =
         (0..3).map(|m| std::fs::read_to_string(spec.log_path(&format!("monitor-{m}"))).unwrap_or_default()).collect();
     assert!(monitors.contains("the broker blocks publishers"), "the monitors saw the alarm");
+    console.app.shutdown().await;
     cluster.stop().await.unwrap();
+}
+
+/// Waits (up to 15 s) until the console's status says the broker blocks publishers, or does not.
+async fn shows_blocked(console: &coffee_tests::console::Console, blocked: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while console.get("/api/status").await["broker_blocked"] != blocked {
+        assert!(std::time::Instant::now() < deadline, "the console never showed broker_blocked = {blocked}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

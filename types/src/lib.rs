@@ -350,6 +350,9 @@ pub struct StatusView {
     /// Whether the page may change the replicas (`POST /api/topology`): the console owns the nodes (local
     /// processes), not a compose project.
     pub rescalable: bool,
+    /// Whether the broker blocks publishers (a memory or disk alarm; see [`Event::BrokerBlocked`]).
+    #[serde(default)]
+    pub broker_blocked: bool,
 }
 
 /// A stage of the pipeline and its replica count.
@@ -566,6 +569,11 @@ pub enum Event {
     },
     /// The cluster was restarted with other replicas (a rescale from the page): the graph's new shape.
     Topology(TopologyView),
+    /// The broker began, or stopped, blocking publishers (a memory or disk alarm): every node is silent and every
+    /// session stands still meanwhile, and nobody is restarted for it.
+    BrokerBlocked {
+        blocked: bool,
+    },
     Error {
         message: String,
     },
