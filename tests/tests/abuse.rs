@@ -96,3 +96,58 @@ async fn hostile_clients_are_dropped_and_normal_ones_stay_exact() {
     }
     cluster.stop().await.unwrap();
 }
+
+fn gateway_env(env: &[(&str, &str)]) -> StartOptions {
+    StartOptions { env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
+}
+
+/// A flood of sessions that cost their clients nothing: 320 clients from one address over six seconds, each
+/// saying Hello and gone a quarter of a second later. A real client started right after gets its session
+/// through, exact. Before, each empty session held its slot for the whole grace: the 256 slots were full and
+/// the client, refused with `Busy`, gave up. Now an empty session gives its slot back within a second, an
+/// address holds at most 64 sessions, and a client told `Busy` tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_empty_sessions_does_not_lock_out_a_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 33, &dir.path().join("data"));
+    let (spec, cluster) = start_cluster_with("flood", "all=1", gateway_env(&[("SESSION_GRACE", "10s")])).await;
+    let flood: Vec<_> = (0..320)
+        .map(|i| {
+            let addr = spec.gateway_addr.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 6_000 / 320)).await;
+                let Ok(mut socket) = TcpStream::connect(&addr).await else { return };
+                let mut writer = coffee_engine::protocol::FrameWriter::<_, ClientFrame>::new(&mut socket);
+                let _ = writer.send(&ClientFrame::Hello).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            })
+        })
+        .collect();
+    for client in flood {
+        client.await.unwrap();
+    }
+    let summary = run_session(&spec, &data, &dir.path().join("out")).await;
+    assert_matches_reference(&summary, &data);
+    cluster.stop().await.unwrap();
+}
+
+/// A client that ends every file at once (five empty files) and then reads nothing: the gateway sends it the
+/// query ends, which it never acks. Past the read timeout the gateway closes its connection, the session waits
+/// its grace and is purged, and its slot goes to the next client (the gateway takes one session here). Before,
+/// such a client kept its slot for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_gives_its_slot_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(Scale::Tiny, 34, &dir.path().join("data"));
+    let env = [("GATEWAY_MAX_SESSIONS", "1"), ("GATEWAY_READ_TIMEOUT", "2s"), ("SESSION_GRACE", "1s")];
+    let (spec, cluster) = start_cluster_with("unread", "all=1", gateway_env(&env)).await;
+    let (mut client, _, _) = RawClient::hello(&spec.gateway_addr).await;
+    for kind in coffee_model::model::FileKind::ALL {
+        client.writer.send(&ClientFrame::EndOfFile { kind, batches: 0 }).await.unwrap();
+    }
+    // The real client is told `Busy` until the idle one's slot is given back, and tries again meanwhile.
+    let summary = run_session(&spec, &data, &dir.path().join("out")).await;
+    assert_matches_reference(&summary, &data);
+    drop(client);
+    cluster.stop().await.unwrap();
+}

@@ -180,6 +180,15 @@ enum Command {
         max_connections_per_peer: usize,
         #[arg(long, env = "GATEWAY_MAX_SESSIONS", default_value_t = 256)]
         max_sessions: usize,
+        /// Sessions one peer address may hold at once (served, or waiting for a resume).
+        #[arg(long, env = "GATEWAY_MAX_SESSIONS_PER_PEER", default_value_t = 64)]
+        max_sessions_per_peer: usize,
+        /// How long a session whose client sent nothing but its Hello waits for a resume.
+        #[arg(long, env = "GATEWAY_EMPTY_SESSION_GRACE", default_value = "1s", value_parser = humantime::parse_duration)]
+        empty_session_grace: Duration,
+        /// How long a client may leave the results it was sent unacked before its connection is closed.
+        #[arg(long, env = "GATEWAY_READ_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+        read_timeout: Duration,
         /// How long a new connection may take to send its first frame.
         #[arg(long, env = "GATEWAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
         handshake_timeout: Duration,
@@ -471,6 +480,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             max_connections,
             max_connections_per_peer,
             max_sessions,
+            max_sessions_per_peer,
+            empty_session_grace,
+            read_timeout,
             handshake_timeout,
             frame_timeout,
         } => {
@@ -478,6 +490,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_connections,
                 max_connections_per_peer,
                 max_sessions,
+                max_sessions_per_peer,
+                empty_session_grace,
+                read_timeout,
                 handshake_timeout,
                 frame_timeout,
             };

@@ -134,6 +134,9 @@ pub type Observer = Arc<dyn Fn(ClientEvent) + Send + Sync>;
 /// loss: a session may lose its gateway any number of times).
 pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 
+/// How long a client told `Busy` waits before it tries again (besides the pause of every retry).
+const BUSY_RETRY: Duration = Duration::from_millis(800);
+
 /// How long a new session tries to reach its gateway before it gives up.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -279,6 +282,12 @@ async fn connect_once(
         // reached us, and every result is already written.
         GatewayFrame::Error { code: ErrorCode::UnknownSession, .. } if state.queries_done.len() == Query::ALL.len() => {
             return Ok(());
+        }
+        // Full for now (its sessions, or this address's): a slot frees as sessions end or are purged, so the
+        // client waits and tries again within its window rather than giving up.
+        GatewayFrame::Error { code: ErrorCode::Busy, message } => {
+            tokio::time::sleep(BUSY_RETRY).await;
+            return Err(Interruption::Lost(anyhow::anyhow!("the gateway is busy: {message}")));
         }
         GatewayFrame::Error { code, message } => {
             return Err(Interruption::Fatal(anyhow::anyhow!("the gateway refused the session ({code}): {message}")))

@@ -1,6 +1,7 @@
 //! The gateway's bounds against floods, stalls and greedy peers: connections in all and per peer address,
-//! sessions at once, and how long a client may take to say hello or to finish a frame while it uploads. Each
-//! refusal is logged with its reason; other clients go on.
+//! sessions at once in all and per peer address, how long a client may take to say hello, to finish a frame
+//! while it uploads, or to read the results sent to it, and how soon a session that never uploaded anything
+//! gives its slot back. Each refusal is logged with its reason; other clients go on.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,6 +13,14 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
     pub max_sessions: usize,
+    /// Sessions one peer address holds at once (served, or waiting for a resume).
+    pub max_sessions_per_peer: usize,
+    /// How long a session whose client sent nothing but its `Hello` waits for a resume: it holds a slot and
+    /// costs the client nothing, so it is given back soon.
+    pub empty_session_grace: Duration,
+    /// How long the gateway waits for a client to ack the results it was sent: a client that reads nothing
+    /// while results wait for it is closed (its session then waits its grace for a resume).
+    pub read_timeout: Duration,
     /// From connecting to the first frame.
     pub handshake_timeout: Duration,
     /// Between two frames while the client uploads (a stalled client, or half a frame sent and then nothing).
@@ -24,6 +33,9 @@ impl Default for Limits {
             max_connections: 1024,
             max_connections_per_peer: 64,
             max_sessions: 256,
+            max_sessions_per_peer: 64,
+            empty_session_grace: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
         }

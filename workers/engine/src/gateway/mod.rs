@@ -57,8 +57,8 @@ struct Shared {
     state_dir: std::path::PathBuf,
     limits: limits::Limits,
     /// Who each session belongs to now: the connection serving it (a newer one, a resume, supersedes the
-    /// older), or its purge.
-    live: Mutex<HashMap<SessionId, Slot>>,
+    /// older), or its purge; and the peer address that opened or last resumed it.
+    live: Mutex<HashMap<SessionId, (Slot, std::net::IpAddr)>>,
     next_connection: std::sync::atomic::AtomicU64,
 }
 
@@ -72,20 +72,37 @@ enum Slot {
 }
 
 impl Shared {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Slot>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, (Slot, std::net::IpAddr)>> {
         self.live.lock().expect("live lock")
     }
 
-    /// Makes a new connection the one serving `session`; refused while the session is being purged.
-    fn claim(&self, session: SessionId, resumed: bool) -> Result<session::Claim, session::SessionError> {
+    /// Makes a new connection from `peer` the one serving `session`; refused while the session is being purged,
+    /// and, for a new session, when the gateway or the peer's address holds its maximum of sessions (every
+    /// session counts until it is purged: one waiting for a resume holds its slot).
+    fn claim(
+        &self,
+        session: SessionId,
+        resumed: bool,
+        peer: std::net::IpAddr,
+    ) -> Result<session::Claim, session::SessionError> {
         let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut live = self.live();
-            if live.get(&session) == Some(&Slot::Purging) {
+            if live.get(&session).is_some_and(|(slot, _)| *slot == Slot::Purging) {
                 let message = format!("session {session} was abandoned and is being purged");
                 return Err(session::refuse(crate::protocol::ErrorCode::SessionExpired, message));
             }
-            live.insert(session, Slot::Served(id));
+            if !resumed {
+                let (max, per_peer) = (self.limits.max_sessions, self.limits.max_sessions_per_peer);
+                let busy = |message: String| Err(session::refuse(crate::protocol::ErrorCode::Busy, message));
+                if live.len() >= max {
+                    return busy(format!("the gateway serves its maximum of {max} sessions; try again later"));
+                }
+                if live.values().filter(|(_, from)| *from == peer).count() >= per_peer {
+                    return busy(format!("{peer} holds its maximum of {per_peer} sessions; try again later"));
+                }
+            }
+            live.insert(session, (Slot::Served(id), peer));
         }
         self.update_gauge();
         Ok(session::Claim { id, resumed })
@@ -93,7 +110,7 @@ impl Shared {
 
     fn release(&self, session: SessionId, number: u64) {
         let mut live = self.live();
-        if live.get(&session) == Some(&Slot::Served(number)) {
+        if live.get(&session).is_some_and(|(slot, _)| *slot == Slot::Served(number)) {
             live.remove(&session);
         }
         drop(live);
@@ -106,12 +123,14 @@ impl Shared {
     fn begin_purge(&self, session: SessionId, lost: Option<u64>) -> bool {
         let mut live = self.live();
         let current = live.get(&session).copied();
-        let free = match lost {
-            Some(number) => current == Some(Slot::Served(number)),
-            None => current.is_none(),
+        let free = match (lost, current) {
+            (Some(number), Some((slot, _))) => slot == Slot::Served(number),
+            (Some(_), None) => false,
+            (None, current) => current.is_none(),
         };
         if free {
-            live.insert(session, Slot::Purging);
+            let peer = current.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |(_, peer)| peer);
+            live.insert(session, (Slot::Purging, peer));
         }
         free
     }
@@ -123,7 +142,7 @@ impl Shared {
 
     /// Sessions served by a connection now.
     fn sessions(&self) -> usize {
-        self.live().values().filter(|slot| matches!(slot, Slot::Served(_))).count()
+        self.live().values().filter(|(slot, _)| matches!(slot, Slot::Served(_))).count()
     }
 
     fn update_gauge(&self) {
@@ -212,7 +231,7 @@ impl Gateway {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let _place = admitted;
-                if let Err(e) = session::serve_client(socket, shared).await {
+                if let Err(e) = session::serve_client(socket, peer.ip(), shared).await {
                     warn!(%peer, error = %e, "client connection ended with an error");
                 }
             });

@@ -80,6 +80,11 @@ impl<D> Forward<D> {
         frames
     }
 
+    /// Whether frames sent to the client wait for its ack.
+    pub fn unacked(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Whether the client acked every result and every query's end: the session is over (the caller cleans up,
     /// then says `Done`).
     pub fn finished(&self) -> bool {

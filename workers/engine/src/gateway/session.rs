@@ -15,6 +15,8 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::FieldTable;
 use lapin::{Acker, PublisherConfirm};
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -86,13 +88,13 @@ fn error_frame(e: &SessionError) -> Option<GatewayFrame> {
 }
 
 /// Serves one connection from its first frame to the end of its session (or of the connection).
-pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+pub(super) async fn serve_client(socket: TcpStream, peer: IpAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, ClientFrame>::new(read);
     let mut writer = FrameWriter::<_, GatewayFrame>::new(write);
     let Opened { session, secret, received, upload_log, resume_from, number } =
-        match handshake(&mut reader, &shared).await {
+        match handshake(&mut reader, &shared, peer).await {
             Ok(opened) => opened,
             Err(e) => {
                 if let Some(frame) = error_frame(&e) {
@@ -145,7 +147,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             if let Some(frame) = error_frame(&e) {
                 let _ = writer.send(&frame).await;
             }
-            return abandon(session, number.id, &shared, e);
+            return abandon(session, number.id, &shared, e, resumed);
         }
     };
     info!(%session, resumed, received_streams, "session opened");
@@ -162,9 +164,11 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
         }
         Ok::<_, anyhow::Error>(())
     });
+    // Whether the client sent any input on this connection (a session that never did gives its slot back soon).
+    let uploaded = AtomicBool::new(resumed);
     let outcome = {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-        let input = receive_input(&mut reader, session, &shared, acks_tx, upload_log, resume_from);
+        let input = receive_input(&mut reader, session, &shared, acks_tx, upload_log, resume_from, &uploaded);
         let results = forward_results(&mut consumer, session, &shared, received, frames_tx.clone(), acks_rx);
         tokio::pin!(input, results);
         tokio::select! {
@@ -210,7 +214,7 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
             info!(%session, "session complete: every result is with its client");
             Ok(())
         }
-        Err(e) => abandon(session, number.id, &shared, e),
+        Err(e) => abandon(session, number.id, &shared, e, uploaded.load(Ordering::Relaxed)),
     }
 }
 
@@ -219,15 +223,23 @@ pub(super) async fn serve_client(socket: TcpStream, shared: Arc<Shared>) -> anyh
 /// back (`limits::Connections`): a client that lost a few connections in a row would otherwise find every place
 /// of its address held by the graces of its own earlier connections, and be refused. Returns `e`, why the
 /// connection ended.
-fn abandon(session: SessionId, number: u64, shared: &Arc<Shared>, e: SessionError) -> anyhow::Result<()> {
+fn abandon(
+    session: SessionId,
+    number: u64,
+    shared: &Arc<Shared>,
+    e: SessionError,
+    uploaded: bool,
+) -> anyhow::Result<()> {
     let expired = matches!(e, SessionError::Refused { code: ErrorCode::ResultsLost, .. });
+    // A session whose client sent nothing but its Hello cost the client nothing: its slot is given back soon.
+    let grace = if uploaded { shared.grace } else { shared.limits.empty_session_grace.min(shared.grace) };
     if !expired {
-        warn!(%session, error = %e, grace = ?shared.grace, "connection lost; the session waits for a resume");
+        warn!(%session, error = %e, ?grace, uploaded, "connection lost; the session waits for a resume");
     }
     let shared = shared.clone();
     tokio::spawn(async move {
         if !expired {
-            tokio::time::sleep(shared.grace).await;
+            tokio::time::sleep(grace).await;
         }
         if shared.begin_purge(session, Some(number)) {
             purge_until_done(session, &shared).await;
@@ -263,22 +275,19 @@ pub(super) struct Claim {
 async fn handshake(
     reader: &mut FrameReader<OwnedReadHalf, ClientFrame>,
     shared: &Shared,
+    peer: IpAddr,
 ) -> Result<Opened, SessionError> {
     let first = tokio::time::timeout(shared.limits.handshake_timeout, reader.next()).await.map_err(|_| {
         refuse(ErrorCode::Protocol, format!("no handshake within {:?}", shared.limits.handshake_timeout))
     })?;
     match first? {
         ClientFrame::Hello => {
-            if shared.sessions() >= shared.limits.max_sessions {
-                let max = shared.limits.max_sessions;
-                return Err(refuse(
-                    ErrorCode::Busy,
-                    format!("the gateway serves its maximum of {max} sessions; try again later"),
-                ));
-            }
             let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
-            let log = UploadLog::create(&shared.state_dir, session, secret)?;
-            let number = shared.claim(session, false)?;
+            // Within the gateway's and the address's session limits (`Busy` otherwise), then made durable.
+            let number = shared.claim(session, false, peer)?;
+            let log = UploadLog::create(&shared.state_dir, session, secret).inspect_err(|_| {
+                shared.release(session, number.id);
+            })?;
             Ok(Opened { session, secret, received: Vec::new(), upload_log: log, resume_from: BTreeMap::new(), number })
         }
         ClientFrame::Resume { session, secret, received } => {
@@ -296,7 +305,7 @@ async fn handshake(
                 }
                 Some((log, recovered)) => {
                     // Claimed after the log was read: a purge that began in between refuses the claim.
-                    let number = shared.claim(session, true)?;
+                    let number = shared.claim(session, true, peer)?;
                     Ok(Opened { session, secret, received, upload_log: log, resume_from: recovered.done, number })
                 }
             }
@@ -324,6 +333,7 @@ async fn receive_input(
     acks: mpsc::UnboundedSender<u64>,
     mut upload_log: UploadLog,
     resume_from: BTreeMap<FileKind, u64>,
+    uploaded: &AtomicBool,
 ) -> Result<(), SessionError> {
     let topology = &shared.topology;
     let mut upload = Upload::new(session, resume_from, PROGRESS_EVERY);
@@ -359,12 +369,14 @@ async fn receive_input(
                 let _ = acks.send(upto);
             }
             ClientFrame::Rows { kind, seq, batch } => {
+                uploaded.store(true, Ordering::Relaxed);
                 let rows = batch.len();
                 let steps = upload.rows(topology, kind, seq, batch).map_err(|m| refuse(ErrorCode::Protocol, m))?;
                 debug!(%session, sender = %GATEWAY, %kind, seq, rows, "client batch");
                 perform(steps, shared, &mut in_flight, &mut upload_log).await?;
             }
             ClientFrame::EndOfFile { kind, batches } => {
+                uploaded.store(true, Ordering::Relaxed);
                 let steps = upload.end_of_file(topology, kind, batches).map_err(|m| refuse(ErrorCode::Protocol, m))?;
                 perform(steps, shared, &mut in_flight, &mut upload_log).await?;
                 info!(%session, %kind, batches, "input file kind ended");
@@ -420,6 +432,8 @@ async fn forward_results(
     let dead_letters = &topology.dead_letter_queue("gateway");
     let results_queue = &topology.results_queue(session);
     let mut forward: Forward<Acker> = Forward::new(topology, received);
+    // Since when frames wait for the client's ack with none coming: a client that reads nothing is closed.
+    let mut unread_since: Option<tokio::time::Instant> = None;
     loop {
         for frame in forward.query_ends() {
             if let GatewayFrame::QueryDone { query, .. } = &frame {
@@ -430,7 +444,18 @@ async fn forward_results(
         if forward.finished() {
             return Ok(());
         }
+        match (forward.unacked(), unread_since) {
+            (false, _) => unread_since = None,
+            (true, None) => unread_since = Some(tokio::time::Instant::now()),
+            (true, Some(_)) => {}
+        }
+        let read_timeout = shared.limits.read_timeout;
+        let unread = unread_since.map(|since| since + read_timeout);
         tokio::select! {
+            _ = async { tokio::time::sleep_until(unread.expect("waited on only when set")).await }, if unread.is_some() => {
+                let message = format!("the client acked nothing of what it was sent for {read_timeout:?}");
+                return Err(SessionError::Gone(message));
+            }
             delivery = consumer.next() => {
                 let Some(delivery) = delivery else {
                     return Err(BrokerError::Lost("the results consumer was cancelled".to_owned()).into());
@@ -457,6 +482,8 @@ async fn forward_results(
             }
             upto = acks.recv() => {
                 let Some(upto) = upto else { return Err(SessionError::Gone("the client connection ended".to_owned())) };
+                // The client reads: its clock starts again.
+                unread_since = None;
                 for acker in forward.client_acked(upto) {
                     acker.ack(BasicAckOptions::default()).await?;
                 }
