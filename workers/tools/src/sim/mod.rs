@@ -11,23 +11,32 @@
 //! time, and can crash a replica's process between any two steps or halfway through a commit. The faults:
 //! - a replica killed (its unacked input redelivered; what it buffered lost) or its machine cut off (what it
 //!   wrote and did not fsync lost or torn);
-//! - the broker restarted (unconfirmed publishes lost at random, every replica reconnecting from its folder);
+//! - the broker restarted, or one node of three down for a while (unconfirmed publishes lost at random, the
+//!   clients of that node reconnecting to another; the broker behaves as RabbitMQ does, [`broker`]);
 //! - a message duplicated in its queue, and deliveries out of order within a few of the head;
 //! - the gateway restarted (the client resumes its upload from an earlier mark, re-sending batches it had sent;
 //!   the results side returns what it had not acked);
 //! - a replica or a monitor paused for a while; a monitor killed, or its machine loaded so its clock ticks late;
-//! - a second process of a replica started beside the first on its folder (the older one must step aside);
+//! - a second process of a replica started beside the first on its folder (the older one must step aside), or
+//!   on a folder of its own (a stray: the replica's claim must refuse it);
+//! - channels closed, consumers cancelled and publishes nacked by the broker; a main loop stuck on the broker;
+//!   alarms that block every publisher; partitions between a process and its broker node;
 //! - and, in every seed, a session whose client leaves partway, purged from every replica by the gateway or
 //!   forgotten with it (the stages' leases must then purge it).
 //!
+//! Each seed draws its own mix of those faults and their rate (swarm testing) and the step they stop at
+//! (liveness: the run must be quiet within a bound of it), and counts the recovery paths it reached
+//! ([`coverage`]).
+//!
 //! Three health monitors run their real decision code (`coffee_ops::monitor::Watch`) on virtual time: a killed
-//! replica comes back only when the leading monitor has it restarted.
+//! replica comes back only when the leading monitor has it restarted, through the orchestrator's own rule.
 //!
 //! At the end of each seed, once every fault has stopped and the system is quiet: every session's results equal
-//! the reference's exactly, no replica keeps a session's files, no queue holds a message, and every process runs.
+//! the reference's exactly, no replica keeps a session's files, no queue holds a message, every process runs,
+//! and no restart was asked for while the broker blocked publishers.
 //!
-//! Not simulated yet (see docs/simulation.md): the gateway's and the client's own code (the sim plays them from
-//! the gateway's routing).
+//! Not simulated yet (see docs/simulation.md): the gateway's sockets and the client's connection loop (the sim
+//! plays the client's frames and acks through the gateway's plans).
 
 pub mod broker;
 pub mod coverage;
