@@ -65,10 +65,12 @@ pub enum Path {
     Nacked,
     /// A purge the broker nacked was tried again.
     PurgeRetried,
+    /// A process behind a partition published what never reached the broker (and waited for its confirm).
+    PublishedIntoVoid,
 }
 
 impl Path {
-    pub const ALL: [Path; 29] = [
+    pub const ALL: [Path; 30] = [
         Path::ReplayFromLog,
         Path::ReplayFromSnapshot,
         Path::DuplicateDropped,
@@ -98,6 +100,7 @@ impl Path {
         Path::LockWaited,
         Path::Nacked,
         Path::PurgeRetried,
+        Path::PublishedIntoVoid,
     ];
 
     /// Its name in `coffee sim`'s output.
@@ -132,6 +135,7 @@ impl Path {
             Path::LockWaited => "lock-waited",
             Path::Nacked => "nacked",
             Path::PurgeRetried => "purge-retried",
+            Path::PublishedIntoVoid => "published-into-void",
         }
     }
 }

@@ -365,14 +365,31 @@ impl<'a> World<'a> {
         self.check()
     }
 
-    /// What each session has received so far, for a run that did not finish.
+    /// What each session has received so far (and, for one still live, the queries it lacks), and which
+    /// replicas still hold sessions, for a run that did not finish.
     fn progress(&self) -> String {
         let sessions: Vec<String> = self
             .sessions
             .iter()
-            .map(|s| format!("{} ended={} lines={}", short(s.id), s.ended, s.lines.len()))
+            .map(|s| {
+                let mut line = format!("{} ended={} lines={}", short(s.id), s.ended, s.lines.len());
+                if !s.ended && s.leaves_after.is_none() {
+                    let comparison = compare_lines(&self.datasets[s.dataset].expected, &s.lines);
+                    for query in comparison.queries.iter().filter(|q| !q.equal) {
+                        let _ = write!(line, " {} lacks {}", query.name, query.missing_from_right_total);
+                    }
+                }
+                line
+            })
             .collect();
-        format!("{}; broker holds {:?}", sessions.join(", "), self.broker.holding())
+        let holders: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|r| r.open_sessions() > 0)
+            .map(|r| format!("{} ({})", r.name, r.open_sessions()))
+            .collect();
+        let broker = self.broker.holding();
+        format!("{}; broker holds {broker:?}; sessions open at {holders:?}", sessions.join(", "))
     }
 
     /// Who may step now; none once the run is over (no work left, nothing waiting, every process running).
@@ -403,6 +420,7 @@ impl<'a> World<'a> {
                             waiting |= self.step < *at;
                             self.step >= *at
                         }
+                        None if process.waits_on_cut_link() => false,
                         None => {
                             let sessions = process.shell.protocol().open_sessions() > 0;
                             let lease_check = sessions && self.step >= process.next_lease_check;

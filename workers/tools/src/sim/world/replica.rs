@@ -65,6 +65,8 @@ pub(super) struct SimProcess {
     pub(super) stuck_since: Option<u64>,
     /// Cut off from its broker node by a network partition.
     pub(super) cut: Option<Cut>,
+    /// What it published behind a two-way cut: it reaches the broker if the partition heals in time.
+    pub(super) held_back: Vec<(String, Outgoing)>,
     /// The broker nacked what it has in flight: its next wait for confirms fails, and it exits.
     pub(super) nacked: bool,
     /// A stray: a process of the replica on a folder of its own (another host's, or a state folder set apart),
@@ -88,6 +90,14 @@ pub(super) struct Cut {
     pub(super) dropped: bool,
 }
 
+/// The way from a process to the broker.
+enum Link {
+    Open,
+    /// Behind a partition, TCP holds what it sends until the link heals (then it arrives) or the connection dies.
+    HeldBack,
+    Closed,
+}
+
 /// What a stray process has of its own.
 pub(super) struct Stray {
     pub(super) disk: SimDisk,
@@ -106,12 +116,35 @@ impl SimProcess {
         self.phase != Phase::WaitingLock && self.paused_until.is_none()
     }
 
+    /// Whether it is cut off and its next step needs an answer from the broker, which the partition withholds
+    /// (a confirm, a delivery, a declaration or a consumer): its main loop waits there until it notices.
+    pub(super) fn waits_on_cut_link(&self) -> bool {
+        if self.cut.is_none() {
+            return false;
+        }
+        if self.again.is_some() {
+            return true;
+        }
+        matches!(self.shell.peek_step(), None | Some(Step::ConfirmAll | Step::Claim | Step::Consume))
+    }
+
+    /// What becomes of what it sends now: it reaches the broker, unless a two-way cut holds it back (in its
+    /// socket's buffer, until the partition heals) or the broker dropped the connection (lost).
+    fn link(&self) -> Link {
+        match self.cut {
+            None => Link::Open,
+            Some(cut) if cut.dropped => Link::Closed,
+            Some(cut) if cut.one_way => Link::Open,
+            Some(_) => Link::HeldBack,
+        }
+    }
+
     /// Whether it has something to do at `step`.
     pub(super) fn due(&self, step: u64) -> bool {
         match self.phase {
             Phase::WaitingLock => false,
             Phase::Starting { at } => step >= at,
-            Phase::Running if self.stuck_since.is_some() || self.cut.is_some() => false,
+            Phase::Running if self.stuck_since.is_some() || self.waits_on_cut_link() => false,
             Phase::Running => match &self.again {
                 Some((at, _)) => step >= *at,
                 None => !self.shell.idle() || self.cancelled,
@@ -300,6 +333,11 @@ impl World<'_> {
     fn step_running(&mut self, i: usize, p: usize) {
         let (name, pid) = (self.replicas[i].name.clone(), self.replicas[i].processes[p].pid);
         let client = self.replicas[i].processes[p].client();
+        if self.replicas[i].processes[p].waits_on_cut_link() {
+            // Behind a partition its main loop goes on with what it holds (handling, publishing into the void,
+            // writing its folder) and stops at the first step that needs the broker's answer.
+            return;
+        }
         if let Some((_, again)) = self.replicas[i].processes[p].again.take() {
             return match again {
                 Step::Claim => self.claim(i, p),
@@ -348,17 +386,22 @@ impl World<'_> {
                     let sent = self.rng.gen_range(0..outbox.len());
                     self.faults += 1;
                     note!(self, "{name} dies after publishing {sent} of them");
-                    self.publish(&client, outbox.into_iter().take(sent).collect());
+                    self.publish_from(i, p, outbox.into_iter().take(sent).collect());
                     return self.end_process(i, pid, Exit::Killed);
                 }
-                self.publish(&client, outbox);
+                self.publish_from(i, p, outbox);
             }
-            Step::Publish { queue, out } => self.publish(&client, vec![(queue, out)]),
+            Step::Publish { queue, out } => self.publish_from(i, p, vec![(queue, out)]),
             Step::ConfirmAll if self.replicas[i].processes[p].nacked => {
                 // The runtime's wait for confirms fails with a nack: the process exits, to be restarted.
                 self.broker.nack(&client, &mut self.rng);
                 self.coverage.reach(Reached::Nacked, 1);
                 note!(self, "{name} (process {pid}) is nacked: it exits");
+                self.end_process(i, pid, Exit::LostBroker);
+            }
+            Step::ConfirmAll if self.broker.connection(&client).is_none() => {
+                // The broker closed its connection: the wait for confirms fails, and the process exits.
+                note!(self, "{name} (process {pid}) waits for confirms on a closed connection: it exits");
                 self.end_process(i, pid, Exit::LostBroker);
             }
             Step::ConfirmAll => self.broker.confirm(&client),
@@ -420,6 +463,26 @@ impl World<'_> {
         process.stray.is_none() && process.number < self.replicas[i].announced
     }
 
+    /// What process `p` of replica `i` publishes: held back behind a two-way cut, lost (and never confirmed)
+    /// once the broker closed its connection.
+    fn publish_from(&mut self, i: usize, p: usize, outbox: Vec<(String, Outgoing)>) {
+        let process = &mut self.replicas[i].processes[p];
+        let publisher = process.client();
+        let link = match process.link() {
+            Link::Open if self.broker.connection(&publisher).is_none() => Link::Closed,
+            link => link,
+        };
+        match link {
+            Link::Open => self.publish(&publisher, outbox),
+            Link::HeldBack => process.held_back.extend(outbox),
+            Link::Closed if outbox.is_empty() => {}
+            Link::Closed => {
+                self.coverage.reach(Reached::PublishedIntoVoid, 1);
+                note!(self, "{publisher} publishes {} message(s) that never reach the broker", outbox.len());
+            }
+        }
+    }
+
     pub(super) fn publish(&mut self, publisher: &str, outbox: Vec<(String, Outgoing)>) {
         for (queue, out) in outbox {
             let bytes = match out {
@@ -458,6 +521,7 @@ impl World<'_> {
             paused_until: None,
             stuck_since: None,
             cut: None,
+            held_back: Vec::new(),
             nacked: false,
             stray: None,
         });
@@ -491,6 +555,7 @@ impl World<'_> {
             paused_until: None,
             stuck_since: None,
             cut: None,
+            held_back: Vec::new(),
             nacked: false,
             stray: Some(Stray { disk: SimDisk::new(), until: self.step + lifetime }),
         });
@@ -578,12 +643,24 @@ impl World<'_> {
                     self.coverage.reach(Reached::PartitionHealed, 1);
                     note!(self, "{name} (process {pid}): the partition heals before either side noticed it");
                     self.set_cut(i, pid, None);
+                    // What TCP held back arrives now, late but whole.
+                    if let Some(p) = self.replicas[i].at(pid) {
+                        let held_back = std::mem::take(&mut self.replicas[i].processes[p].held_back);
+                        self.publish(&client, held_back);
+                    }
                     continue;
                 }
                 if step >= cut.broker_notices_at && step < cut.process_notices_at {
                     note!(self, "the broker drops the connection of {name} (process {pid}), cut off");
                     self.drop_connection(&client);
                     self.set_cut(i, pid, Some(Cut { dropped: true, ..cut }));
+                    if let Some(p) = self.replicas[i].at(pid) {
+                        let lost = std::mem::take(&mut self.replicas[i].processes[p].held_back);
+                        if !lost.is_empty() {
+                            self.coverage.reach(Reached::PublishedIntoVoid, 1);
+                            note!(self, "{client}: {} message(s) it published die with the connection", lost.len());
+                        }
+                    }
                     continue;
                 }
             }
