@@ -5,6 +5,18 @@ cd "$ROOT"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# At least $1 GiB free where the build writes: a full disk otherwise shows up as a linker's bus error.
+ensure_disk() {
+  local need_gib="$1" free_kib
+  free_kib="$(df -Pk "$ROOT" | awk 'NR == 2 { print $4 }')"
+  if [ "$free_kib" -lt $((need_gib * 1024 * 1024)) ]; then
+    echo "only $((free_kib / 1024)) MiB free on the disk of $ROOT; the build and tests need about ${need_gib} GiB" >&2
+    echo "(free some: old target folders, 'docker system prune', /tmp)" >&2
+    df -h "$ROOT" /tmp >&2
+    return 1
+  fi
+}
+
 # RabbitMQ on 127.0.0.1:5672 (guest/guest): install it if missing, start it if down, wait until it serves.
 ensure_rabbitmq() {
   if ! command -v rabbitmq-server >/dev/null 2>&1; then

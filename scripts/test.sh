@@ -5,6 +5,7 @@
 # engine, and the browser end-to-end test of the console.
 . "$(dirname "$0")/lib.sh"
 
+ensure_disk 6
 ensure_rabbitmq
 ensure_prometheus
 # DuckDB, which `coffee bench` compares with, from PyPI: its test checks DuckDB's SQL against the reference. It is
