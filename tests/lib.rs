@@ -6,6 +6,7 @@ pub mod console;
 pub mod docker_project;
 pub mod fake_docker;
 pub mod harness;
+pub mod swarm;
 
 /// The real-data sample published by another team and its expected results (`shared/peer-data/`, read in place,
 /// never copied into the project), as fixtures for the reference and the pipeline.

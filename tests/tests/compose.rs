@@ -3,9 +3,10 @@
 //! node with the command the local launcher uses; the Docker orchestrator's Engine API calls are checked
 //! against a fake engine on loopback that records them.
 
-use coffee_engine::topology::Topology;
+use coffee_engine::topology::{QueueType, Topology};
 use coffee_ops::cluster::ClusterSpec;
 use coffee_ops::compose::{self, ComposeOptions};
+use coffee_ops::stack;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,28 @@ fn the_committed_file_is_what_coffee_compose_generates() {
     let dir = tempfile::tempdir().unwrap();
     compose::run_cli(&Topology::default(), 1, Some(&dir.path().join("out.yaml"))).unwrap();
     assert_eq!(std::fs::read_to_string(dir.path().join("out.yaml")).unwrap(), generated);
+}
+
+#[test]
+fn the_committed_stack_is_what_coffee_compose_swarm_generates() {
+    let committed = std::fs::read_to_string(root().join("docker-stack.yaml")).unwrap_or_default();
+    let mut topology = Topology::default();
+    topology.queue_type = QueueType::Quorum;
+    let generated = stack::generate(&topology, stack::DEFAULT_HOSTS);
+    assert!(
+        committed == generated,
+        "docker-stack.yaml is stale; regenerate it: `cargo run -p coffee -- compose --swarm --out docker-stack.yaml`"
+    );
+    let file: Value = serde_norway::from_str(&committed).expect("docker-stack.yaml parses as YAML");
+    assert_eq!(schema_errors(&file), Vec::<String>::new());
+    // What `docker stack deploy` ignores or refuses is absent; every service has a host.
+    for (name, service) in file["services"].as_object().unwrap() {
+        for refused in ["build", "depends_on", "restart", "container_name"] {
+            assert!(service.get(refused).is_none(), "{name} has {refused}");
+        }
+        assert_eq!(service["deploy"]["endpoint_mode"], "dnsrr", "{name}: no IPVS here");
+        assert!(strings(&service["deploy"]["placement"]["constraints"])[0].starts_with("node.labels.coffee.host == "));
+    }
 }
 
 #[test]

@@ -301,6 +301,13 @@ enum Command {
         /// Write it here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write the Docker Swarm stack instead (`docker-stack.yaml`): one broker per host, quorum queues (implied),
+        /// the stages spread over the hosts (docs/deploy.md, "Several hosts").
+        #[arg(long)]
+        swarm: bool,
+        /// Hosts of the swarm stack (with `--swarm`).
+        #[arg(long, default_value_t = coffee_ops::stack::DEFAULT_HOSTS)]
+        hosts: u16,
     },
     /// One shot: start a cluster if none runs, send one session, write the NDJSON, stop what it started.
     Run {
@@ -604,10 +611,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 println!("no cluster up ran; killed the nodes it had left: {}", nodes.join(", "))
             }
         },
-        Command::Compose { replicas, queue_type, brokers, out } => {
+        Command::Compose { replicas, queue_type, brokers, out, swarm, hosts } => {
             let mut topology = Topology::with_replicas(&Topology::default().namespace, &replicas)?;
             topology.queue_type = queue_type;
-            coffee_ops::compose::run_cli(&topology, brokers, out.as_deref())?
+            if swarm {
+                // Classic queues live on one broker and would go with its host.
+                topology.queue_type = QueueType::Quorum;
+                coffee_ops::stack::run_cli(&topology, hosts, out.as_deref())?
+            } else {
+                coffee_ops::compose::run_cli(&topology, brokers, out.as_deref())?
+            }
         }
         Command::Client { cluster, session } => {
             let summary = run_client(&cluster.gateway, session).await?;
