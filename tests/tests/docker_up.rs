@@ -9,7 +9,8 @@
 //! - The console in its container drives the others: its API lists the node containers with their heartbeats,
 //!   kills one and hears its restart on the WebSocket, restarts one, and runs the chaos monkey while a session
 //!   runs, which stays exact.
-//! - `scripts/docker-down.sh` leaves no container, network or volume of the project.
+//! - `scripts/docker-down.sh`, run just after a node was killed, leaves no container, network or volume of the
+//!   project (it stops the monitors first, which would restart the node under it).
 
 use coffee_engine::client::{self, ClientOptions};
 use coffee_tests::console::ConsoleClient;
@@ -100,5 +101,8 @@ async fn the_compose_project_runs_on_the_real_engine_and_every_session_is_exact(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Teardown right after a kill: the monitors would restart the node between compose's stop and its remove,
+    // leaving it running and the network and volumes behind, unless the teardown stops them first.
+    docker(&["kill", &project.container("q4-count-1")]);
     project.down();
 }

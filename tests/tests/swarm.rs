@@ -1,21 +1,22 @@
 //! Several hosts for real: three hosts on this machine (network namespaces, a Docker engine each) in one swarm,
 //! the stack of `coffee compose --swarm` deployed over them (`scripts/swarm-up.sh`). A session through the
-//! gateway on host 1 is exact; then, while two sessions run, host 2 loses its power (its broker and four stage
-//! replicas, two of them stateful, die at once), comes back ten seconds later, and both sessions are still exact.
-//! `scripts/swarm-down.sh` leaves nothing behind.
+//! gateway on host 1 is exact. Then, each time while two sessions run: host 2 loses its power (its broker and four
+//! stage replicas, two of them stateful, die at once) and comes back ten seconds later; host 3 is cut off from the
+//! others for 30 s, both ways; and then one way. Every session is exact. `scripts/swarm-down.sh` leaves nothing
+//! behind.
 
 use coffee_engine::client::{self, ClientOptions};
 use coffee_tests::harness::{assert_matches_reference, generate};
 use coffee_tests::swarm::{swarm, Swarm};
 use coffee_tools::gen::Scale;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 async fn exact_session(gateway: &str, data: &Path, out: &Path) -> Duration {
     let options = ClientOptions::new(gateway, data, out.to_owned());
     let started = Instant::now();
-    let summary = tokio::time::timeout(Duration::from_secs(300), client::run_session(&options, Arc::new(|_| {})))
+    let summary = tokio::time::timeout(Duration::from_secs(420), client::run_session(&options, Arc::new(|_| {})))
         .await
         .expect("the session ends")
         .expect("a session through the swarm");
@@ -23,8 +24,26 @@ async fn exact_session(gateway: &str, data: &Path, out: &Path) -> Duration {
     started.elapsed()
 }
 
+/// Two sessions at once, exact, while `fault` runs (it starts 1.5 s in).
+async fn two_sessions_across(gateway: &str, data: &[PathBuf], out: &Path, what: &str, fault: impl FnOnce()) {
+    let sessions: Vec<_> = data
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let (gateway, data, out) = (gateway.to_owned(), data.clone(), out.join(format!("{what}-{i}")));
+            tokio::spawn(async move { exact_session(&gateway, &data, &out).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(fault);
+    for session in sessions {
+        let took = session.await.expect("the session's task");
+        eprintln!("a session across {what}: {took:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_loses_power_mid_session_and_every_session_is_exact() {
+async fn hosts_lose_power_and_get_cut_off_mid_session_and_every_session_is_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let swarm_started = Instant::now();
     let hosts = Swarm::up();
@@ -35,21 +54,28 @@ async fn a_host_loses_power_mid_session_and_every_session_is_exact() {
     let undisturbed = exact_session(&hosts.gateway, &data[0], &dir.path().join("out-0")).await;
     eprintln!("one session, undisturbed: {undisturbed:?}");
 
-    let sessions: Vec<_> = (1..3)
-        .map(|i| {
-            let (gateway, data, out) = (hosts.gateway.clone(), data[i].clone(), dir.path().join(format!("out-{i}")));
-            tokio::spawn(async move { exact_session(&gateway, &data, &out).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    swarm(&["kill-host", "2"]);
-    let listed = swarm(&["hosts"]);
-    assert!(listed.lines().nth(1).is_some_and(|l| l.ends_with("down")), "host 2 is down: {listed}");
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    swarm(&["start-host", "2"]);
-    for session in sessions {
-        let took = session.await.expect("the session's task");
-        eprintln!("a session across the power cut: {took:?}");
-    }
+    // Host 2: broker 2 and four replicas, two of them stateful (q2_agg-0, q3_agg-1).
+    two_sessions_across(&hosts.gateway, &data[1..], dir.path(), "a power cut", || {
+        swarm(&["kill-host", "2"]);
+        let listed = swarm(&["hosts"]);
+        assert!(listed.lines().nth(1).is_some_and(|l| l.ends_with("down")), "host 2 is down: {listed}");
+        std::thread::sleep(Duration::from_secs(10));
+        swarm(&["start-host", "2"]);
+    })
+    .await;
+    // Host 3 cut off for 30 s: its broker is the minority (it pauses), its replicas lose their brokers.
+    two_sessions_across(&hosts.gateway, &data[1..], dir.path(), "a partition", || {
+        swarm(&["partition", "3"]);
+        assert!(swarm(&["hosts"]).lines().nth(2).is_some_and(|l| l.ends_with("partitioned")));
+        std::thread::sleep(Duration::from_secs(30));
+        swarm(&["heal"]);
+    })
+    .await;
+    two_sessions_across(&hosts.gateway, &data[1..], dir.path(), "a one-way partition", || {
+        swarm(&["partition-oneway", "3"]);
+        std::thread::sleep(Duration::from_secs(30));
+        swarm(&["heal"]);
+    })
+    .await;
     hosts.down();
 }
