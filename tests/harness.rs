@@ -119,6 +119,20 @@ pub async fn start_cluster_with(
     (spec, cluster)
 }
 
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// Session files left in the cluster's state folder (every node's `finished.log` aside).
 pub fn session_files(spec: &ClusterSpec) -> Vec<PathBuf> {
     coffee_engine::state::NodeStore::session_files(&spec.run_dir().join("state")).expect("read the state folder")

@@ -5,6 +5,7 @@
 
 use coffee_console::UploadLimits;
 use coffee_tests::console::{self, Console};
+use coffee_tests::harness::files_under;
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -75,20 +76,6 @@ fn stores_csv(bytes: usize) -> Vec<u8> {
         csv.extend_from_slice(format!("{id},Store {id},Main St,1,City,ST,1.0,2.0\n").as_bytes());
     }
     csv
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

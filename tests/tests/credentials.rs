@@ -5,7 +5,7 @@
 //! in `console_doors.rs`.)
 
 use coffee_tests::cli_cluster::{node, signal, CliCluster, DEFAULT_NODES};
-use coffee_tests::harness::{assert_matches_reference, generate};
+use coffee_tests::harness::{assert_matches_reference, files_under, generate};
 use coffee_tools::gen::Scale;
 use nix::sys::signal::Signal;
 use std::process::Command;
@@ -34,20 +34,6 @@ impl Drop for BrokerUser {
 fn rabbitmqctl(args: &[&str]) {
     let output = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
     assert!(output.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

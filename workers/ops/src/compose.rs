@@ -188,7 +188,11 @@ pub fn run_cli(topology: &Topology, brokers: u16, out: Option<&Path>) -> anyhow:
         anyhow::bail!("--brokers must be at least 1");
     }
     coffee_engine::amqp::check_queue_type(usize::from(brokers), topology.queue_type).map_err(anyhow::Error::msg)?;
-    let text = generate(topology, &ComposeOptions { brokers, ..ComposeOptions::default() });
+    write_or_print(&generate(topology, &ComposeOptions { brokers, ..ComposeOptions::default() }), out)
+}
+
+/// A generated file, written to `out`, or printed when there is none.
+pub(crate) fn write_or_print(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
     match out {
         Some(path) => std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
         None => {

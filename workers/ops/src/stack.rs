@@ -92,9 +92,8 @@ pub struct RestartPolicy {
 /// The stack of `topology` (its queue type must be quorum) over `hosts` hosts.
 pub fn stack_file(topology: &Topology, hosts: u16) -> StackFile {
     assert!(topology.queue_type == QueueType::Quorum, "a stack over several hosts runs on quorum queues");
-    let compose =
+    let ComposeFile { services, volumes } =
         compose::compose_file(topology, &ComposeOptions { brokers: hosts, monitors: 0, ..Default::default() });
-    let ComposeFile { services, volumes } = compose;
     let mut next_stage_host = 0;
     let services = services
         .0
@@ -188,14 +187,7 @@ pub fn run_cli(topology: &Topology, hosts: u16, out: Option<&Path>) -> anyhow::R
     if topology.queue_type != QueueType::Quorum {
         anyhow::bail!("a swarm stack runs on quorum queues: add --queue-type quorum");
     }
-    let text = generate(topology, hosts);
-    match out {
-        Some(path) => std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
-        None => {
-            print!("{text}");
-            Ok(())
-        }
-    }
+    compose::write_or_print(&generate(topology, hosts), out)
 }
 
 #[cfg(test)]
