@@ -28,6 +28,29 @@ fn running_nodes(project: &DockerProject, broker: &str) -> Vec<String> {
     nodes
 }
 
+/// The quorum queues that `broker` lists with fewer members than `brokers`: such a queue stops serving when one
+/// of its members dies.
+fn short_quorum_queues(project: &DockerProject, broker: &str, brokers: usize) -> Vec<String> {
+    let queues = docker(&[
+        "exec",
+        &project.container(broker),
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "name",
+        "type",
+        "members",
+        "--formatter",
+        "json",
+    ]);
+    let queues: Vec<serde_json::Value> = serde_json::from_str(&queues).expect("list_queues as JSON");
+    queues
+        .iter()
+        .filter(|q| q["type"] == "quorum" && q["members"].as_array().map_or(0, Vec::len) < brokers)
+        .map(|q| format!("{} on {}", q["name"], q["members"]))
+        .collect()
+}
+
 async fn exact_session(data: &Path, out: &Path) {
     let options = ClientOptions::new("127.0.0.1:7070", data, out.to_owned());
     let started = std::time::Instant::now();
@@ -62,6 +85,8 @@ async fn one_broker_of_three_killed_mid_run_and_every_session_is_exact() {
     // The nodes spread over the three brokers (by pid and host name): about a third of them lose their
     // connection, and the quorum queues led from rabbitmq-1 elect new leaders.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every queue declared so far spans the three brokers, so each keeps a majority when one dies.
+    assert_eq!(short_quorum_queues(&project, "rabbitmq-2", all.len()), Vec::<String>::new());
     docker(&["kill", &project.container("rabbitmq-1")]);
     for session in sessions {
         session.await.expect("the session's task");

@@ -121,9 +121,13 @@ fn broker_number(service: &str) -> Option<u16> {
 
 /// A compose service as a task of the swarm, on `host`.
 fn adapt(name: &str, service: Service, host: u16) -> StackService {
-    let Service { image, hostname, user, mut command, mut environment, labels, ports, volumes, healthcheck, .. } =
-        service;
+    let Service {
+        image, hostname, user, mut command, mut environment, labels, ports, volumes, mut healthcheck, ..
+    } = service;
     if let Some(n) = broker_number(name) {
+        // Not compose's "every broker runs": a swarm replaces a task that turns unhealthy, and would restart the
+        // survivors of a lost host in a loop.
+        healthcheck = Some(compose::broker_healthcheck());
         let args = environment.get_mut("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS").expect("a clustered broker");
         args.push_str(" -rabbit cluster_partition_handling pause_minority");
         if n > 1 {
@@ -217,6 +221,14 @@ mod tests {
             assert_eq!(stages.iter().filter(|c| c.ends_with(&format!("== {h}"))).count(), 4, "{stages:?}");
         }
         assert!(file.services.0.iter().all(|(n, _)| !n.starts_with("monitor")));
+    }
+
+    #[test]
+    fn a_broker_is_healthy_when_it_answers_not_when_the_cluster_is_whole() {
+        // A swarm replaces unhealthy tasks: compose's "every broker runs" would restart the survivors of a host.
+        let file = stack_file(&quorum(), 3);
+        let check = |name: &str| file.services.get(name).unwrap().healthcheck.clone().unwrap().test;
+        assert_eq!(check("rabbitmq-2"), compose::broker_healthcheck().test);
     }
 
     #[test]
