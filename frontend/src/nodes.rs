@@ -151,6 +151,11 @@ fn NodeRow(node: NodeView) -> impl IntoView {
             format!("{} log · {} snap, {} ago", human_bytes(s.log_bytes), human_bytes(s.snapshot_bytes), seconds(ms))
         }
     });
+    // A replica holding its group until its disk has room again (its beats say so).
+    let disk_full = node.state.is_some_and(|s| s.disk_full);
+    let on_disk = if disk_full { format!("disk full: holding · {on_disk}") } else { on_disk };
+    let disk_free = node.state.and_then(|s| s.disk_free_bytes);
+    let disk_title = disk_free.map_or_else(String::new, |b| format!("{} free on its disk", human_bytes(b)));
     // Ready 0: the process is still recovering.
     let ready = node.state.filter(|s| s.ready_ms > 0);
     let recovery = ready.map_or_else(String::new, |s| {
@@ -177,7 +182,8 @@ fn NodeRow(node: NodeView) -> impl IntoView {
             <td class={if node.restarts > 0 { "num warn-text" } else { "num" }}>{node.restarts}</td>
             <td class="num">{heartbeat}</td>
             <td class="num">{node.open_sessions.map_or_else(|| "—".to_owned(), |n| n.to_string())}</td>
-            <td class="muted tiny" data-testid="state-on-disk">{on_disk}</td>
+            <td class=if disk_full { "tiny warn-text" } else { "muted tiny" } data-testid="state-on-disk"
+                data-disk-full=disk_full.to_string() title=disk_title>{on_disk}</td>
             <td class="muted tiny" data-testid="last-recovery" title=recovery_detail>{recovery}</td>
             <td class="actions">
                 <button class="btn small" data-testid=format!("restart-{}", node.name) on:click=act("restart")>"Restart"</button>

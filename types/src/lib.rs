@@ -272,6 +272,13 @@ pub struct ReplicaState {
     pub recovered_sessions: u64,
     /// From its process's start to consuming input: how long a restart kept it away.
     pub ready_ms: u64,
+    /// Bytes free on the disk of its folder.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    /// It holds a group because that disk has less free than its reserve (`STATE_MIN_FREE_MB`): nothing is
+    /// written or acked until space is freed.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 /// The chaos monkey. `chaos` events carry all but `max_kills`, hence the defaults.

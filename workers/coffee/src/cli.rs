@@ -105,6 +105,11 @@ struct Durability {
     #[arg(long, env = "COFFEE_GROUP_MAX", default_value_t = coffee_engine::runtime::PREFETCH,
           value_parser = clap::value_parser!(u16).range(1..=i64::from(coffee_engine::runtime::PREFETCH)))]
     group_max: u16,
+    /// MiB the state folder's disk must keep free: below it a replica holds its group (nothing written or acked,
+    /// its beats say `disk_full`) until space is freed. 0 writes until the disk refuses (the process then exits
+    /// without acking, and its restart waits in turn).
+    #[arg(long, env = "STATE_MIN_FREE_MB", default_value_t = coffee_engine::runtime::DEFAULT_MIN_FREE_MB)]
+    state_min_free_mb: u64,
 }
 
 #[derive(Subcommand)]
@@ -655,6 +660,7 @@ async fn run_worker(cluster: &ClusterArgs, stage: &str, replica: u16, durability
         snapshot_interval: durability.snapshot_interval,
         session_lease: durability.session_lease,
         group_max: usize::from(durability.group_max),
+        min_free_bytes: durability.state_min_free_mb.saturating_mul(1 << 20),
     };
     Ok(runtime::serve_stage(stage, config, &cluster.amqp_url).await?)
 }

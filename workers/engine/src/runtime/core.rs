@@ -55,6 +55,9 @@ pub struct ReplicaConfig {
     /// The most deliveries committed as one group, at most [`super::PREFETCH`] (1 logs, fsyncs and acks every
     /// message on its own: for measuring what group commit buys, see docs/benchmarks.md).
     pub group_max: usize,
+    /// Bytes the state folder's disk must have free before a group is committed: below it, the replica holds
+    /// the group (nothing written, nothing acked) until space is freed. 0 writes until the disk refuses.
+    pub min_free_bytes: u64,
 }
 
 /// The (session, stream, sender) keys a stage replica waits for, from the topology.

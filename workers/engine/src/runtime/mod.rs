@@ -31,6 +31,10 @@ use tracing::{info, warn};
 /// Unacked deliveries a replica holds at once (and so the largest group it commits together).
 pub const PREFETCH: u16 = 256;
 
+/// MiB a replica's state disk keeps free, unless `STATE_MIN_FREE_MB` says otherwise: about what the largest
+/// groups write (a prefetch of item batches), so a group that starts above it rarely meets a full disk.
+pub const DEFAULT_MIN_FREE_MB: u64 = 64;
+
 /// Inputs logged per session between two snapshots, unless `SNAPSHOT_INTERVAL` says otherwise.
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 1000;
 
@@ -68,7 +72,12 @@ struct Io {
     /// When the process started, and what its beats say of its folder and its recovery.
     started: std::time::Instant,
     recovery: Arc<std::sync::Mutex<coffee_types::ReplicaState>>,
+    /// The free bytes the folder's disk must have before a group is committed ([`ReplicaConfig::min_free_bytes`]).
+    min_free_bytes: u64,
 }
+
+/// How often a replica holding a group looks at its disk again.
+const DISK_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Io {
     /// Performs the shell's steps until it has none left, handling the deliveries of `group` (empty outside a
@@ -112,7 +121,8 @@ impl Io {
                 // A newer incarnation may have started while this one was stopped: it must not write any more.
                 Step::StepAsideIfReplaced => self.incarnation.step_aside_if_replaced(),
                 Step::Commit => {
-                    let committed = shell.commit(tokio::time::Instant::now())?;
+                    self.wait_for_room().await?;
+                    let committed = shell.commit(tokio::time::Instant::now()).inspect_err(|e| self.disk_refused(e))?;
                     self.counters.consumed_rows(committed.rows_in);
                     self.counters.open_sessions.store(shell.protocol().open_sessions() as u64, Ordering::Relaxed);
                     crate::failpoint!("after-log-before-ack");
@@ -148,6 +158,45 @@ impl Io {
         Ok(())
     }
 
+    /// Before a group is made durable: while the folder's disk has less free than the reserve, hold the group
+    /// (nothing written, nothing acked: its deliveries stay with this consumer) and say so in every beat. The
+    /// process beats on and is not waiting on the broker, so no monitor takes it for stuck. Once space is freed
+    /// it carries on, unless a newer incarnation replaced it meanwhile.
+    async fn wait_for_room(&self) -> Result<(), RuntimeError> {
+        let reserve = self.min_free_bytes;
+        let mut held = false;
+        loop {
+            let free = crate::state::available_bytes(&self.folder)?;
+            if free >= reserve {
+                break;
+            }
+            if !held {
+                let folder = self.folder.display().to_string();
+                warn!(node = %self.me, %folder, free, reserve, "the state disk is full: holding the group until space is freed (nothing written or acked)");
+                self.recovery.lock().expect("recovery lock").disk_full = true;
+                held = true;
+            }
+            tokio::time::sleep(DISK_POLL).await;
+        }
+        if held {
+            self.recovery.lock().expect("recovery lock").disk_full = false;
+            info!(node = %self.me, "space on the state disk again: committing the group held");
+            self.incarnation.step_aside_if_replaced();
+        }
+        Ok(())
+    }
+
+    /// Names a disk that refused a commit (the reserve was not enough for the group): the process exits without
+    /// acking, what it wrote of the group is a torn tail that recovery cuts, and its next start waits for room.
+    fn disk_refused(&self, error: &RuntimeError) {
+        if let RuntimeError::State(e) = error {
+            if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+                let folder = self.folder.display().to_string();
+                warn!(node = %self.me, %folder, "the state disk refused the group: exiting without acking it");
+            }
+        }
+    }
+
     /// Holds the replica's lock (on this process's connection, for its whole life), then checks that this
     /// process's folder is the one recorded as the replica's state, or records it ([`crate::ownership`]).
     async fn claim(&self, folder: uuid::Uuid) -> Result<(), RuntimeError> {
@@ -177,7 +226,15 @@ impl Io {
             let (log_bytes, snapshot_bytes, age) = crate::state::footprint(&folder);
             let last_snapshot_age_ms = age.map(|a| a.as_millis() as u64);
             let known = *reported.lock().expect("recovery lock");
-            beat.state = Some(coffee_types::ReplicaState { log_bytes, snapshot_bytes, last_snapshot_age_ms, ..known });
+            let disk_free_bytes = crate::state::available_bytes(&folder).ok();
+            let state = coffee_types::ReplicaState {
+                log_bytes,
+                snapshot_bytes,
+                last_snapshot_age_ms,
+                disk_free_bytes,
+                ..known
+            };
+            beat.state = Some(state);
         };
         let (me, counters) = (self.me.to_string(), self.counters.clone());
         heartbeat::start_with(&self.connection, &self.topology, me, counters, annotate).await?;
@@ -275,6 +332,7 @@ async fn connect<O: Operator>(node: &StageNode<O>, amqp_url: &str) -> Result<Io,
         incarnation,
         started,
         recovery,
+        min_free_bytes: node.config.min_free_bytes,
     };
     Ok(io)
 }
@@ -300,6 +358,7 @@ mod tests {
             snapshot_interval: 10,
             session_lease: crate::lease::DEFAULT_LEASE,
             group_max: usize::from(PREFETCH),
+            min_free_bytes: 0,
         };
         StageNode::new(operator, config)
     }

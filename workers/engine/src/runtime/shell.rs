@@ -7,7 +7,9 @@
 //!    published before the next one is handled (the broker works while the replica does);
 //! 2. every publish of the group is confirmed by the broker;
 //! 3. a replica that a newer incarnation replaced stops here, having written and acked nothing;
-//! 4. the applied inputs are logged and fsynced, due snapshots taken, completed sessions retired;
+//! 4. the applied inputs are logged and fsynced, due snapshots taken, completed sessions retired (the runtime
+//!    first holds the group while the folder's disk has less free than its reserve, `STATE_MIN_FREE_MB`; a disk
+//!    that refuses a write anyway ends the process here, like a crash);
 //! 5. the group is acked with one `multiple` ack.
 //!
 //! Dying anywhere is safe. Before 4, the inputs are redelivered, applied again and published again under the
@@ -206,6 +208,7 @@ mod tests {
             snapshot_interval: 10,
             session_lease: Duration::from_secs(10),
             group_max: 8,
+            min_free_bytes: 0,
         };
         Shell::new(Replica::new(StageNode::new(Q3Agg, config)), Duration::from_secs(10))
     }

@@ -315,6 +315,12 @@ fn walk(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Bytes free for an unprivileged writer on the file system that holds `dir` (`statvfs`).
+pub fn available_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stats = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(stats.blocks_available().saturating_mul(stats.fragment_size()))
+}
+
 /// What a replica's folder holds now: bytes of session logs, bytes of snapshots, and how long ago the newest
 /// snapshot was written. Read from the file system (for the heartbeat), not through the store.
 pub fn footprint(dir: &Path) -> (u64, u64, Option<std::time::Duration>) {

@@ -159,6 +159,7 @@ impl<'a> World<'a> {
                     snapshot_interval: 5,
                     session_lease: lease,
                     group_max: GROUP_MAX,
+                    min_free_bytes: 0,
                 };
                 let protocol = with_operator(stage, Build(config.clone()));
                 SimReplica {
