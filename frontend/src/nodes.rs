@@ -175,8 +175,10 @@ fn NodeRow(node: NodeView) -> impl IntoView {
             <td><code>{node.name.clone()}</code></td>
             <td>{node.role.clone()}</td>
             <td class="num">{node.replica}</td>
-            <td title=node.detail.clone()>
-                <span class=if node.up { "dot up" } else { "dot down" }></span>{if node.up { "up" } else { "down" }}
+            <td title=node.refused.clone().unwrap_or_else(|| node.detail.clone()) data-testid="node-up"
+                class:warn-text=node.refused.is_some()>
+                <span class=if node.up { "dot up" } else { "dot down" }></span>
+                {if node.up { "up" } else if node.refused.is_some() { "refused" } else { "down" }}
             </td>
             <td class="num">{node.pid.map_or_else(|| "—".to_owned(), |p| p.to_string())}</td>
             <td class={if node.restarts > 0 { "num warn-text" } else { "num" }}>{node.restarts}</td>

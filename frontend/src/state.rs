@@ -254,7 +254,18 @@ impl Console {
                 }
                 self.apply_cluster(cluster);
             }
-            Event::Nodes { nodes } => self.nodes.set(nodes),
+            Event::Nodes { nodes } => {
+                // A refusal is said once in the log, when a node is first seen refused (and again only after it
+                // was started and refused anew).
+                let before = self.nodes.get_untracked();
+                for node in &nodes {
+                    let (Some(reason), false) = (&node.refused, node.up) else { continue };
+                    if !before.iter().any(|b| b.name == node.name && b.refused.is_some()) {
+                        self.push_log("error", format!("{} is refused for good and left down: {reason}", node.name));
+                    }
+                }
+                self.nodes.set(nodes)
+            }
             Event::NodeKilled { node, pid, cause } => {
                 let by = match cause {
                     KillCause::Chaos => "by the chaos monkey",

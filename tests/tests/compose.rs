@@ -253,6 +253,7 @@ async fn the_docker_orchestrator_lists_kills_restarts_and_starts_containers_by_l
         detail: detail.into(),
         pid: None,
         restarts: None,
+        refused: None,
     };
     assert_eq!(
         nodes,

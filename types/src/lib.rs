@@ -253,6 +253,10 @@ pub struct NodeView {
     /// Its durable state and last recovery (stage replicas).
     #[serde(default)]
     pub state: Option<ReplicaState>,
+    /// Why it was refused for good (the broker refused its queues, or its state is not its to serve): it is
+    /// left down until someone restarts it.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// A stage replica's durable state and its last recovery, as its heartbeat reports them.

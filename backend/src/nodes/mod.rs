@@ -541,6 +541,7 @@ impl Nodes {
         let restarts = node.restarts.or(heard.map(|h| h.restarts)).unwrap_or(0);
         let up = node.state == RunState::Running;
         let mut view = node_view(node.name, up, pid, restarts, age, node.detail);
+        view.refused = node.refused.filter(|_| !up);
         if let Some(heard) = heard.filter(|_| view.role != "monitor") {
             view.open_sessions = Some(heard.work.open_sessions);
             view.state = heard.state;

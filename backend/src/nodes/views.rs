@@ -41,5 +41,6 @@ pub(super) fn node_view(
         // Not a pipeline node (the console itself).
         Err(_) => (name.clone(), 0),
     };
-    NodeView { up, name, role, replica, pid, restarts, heartbeat_age_ms, detail, open_sessions: None, state: None }
+    let (open_sessions, state, refused) = (None, None, None);
+    NodeView { up, name, role, replica, pid, restarts, heartbeat_age_ms, detail, open_sessions, state, refused }
 }

@@ -393,14 +393,19 @@ pub fn main() {
     }
 }
 
+/// [`amqp::REFUSED_EXIT_CODE`] when the node was refused for good (its supervisor leaves it down and says why),
 /// [`amqp::LOST_BROKER_EXIT_CODE`] when the broker failed (a supervisor restarts such a node at once, and it
 /// waits for the broker), 1 for any other error.
 fn exit_code(e: &anyhow::Error) -> i32 {
-    let runtime_broker = matches!(
-        e.downcast_ref::<coffee_engine::runtime::RuntimeError>(),
-        Some(coffee_engine::runtime::RuntimeError::Broker(_))
-    );
-    if runtime_broker || amqp::is_broker_failure(e) {
+    use coffee_engine::runtime::RuntimeError;
+    let refused = e.chain().any(|cause| {
+        cause.downcast_ref::<RuntimeError>().is_some_and(RuntimeError::is_refusal)
+            || matches!(cause.downcast_ref::<amqp::BrokerError>(), Some(amqp::BrokerError::Refused { .. }))
+    });
+    let runtime_broker = matches!(e.downcast_ref::<RuntimeError>(), Some(RuntimeError::Broker(_)));
+    if refused {
+        amqp::REFUSED_EXIT_CODE
+    } else if runtime_broker || amqp::is_broker_failure(e) {
         amqp::LOST_BROKER_EXIT_CODE
     } else {
         1
@@ -558,12 +563,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cluster { action: ClusterAction::Status { cluster } } => {
             let namespace = cluster.namespace.clone();
             println!("{:<16} {:>8} {:>9} {:>14}", "node", "pid", "restarts", "heartbeat age");
-            for node in cluster::read_status(&namespace)? {
-                let pid = node.pid.map_or_else(|| "down".to_owned(), |p| p.to_string());
+            let nodes = cluster::read_status(&namespace)?;
+            for node in &nodes {
+                let down = if node.refused.is_some() { "refused" } else { "down" };
+                let pid = node.pid.map_or_else(|| down.to_owned(), |p| p.to_string());
                 let age = node
                     .heartbeat_age_ms
                     .map_or_else(|| "never".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
                 println!("{:<16} {pid:>8} {:>9} {age:>14}", node.name, node.restarts);
+            }
+            // Each refusal once, in full: the node is left down until someone restarts it.
+            for node in nodes.iter().filter(|n| n.pid.is_none()) {
+                if let Some(reason) = &node.refused {
+                    println!("{} is refused for good and left down: {reason}", node.name);
+                }
             }
             let connection = amqp::connect(&cluster.amqp_url, "status").await?;
             let channel = connection.create_channel().await?;

@@ -32,6 +32,14 @@ pub enum BrokerError {
     /// supervisor starts it again at once, to wait for the broker (see [`LOST_BROKER_EXIT_CODE`]).
     #[error("lost the broker: {0}")]
     Lost(String),
+    /// The broker refused a queue of the topology for good (see [`is_refusal`]): the node exits with
+    /// [`REFUSED_EXIT_CODE`] and stays down until a person acts.
+    #[error(
+        "the broker refuses queue {queue}: {reason}. A queue declared with other arguments (by an older build, or \
+         another queue type) is deleted with `coffee cluster down` (which deletes the namespace's queues); a user \
+         without permission needs `rabbitmqctl set_permissions`. Then restart this node"
+    )]
+    Refused { queue: String, reason: String },
 }
 
 /// Whether an error is the broker's failure rather than the node's or its peer's.
@@ -42,6 +50,24 @@ pub fn is_broker_failure(e: &anyhow::Error) -> bool {
 /// The exit code of a node that lost the broker (`EX_TEMPFAIL`): a supervisor restarts such a node at once,
 /// whereas a crash or a kill is left to the health monitors first.
 pub const LOST_BROKER_EXIT_CODE: i32 = 75;
+
+/// The exit code of a node refused for good (`EX_CONFIG`): starting it again would meet the same refusal, so
+/// its supervisor leaves it down and says why until someone restarts it by hand. See [`is_refusal`].
+pub const REFUSED_EXIT_CODE: i32 = 78;
+
+/// Whether the broker refused a declaration for good rather than failed: 403 (access refused: the user's
+/// permissions), 406 (precondition failed: a queue declared with other arguments, as after an upgrade) or 530
+/// (not allowed: the vhost). Retrying meets the same answer until a person acts. Only a declaration's answer
+/// counts: a 403 on `basic.consume` is a classic queue's exclusive consumer, which goes away with its process.
+pub fn is_refusal(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    let lapin::ErrorKind::ProtocolError(error) = e.kind() else { return false };
+    matches!(
+        error.kind(),
+        AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED | AMQPSoftError::PRECONDITIONFAILED)
+            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+    )
+}
 
 /// The brokers named by an `AMQP_URL`: one URL, or several separated by commas (the nodes of one RabbitMQ
 /// cluster, any of which serves every queue).
@@ -259,8 +285,11 @@ fn queue_arguments(topology: &Topology, max_length: Option<u32>) -> FieldTable {
 
 async fn declare_with(channel: &Channel, arguments: FieldTable, queue: &str) -> Result<(), BrokerError> {
     let options = QueueDeclareOptions { durable: true, ..Default::default() };
-    channel.queue_declare(queue.into(), options, arguments).await?;
-    Ok(())
+    match channel.queue_declare(queue.into(), options, arguments).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_refusal(&e) => Err(BrokerError::Refused { queue: queue.to_owned(), reason: e.to_string() }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Declares one durable queue of the topology (unbounded), of its queue type.

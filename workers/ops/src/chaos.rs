@@ -334,6 +334,7 @@ mod tests {
                 detail: String::new(),
                 pid: Some(7),
                 restarts: None,
+                refused: None,
             };
             Box::pin(async move { Ok(vec![node("gateway"), node("tx_filter-0")]) })
         }

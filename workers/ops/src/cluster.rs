@@ -23,12 +23,12 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What the cluster runs and where.
 #[derive(Debug, Clone)]
@@ -120,6 +120,9 @@ struct Node {
     /// Whether its last exit said it lost the broker ([`amqp::LOST_BROKER_EXIT_CODE`]): then it is restarted
     /// at once, to wait for the broker, rather than left to the monitors (who cannot hear it either).
     lost_broker: bool,
+    /// Why it was refused for good, when its last exit said so ([`amqp::REFUSED_EXIT_CODE`]): it is left down,
+    /// whoever asks, until a person restarts it ([`LocalCluster::restart`] by name, from the console or a test).
+    refused: Option<String>,
 }
 
 impl Node {
@@ -132,11 +135,13 @@ impl Node {
             exited: None,
             crash_loop: CrashLoop::default(),
             lost_broker: false,
+            refused: None,
         }
     }
 
     /// Notes that the process exited, if it did (once per process).
-    fn reap(&mut self, name: &str) {
+    /// Notes its process's exit, if it exited; `log` is its output, where a refused node said why.
+    fn reap(&mut self, name: &str, log: &Path) {
         if self.exited.is_some() {
             return;
         }
@@ -149,8 +154,29 @@ impl Node {
             self.lost_broker = status.code() == Some(amqp::LOST_BROKER_EXIT_CODE);
             let quick_exits = self.crash_loop.quick_exits();
             warn!(node = %name, %status, lost_broker = self.lost_broker, quick_exits, "node exited");
+            if status.code() == Some(amqp::REFUSED_EXIT_CODE) {
+                let reason = refusal_reason(log);
+                error!(node = %name, %reason, "node refused for good: left down until it is restarted by hand");
+                self.refused = Some(reason);
+            }
         }
     }
+}
+
+/// Why a refused node said it was refused: the last `error:` line of its log (what `coffee` prints as it exits).
+fn refusal_reason(log: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let mut tail = String::new();
+    if let Ok(mut file) = std::fs::File::open(log) {
+        let start = file.metadata().map(|m| m.len().saturating_sub(TAIL)).unwrap_or(0);
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(start)).is_ok() && file.read_to_end(&mut bytes).is_ok() {
+            tail = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    let said = tail.lines().rev().find_map(|line| line.strip_prefix("error: "));
+    said.map_or_else(|| format!("it said why in {}", log.display()), str::to_owned)
 }
 
 /// How long an exited node is left to the health monitors before the supervisor restarts it itself.
@@ -190,6 +216,9 @@ pub struct NodeStatus {
     pub restarts: u32,
     /// Milliseconds since its last heartbeat, if one was heard.
     pub heartbeat_age_ms: Option<u64>,
+    /// Why it was refused for good and is left down (see [`amqp::REFUSED_EXIT_CODE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A local process as an orchestrator sees it: running while it has a pid.
@@ -197,9 +226,14 @@ impl From<NodeStatus> for NodeState {
     fn from(n: NodeStatus) -> NodeState {
         NodeState {
             state: if n.pid.is_some() { RunState::Running } else { RunState::Stopped },
-            detail: n.pid.map_or_else(|| "down".to_owned(), |pid| format!("pid {pid}")),
+            detail: match (n.pid, &n.refused) {
+                (Some(pid), _) => format!("pid {pid}"),
+                (None, Some(_)) => "refused".to_owned(),
+                (None, None) => "down".to_owned(),
+            },
             pid: n.pid,
             restarts: Some(n.restarts),
+            refused: n.refused,
             name: n.name,
         }
     }
@@ -368,6 +402,7 @@ impl LocalCluster {
                 pid: n.child.id(),
                 restarts: n.restarts,
                 heartbeat_age_ms: self.heard.get(name).map(|h| h.at.elapsed().as_millis() as u64),
+                refused: n.refused.clone(),
             })
             .collect()
     }
@@ -396,6 +431,7 @@ impl LocalCluster {
         node.restarts += 1;
         node.started = Instant::now();
         node.exited = None;
+        node.refused = None;
         Ok(())
     }
 
@@ -404,7 +440,12 @@ impl LocalCluster {
     /// `monitor_grace` for the other nodes when monitors run. Returns the nodes restarted, with who asked.
     pub async fn supervise_step(&mut self) -> anyhow::Result<Vec<Restarted>> {
         let mut restarted = Vec::new();
+        self.reap_all();
         while let Ok(request) = self.requests.try_recv() {
+            if self.nodes.get(&request.node).is_some_and(|n| n.refused.is_some()) {
+                debug!(node = %request.node, by = %request.by, "a monitor asked to restart a refused node: left down");
+                continue;
+            }
             if self.restart(&request.node, request.pid).await? {
                 info!(node = %request.node, by = %request.by, "restarted at a monitor's request");
                 restarted.push(Restarted { node: request.node, by: request.by });
@@ -423,9 +464,9 @@ impl LocalCluster {
         let monitored = self.options.monitors > 0;
         let grace = self.options.monitor_grace;
         let mut due = Vec::new();
-        for (name, node) in &mut self.nodes {
-            node.reap(name);
-            let Some(exited) = node.exited else { continue };
+        self.reap_all();
+        for (name, node) in &self.nodes {
+            let Some(exited) = node.exited.filter(|_| node.refused.is_none()) else { continue };
             let left_to_monitors = monitored && !monitor::is_monitor(name) && !node.lost_broker;
             let wait = if left_to_monitors { node.crash_loop.backoff().max(grace) } else { node.crash_loop.backoff() };
             if now >= exited + wait {
@@ -437,6 +478,13 @@ impl LocalCluster {
             self.respawn(name)?;
         }
         Ok(due)
+    }
+
+    /// Notes every node's exit, if it exited.
+    fn reap_all(&mut self) {
+        for (name, node) in &mut self.nodes {
+            node.reap(name, &self.spec.log_path(name));
+        }
     }
 
     /// Writes `nodes.json` for `coffee cluster status` and `coffee chaos` in other shells.
@@ -471,17 +519,18 @@ impl LocalCluster {
     /// is reaped, and a listing taken meanwhile would say the node runs.
     pub async fn kill_and_wait(&mut self, name: &str) -> anyhow::Result<()> {
         self.kill(name)?;
+        let log = self.spec.log_path(name);
         let node = self.nodes.get_mut(name).expect("a node just killed");
         let _ = tokio::time::timeout(Duration::from_secs(1), node.child.wait()).await;
-        node.reap(name);
+        node.reap(name, &log);
         Ok(())
     }
 
     /// Restarts every node that has exited, now, whoever would have restarted it. Returns the names restarted.
     pub fn restart_exited(&mut self) -> anyhow::Result<Vec<String>> {
         let mut exited = Vec::new();
-        for (name, node) in &mut self.nodes {
-            node.reap(name);
+        self.reap_all();
+        for (name, node) in &self.nodes {
             if node.exited.is_some() {
                 exited.push(name.clone());
             }
@@ -769,3 +818,17 @@ pub fn signal_down(namespace: &str) -> anyhow::Result<Down> {
 
 /// How long `cluster down` waits for the nodes it killed to be gone.
 const ORPHANS_DIE_WITHIN: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_is_the_last_error_line_of_the_nodes_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("q2_agg-0.log");
+        std::fs::write(&log, "error: lost the broker: gone\nINFO started\nerror: the broker refuses queue q\nbye\n")
+            .unwrap();
+        assert_eq!(super::refusal_reason(&log), "the broker refuses queue q");
+        let missing = dir.path().join("none.log");
+        assert!(super::refusal_reason(&missing).contains("none.log"));
+    }
+}

@@ -136,6 +136,7 @@ impl Orchestrator for DockerOrchestrator {
                 .await?
                 .into_iter()
                 .map(|(name, c)| NodeState {
+                    refused: c.status.as_deref().and_then(refused_by_status),
                     name,
                     state: run_state(c.state),
                     detail: c.status.or(c.state.map(|s| s.to_string())).unwrap_or_default(),
@@ -173,5 +174,23 @@ impl Orchestrator for DockerOrchestrator {
             // The engine answers 304 (not an error for bollard) when the container already runs.
             Ok(self.docker.start_container(&id, None).await?)
         })
+    }
+}
+
+/// A container whose last exit was a refusal for good: the engine's status names the exit code
+/// (`Exited (78) 3 seconds ago`, `Restarting (78) ...`). The engine restarts it anyway (a restart policy cannot
+/// spare one exit code); its log says why.
+fn refused_by_status(status: &str) -> Option<String> {
+    let code = format!("({})", coffee_engine::amqp::REFUSED_EXIT_CODE);
+    status.contains(&code).then(|| format!("it exited with {code}, refused for good: its log (`docker logs`) says why"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_container_that_exited_refused_is_named_so() {
+        assert!(super::refused_by_status("Restarting (78) 2 seconds ago").is_some());
+        assert!(super::refused_by_status("Exited (75) 3 minutes ago").is_none());
+        assert!(super::refused_by_status("Up 5 minutes").is_none());
     }
 }

@@ -34,6 +34,9 @@ pub struct NodeState {
     /// How many times its orchestrator restarted it, when the orchestrator keeps count (a local supervisor
     /// does; the Docker engine's count is not the nodes' and is not read).
     pub restarts: Option<u32>,
+    /// Why the node was refused for good, if its last exit said so ([`coffee_engine::amqp::REFUSED_EXIT_CODE`]):
+    /// the broker refused its queues, or its state is not its to serve. Starting it again meets the same answer.
+    pub refused: Option<String>,
 }
 
 /// A node that an orchestrator's supervision restarted, and who asked: a monitor (`monitor-2`), or the

@@ -36,6 +36,20 @@ pub enum RuntimeError {
     NotTheOwner { replica: NodeId, folder: String, mine: uuid::Uuid, owner: uuid::Uuid, record: String },
 }
 
+impl RuntimeError {
+    /// Whether starting the replica again would meet this error again: the broker refused one of its queues for
+    /// good, its folder is not the replica's, or its state does not decode. Its process exits with
+    /// [`crate::amqp::REFUSED_EXIT_CODE`].
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Broker(crate::amqp::BrokerError::Refused { .. })
+                | RuntimeError::NotTheOwner { .. }
+                | RuntimeError::Snapshot(..)
+        )
+    }
+}
+
 impl From<lapin::Error> for RuntimeError {
     fn from(e: lapin::Error) -> Self {
         RuntimeError::Broker(e.into())
