@@ -109,3 +109,28 @@ async fn a_queue_the_broker_refuses_leaves_its_replica_down_and_named_until_rest
     assert_matches_reference(&summary, &data);
     console.app.shutdown().await;
 }
+
+/// State another build wrote (format 2 here) refuses the replica's start: its process says which folder, which
+/// format and the way out, and exits as refused (78), which a supervisor leaves down (see above).
+#[tokio::test]
+async fn a_replica_on_state_of_another_format_exits_refused_and_says_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("q3_agg-0")).unwrap();
+    std::fs::write(dir.path().join("q3_agg-0").join(coffee_engine::state::FORMAT_FILE), "2\n").unwrap();
+    let spec = coffee_tests::harness::cluster_spec("format", "all=1");
+    let namespace = spec.topology.namespace.clone();
+    let output = tokio::process::Command::new(node_binary())
+        .args(["worker", "--stage", "q3_agg", "--replica", "0", "--replicas", "all=1", "--namespace", &namespace])
+        .args(["--amqp-url", &amqp_url()])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("coffee worker runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(coffee_engine::amqp::REFUSED_EXIT_CODE), "{stderr}");
+    assert!(stderr.contains("holds state in format 2, and this build reads format 1"), "{stderr}");
+    let connection = coffee_engine::amqp::connect(&amqp_url(), "test").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    coffee_engine::amqp::delete_queues(&channel, &spec.topology).await.unwrap();
+}

@@ -26,8 +26,18 @@ pub enum RuntimeError {
     Broker(#[from] crate::amqp::BrokerError),
     #[error("state folder: {0}")]
     State(#[from] std::io::Error),
-    #[error("a snapshot of session {0} does not decode: {1}")]
-    Snapshot(SessionId, postcard::Error),
+    #[error(
+        "{replica} cannot read its state of session {session} ({what}: {error}), in {folder}. Another build wrote \
+         it: run that build until the session ends, or delete the session's files ({session}.*) and run the \
+         session again from its client"
+    )]
+    Unreadable { replica: NodeId, folder: String, session: SessionId, what: &'static str, error: String },
+    #[error(
+        "{replica}'s folder {folder} holds state in format {}, and this build reads format {reads}: run a build of \
+         that format until the folder's sessions end, or delete the folder (its open sessions are lost: run them \
+         again from their clients)", found.map_or_else(|| "unknown".to_owned(), |f| f.to_string())
+    )]
+    Format { replica: NodeId, folder: String, found: Option<u32>, reads: u32 },
     #[error(
         "{replica}'s state is in another folder (id {owner}) than this process's ({folder}, id {mine}): it will not \
          serve the replica. Run it on the folder that holds the state; if that folder is lost for good, delete the \
@@ -38,14 +48,15 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     /// Whether starting the replica again would meet this error again: the broker refused one of its queues for
-    /// good, its folder is not the replica's, or its state does not decode. Its process exits with
+    /// good, its folder is not the replica's, or its state is in another format or does not decode. Its process exits with
     /// [`crate::amqp::REFUSED_EXIT_CODE`].
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
             RuntimeError::Broker(crate::amqp::BrokerError::Refused { .. })
                 | RuntimeError::NotTheOwner { .. }
-                | RuntimeError::Snapshot(..)
+                | RuntimeError::Unreadable { .. }
+                | RuntimeError::Format { .. }
         )
     }
 }
@@ -188,7 +199,15 @@ impl<O: Operator> StageNode<O> {
         disk: Arc<dyn Disk>,
         tombstones: usize,
     ) -> Result<(ReplicaState<O::State>, Recovery), RuntimeError> {
-        let (store, recovered) = NodeStore::open_on(disk, &self.node_dir(), tombstones)?;
+        let dir = self.node_dir();
+        match crate::state::format_of(&*disk, &dir)? {
+            Some(crate::state::FORMAT) => {}
+            found => {
+                let (replica, folder) = (self.me(), dir.display().to_string());
+                return Err(RuntimeError::Format { replica, folder, found, reads: crate::state::FORMAT });
+            }
+        }
+        let (store, recovered) = NodeStore::open_on(disk, &dir, tombstones)?;
         let mut sessions = BTreeMap::new();
         let mut recovery = Recovery { sessions: recovered.sessions.len() as u64, ..Recovery::default() };
         for (id, saved) in recovered.sessions {
@@ -257,19 +276,24 @@ impl<O: Operator> StageNode<O> {
     }
 
     /// Rebuilds a session from its snapshot and the inputs logged after it. Outputs are not published again:
-    /// the log holds only inputs whose outputs were confirmed.
+    /// the log holds only inputs whose outputs were confirmed. A snapshot or a logged input that does not decode
+    /// (its checksum held: another build wrote it) refuses the start: that input was acked, so skipping it would
+    /// leave its stream one input short for good.
     fn recover(&self, id: SessionId, saved: RecoveredSession) -> Result<Session<O::State>, RuntimeError> {
+        let unreadable = |what: &'static str, error: String| RuntimeError::Unreadable {
+            replica: self.me(),
+            folder: self.node_dir().display().to_string(),
+            session: id,
+            what,
+            error,
+        };
         let mut session = match saved.snapshot {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| RuntimeError::Snapshot(id, e))?,
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| unreadable("its snapshot", e.to_string()))?,
             None => self.new_session(),
         };
         for record in saved.records {
-            match Envelope::decode(&record) {
-                Ok(envelope) => {
-                    self.apply(&mut session, envelope);
-                }
-                Err(e) => warn!(session = %id, error = %e, "skipping a logged input that does not decode"),
-            }
+            let envelope = Envelope::decode(&record).map_err(|e| unreadable("a logged input", e.to_string()))?;
+            self.apply(&mut session, envelope);
         }
         Ok(session)
     }

@@ -305,4 +305,32 @@ mod tests {
         assert_eq!(steps, vec![Step::StepAsideIfReplaced, retire]);
         assert_eq!(shell.protocol().sessions(), vec![kept]);
     }
+
+    /// A state folder that another build wrote is refused at open, naming what it cannot read, rather than
+    /// misread or skipped (an acked input skipped would leave its stream short for good).
+    #[test]
+    fn state_in_another_format_or_that_does_not_decode_refuses_the_start() {
+        use crate::state::{NodeStore, FORMAT_FILE};
+        let dir = std::path::Path::new("/state/q3_agg-0");
+        let t0 = Instant::now();
+
+        let newer = Arc::new(SimDisk::new());
+        crate::state::disk::write_atomically(&*newer, &dir.join(FORMAT_FILE), b"2\n").unwrap();
+        let refused = shell().open(newer, t0).err().expect("format 2 refused");
+        assert!(matches!(refused, RuntimeError::Format { found: Some(2), reads: 1, .. }), "{refused}");
+        assert!(refused.is_refusal());
+        assert!(refused.to_string().contains("delete the folder"), "{refused}");
+
+        // A folder of before formats were numbered (no format file), with a logged input this build cannot
+        // decode (its checksum holds).
+        let older = Arc::new(SimDisk::new());
+        let session = SessionId::from_u128(9);
+        let (mut store, _) = NodeStore::open_on(older.clone(), dir, 10).unwrap();
+        store.append(session, b"not an envelope").unwrap();
+        store.sync().unwrap();
+        let refused = shell().open(older.clone(), t0).err().expect("an undecodable input refused");
+        assert!(matches!(refused, RuntimeError::Unreadable { what: "a logged input", .. }), "{refused}");
+        assert!(refused.is_refusal() && refused.to_string().contains(&session.to_string()), "{refused}");
+        assert_eq!(older.read(&dir.join(FORMAT_FILE)).unwrap().as_deref(), Some(&b"1\n"[..]), "read as format 1");
+    }
 }

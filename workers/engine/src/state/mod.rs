@@ -84,9 +84,33 @@ pub struct NodeStore {
 /// another folder (another host's, or a folder set apart) never serves the replica.
 pub const FOLDER_ID: &str = "folder-id";
 
+/// The file that says which format a folder's state is in: [`FORMAT`], as text. A build reads only its own
+/// format, and refuses a folder of another rather than misread it. A folder without the file was written
+/// before formats were numbered, in format 1.
+pub const FORMAT_FILE: &str = "format";
+
+/// The format of the state this build writes and reads: the layout of this module's files, the snapshot's
+/// encoding (postcard of the replica's session) and the logged inputs' (the wire's envelopes). Raise it with any
+/// change to one of them.
+pub const FORMAT: u32 = 1;
+
 /// The files of a node's folder that are not a session's: what the folder keeps once every session ended.
-pub const BOOKKEEPING: [&str; 4] =
-    ["finished.log", crate::incarnation::LOCK_FILE, crate::incarnation::COUNTER_FILE, FOLDER_ID];
+pub const BOOKKEEPING: [&str; 5] =
+    ["finished.log", crate::incarnation::LOCK_FILE, crate::incarnation::COUNTER_FILE, FOLDER_ID, FORMAT_FILE];
+
+/// The format of the state in `dir`, as its [`FORMAT_FILE`] says; recorded as this build's [`FORMAT`] (and the
+/// folder made) when the folder has no such file. A file that does not parse is no format this build knows.
+pub fn format_of(disk: &dyn Disk, dir: &Path) -> io::Result<Option<u32>> {
+    disk.create_dir_all(dir)?;
+    let path = dir.join(FORMAT_FILE);
+    match disk.read(&path)? {
+        Some(bytes) => Ok(std::str::from_utf8(&bytes).ok().and_then(|text| text.trim().parse().ok())),
+        None => {
+            disk::write_atomically(disk, &path, format!("{FORMAT}\n").as_bytes())?;
+            Ok(Some(FORMAT))
+        }
+    }
+}
 
 /// The id of the folder `dir`, made (and the folder with it) the first time it is asked for.
 pub fn folder_id(disk: &dyn Disk, dir: &Path) -> io::Result<uuid::Uuid> {
