@@ -316,7 +316,7 @@ mod tests {
 
         let newer = Arc::new(SimDisk::new());
         crate::state::disk::write_atomically(&*newer, &dir.join(FORMAT_FILE), b"2\n").unwrap();
-        let refused = shell().open(newer, t0).err().expect("format 2 refused");
+        let refused = shell().open(newer, t0).expect_err("format 2 refused");
         assert!(matches!(refused, RuntimeError::Format { found: Some(2), reads: 1, .. }), "{refused}");
         assert!(refused.is_refusal());
         assert!(refused.to_string().contains("delete the folder"), "{refused}");
@@ -328,7 +328,7 @@ mod tests {
         let (mut store, _) = NodeStore::open_on(older.clone(), dir, 10).unwrap();
         store.append(session, b"not an envelope").unwrap();
         store.sync().unwrap();
-        let refused = shell().open(older.clone(), t0).err().expect("an undecodable input refused");
+        let refused = shell().open(older.clone(), t0).expect_err("an undecodable input refused");
         assert!(matches!(refused, RuntimeError::Unreadable { what: "a logged input", .. }), "{refused}");
         assert!(refused.is_refusal() && refused.to_string().contains(&session.to_string()), "{refused}");
         assert_eq!(older.read(&dir.join(FORMAT_FILE)).unwrap().as_deref(), Some(&b"1\n"[..]), "read as format 1");
