@@ -55,14 +55,15 @@ async fn quorum_queues_give_the_same_results() {
 
     // The broker holds them as quorum queues: declaring one as classic is refused as inequivalent.
     let connection = coffee_engine::amqp::connect(&spec.amqp_url, "test").await.expect("broker");
-    let queue = spec.topology.all_queues().into_iter().next().expect("a queue");
+    let (stage, replica) = spec.topology.stage_replicas().next().expect("a stage");
     let mut classic = spec.topology.clone();
     classic.queue_type = QueueType::Classic;
-    let refused =
-        coffee_engine::amqp::declare_durable(&connection.create_channel().await.unwrap(), &classic, &queue).await;
+    let channel = connection.create_channel().await.unwrap();
+    let refused = coffee_engine::amqp::declare_input(&channel, &classic, stage, replica).await;
     let error = refused.expect_err("a quorum queue redeclared as classic").to_string();
-    assert!(error.contains("x-queue-type"), "{error}");
-    coffee_engine::amqp::declare_durable(&connection.create_channel().await.unwrap(), &spec.topology, &queue)
+    assert!(error.contains("inequivalent arg"), "{error}");
+    let channel = connection.create_channel().await.unwrap();
+    coffee_engine::amqp::declare_input(&channel, &spec.topology, stage, replica)
         .await
         .expect("the same declaration is accepted");
     cluster.stop().await.unwrap();

@@ -46,6 +46,10 @@ struct ClusterArgs {
     /// `quorum` on a RabbitMQ cluster (replicated queues); every node of a cluster must be given the same.
     #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
     queue_type: QueueType,
+    /// Under quorum queues, deliveries of one input without an ack before the broker sets it aside in its
+    /// stage's dead-letter queue (every node must agree).
+    #[arg(long, env = "COFFEE_DELIVERY_LIMIT", default_value_t = coffee_engine::topology::DEFAULT_DELIVERY_LIMIT)]
+    delivery_limit: u32,
 }
 
 impl ClusterArgs {
@@ -53,6 +57,7 @@ impl ClusterArgs {
         let mut topology = Topology::with_replicas(&self.namespace, &self.replicas)?;
         amqp::check_queue_type(amqp::broker_urls(&self.amqp_url).len(), self.queue_type).map_err(anyhow::Error::msg)?;
         topology.queue_type = self.queue_type;
+        topology.delivery_limit = self.delivery_limit;
         Ok(topology)
     }
 

@@ -2,6 +2,7 @@
 
 use crate::metrics::Counters;
 use crate::topology::{QueueType, Topology};
+use coffee_model::node::StageKind;
 use coffee_model::wire::{Body, Envelope};
 use lapin::options::{
     BasicCancelOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -259,9 +260,10 @@ pub const DEAD_LETTER_CAP: u32 = 10_000;
 
 /// Declares every queue of the topology (idempotent: every node does it at start, so start order is free).
 pub async fn declare_queues(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
-    for queue in topology.all_queues() {
-        declare_durable(channel, topology, &queue).await?;
+    for (stage, replica) in topology.stage_replicas() {
+        declare_input(channel, topology, stage, replica).await?;
     }
+    declare_durable(channel, topology, &topology.control_queue()).await?;
     for queue in topology.dead_letter_queues() {
         declare_with(channel, queue_arguments(topology, Some(DEAD_LETTER_CAP)), &queue).await?;
     }
@@ -290,6 +292,25 @@ async fn declare_with(channel: &Channel, arguments: FieldTable, queue: &str) -> 
         Err(e) if is_refusal(&e) => Err(BrokerError::Refused { queue: queue.to_owned(), reason: e.to_string() }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Declares the input queue of a stage's replica: durable, of the topology's type, and under quorum queues with
+/// the topology's delivery limit, past which the broker dead-letters an input into the stage's dead-letter
+/// queue (where an operator sees it and can send it back) rather than dropping it.
+pub async fn declare_input(
+    channel: &Channel,
+    topology: &Topology,
+    stage: StageKind,
+    replica: u16,
+) -> Result<(), BrokerError> {
+    let mut arguments = queue_arguments(topology, None);
+    if topology.queue_type == QueueType::Quorum {
+        arguments.insert("x-delivery-limit".into(), AMQPValue::LongUInt(topology.delivery_limit));
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        let dead_letters = topology.dead_letter_queue(stage.name());
+        arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead_letters.into()));
+    }
+    declare_with(channel, arguments, &topology.queue(stage, replica)).await
 }
 
 /// Declares one durable queue of the topology (unbounded), of its queue type.

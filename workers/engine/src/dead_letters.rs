@@ -1,7 +1,9 @@
 //! Dead letters: the messages a node sets aside (they do not decode, hold rows of the wrong kind, come from a
 //! sender or on a stream the stage does not read, or arrive past their stream's end). Each goes to its stage's
 //! dead-letter queue with a message id and headers that say why, from which queue and when, so that an operator
-//! can list them, drop one, or send one back to where it came from.
+//! can list them, drop one, or send one back to where it came from. Under quorum queues the broker puts there
+//! too an input delivered more times than the topology's delivery limit without an ack (RabbitMQ's own
+//! `x-first-death-*` headers then say why and from where, and its content names it).
 //!
 //! Listing reads a queue with `basic.get` and leaves every message unacked until its channel closes, when the
 //! broker puts them all back: nothing is lost if the reader dies halfway. Acting on one reads until its id and
@@ -12,12 +14,15 @@ use crate::topology::Topology;
 use coffee_model::wire::{Body, Envelope};
 use coffee_types::DeadLetterView;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 
 const REASON: &str = "x-coffee-reason";
 const FROM: &str = "x-coffee-from";
 const AT_MS: &str = "x-coffee-at-ms";
+/// What RabbitMQ writes on a message it dead-letters: why, and from which queue.
+const BROKER_REASON: &str = "x-first-death-reason";
+const BROKER_FROM: &str = "x-first-death-queue";
 
 /// Dead letters listed per queue at most (a flood of poison is counted in full, and listed in part).
 pub const LIST_LIMIT: usize = 200;
@@ -117,10 +122,10 @@ async fn act_in(
             return Ok(Outcome::NotFound);
         };
         let delivery = message.delivery;
-        if delivery.properties.message_id().as_ref().map(ShortString::as_str) != Some(id) {
+        let found = view(node, &delivery.properties, &delivery.data);
+        if found.id != id {
             continue;
         }
-        let found = view(node, &delivery.properties, &delivery.data);
         if action == Action::Requeue {
             // Unacked in either case: back in its queue when the channel closes.
             if found.from.is_empty() {
@@ -152,12 +157,17 @@ fn view(node: &str, properties: &BasicProperties, data: &[u8]) -> DeadLetterView
     };
     // A message set aside before ids were given one is named by its content.
     let id = properties.message_id().as_ref().map_or_else(|| format!("{:016x}", fnv(data)), |id| id.to_string());
-    let reason = text(REASON);
+    // Set aside by the broker (past the delivery limit), or by a node.
+    let (reason, from) = match text(BROKER_REASON).as_str() {
+        "" => (text(REASON), text(FROM)),
+        "delivery_limit" => ("delivered past the delivery limit without an ack".to_owned(), text(BROKER_FROM)),
+        other => (format!("the broker dead-lettered it ({other})"), text(BROKER_FROM)),
+    };
     DeadLetterView {
         id,
         stage: node.to_owned(),
         reason: if reason.is_empty() { "not recorded".to_owned() } else { reason },
-        from: text(FROM),
+        from,
         at_ms,
         bytes: data.len(),
         preview: preview(data),

@@ -23,7 +23,16 @@ pub struct Topology {
     /// How the pipeline's durable queues are declared; every node must agree (the broker refuses a queue
     /// redeclared with another type).
     pub queue_type: QueueType,
+    /// Under quorum queues, how many times a stage's input may be delivered without an ack before the broker
+    /// sets it aside in the stage's dead-letter queue (`x-delivery-limit`, with a dead-letter route: never
+    /// dropped in silence). Every node must agree, like the queue type.
+    pub delivery_limit: u32,
 }
+
+/// The delivery limit of quorum queues unless `--delivery-limit` says otherwise: a kill returns a replica's whole
+/// prefetch with one more delivery each, so only an input that kills its replica again and again (or a storm of
+/// kills at one input) reaches it. RabbitMQ 4 sets 20 on every quorum queue, dropping what passes it.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 100;
 
 /// The kind of the pipeline's durable queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -66,6 +75,7 @@ impl Default for Topology {
             namespace: "coffee".into(),
             replicas: StageKind::ALL.into_iter().map(|s| (s, DEFAULT_REPLICAS)).collect(),
             queue_type: QueueType::Classic,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
     }
 }

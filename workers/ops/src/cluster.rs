@@ -94,6 +94,9 @@ pub fn common_args(topology: &Topology) -> Vec<String> {
     if topology.queue_type != QueueType::default() {
         args.extend(["--queue-type".to_owned(), topology.queue_type.as_str().to_owned()]);
     }
+    if topology.delivery_limit != coffee_engine::topology::DEFAULT_DELIVERY_LIMIT {
+        args.extend(["--delivery-limit".to_owned(), topology.delivery_limit.to_string()]);
+    }
     args
 }
 
@@ -189,6 +192,8 @@ pub struct StartOptions {
     pub env: Vec<(String, String)>,
     /// Set on one node at its first start only, so a restarted node is not armed again (e.g. `FAILPOINTS`).
     pub first_start_env: BTreeMap<String, Vec<(String, String)>>,
+    /// Set on one node at every start (e.g. `FAILPOINTS` that must hold across its restarts).
+    pub node_env: BTreeMap<String, Vec<(String, String)>>,
     /// Health monitors to run. With none, the cluster restarts a node as soon as its process exits; with some,
     /// the monitors have a node restarted when it falls silent (hung or dead), and the cluster restarts an exited
     /// node itself only if they have not within `monitor_grace`. An exited monitor is always restarted at once:
@@ -202,6 +207,7 @@ impl Default for StartOptions {
         StartOptions {
             env: Vec::new(),
             first_start_env: BTreeMap::new(),
+            node_env: BTreeMap::new(),
             monitors: 0,
             monitor_grace: DEFAULT_MONITOR_GRACE,
         }
@@ -363,10 +369,11 @@ impl LocalCluster {
     fn spawn(&self, name: &str, args: &[String], extra_env: &[(String, String)]) -> anyhow::Result<Child> {
         let log_path = self.spec.log_path(name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let always = self.options.node_env.get(name).map(Vec::as_slice).unwrap_or_default();
         let child = Command::new(&self.spec.exe)
             .args(args)
             .env("AMQP_URL", &self.spec.amqp_url)
-            .envs(self.options.env.iter().chain(extra_env).map(|(k, v)| (k, v)))
+            .envs(self.options.env.iter().chain(always).chain(extra_env).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
