@@ -89,3 +89,11 @@ pub fn swarm(args: &[&str]) -> String {
     assert!(output.status.success(), "scripts/swarm.sh {args:?}: {}", text(&output));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// `scripts/swarm.sh ARGS` like [`swarm`], with what it wrote to both streams (`docker logs` passes a
+/// container's standard error, where the nodes log, to its own).
+pub fn swarm_both(args: &[&str]) -> String {
+    let output = script("swarm.sh", args);
+    assert!(output.status.success(), "scripts/swarm.sh {args:?}: {}", text(&output));
+    text(&output)
+}

@@ -2,12 +2,12 @@
 //! the stack of `coffee compose --swarm` deployed over them (`scripts/swarm-up.sh`). A session through the
 //! gateway on host 1 is exact. Then, each time while two sessions run: host 2 loses its power (its broker and four
 //! stage replicas, two of them stateful, die at once) and comes back ten seconds later; host 3 is cut off from the
-//! others for 30 s, both ways; and then one way. Every session is exact. `scripts/swarm-down.sh` leaves nothing
-//! behind.
+//! others for 30 s, both ways; and then one way; and a second process of a stateful replica starts on another
+//! host, on a folder of its own. Every session is exact. `scripts/swarm-down.sh` leaves nothing behind.
 
 use coffee_engine::client::{self, ClientOptions};
 use coffee_tests::harness::{assert_matches_reference, generate};
-use coffee_tests::swarm::{swarm, Swarm};
+use coffee_tests::swarm::{swarm, swarm_both, Swarm};
 use coffee_tools::gen::Scale;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,5 +77,68 @@ async fn hosts_lose_power_and_get_cut_off_mid_session_and_every_session_is_exact
         swarm(&["heal"]);
     })
     .await;
+    // A second process of q2_agg-0 (host 2) on host 3, on a folder of its own (issue 24, item 5): it waits for
+    // the replica's lock while the replica's own process lives; once that one is gone it takes the lock, finds
+    // that its folder is not the one holding the replica's state, and exits refused (78). The replica's own
+    // process, started again, serves. Nothing is consumed twice: every session is exact.
+    two_sessions_across(&hosts.gateway, &data[1..], dir.path(), "a twin of a replica on another host", || {
+        let twin = twin_of("q2-agg-0", 3);
+        swarm(&twin.iter().map(String::as_str).collect::<Vec<_>>());
+        wait_for("the twin waits for the replica's lock", || {
+            service_logs(TWIN).contains("another process of this replica holds its lock")
+        });
+        swarm(&["docker", "1", "service", "scale", "--detach", "coffee_q2-agg-0=0"]);
+        wait_for("the twin exits refused", || {
+            let states = ["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", TWIN];
+            swarm(&[&["docker", "1"], &states[..]].concat()).contains("(78)")
+        });
+        let logs = service_logs(TWIN);
+        assert!(logs.contains("the replica's lock is free"), "{logs}");
+        assert!(logs.contains("state is in another folder"), "{logs}");
+        swarm(&["docker", "1", "service", "scale", "--detach", "coffee_q2-agg-0=1"]);
+        swarm(&["docker", "1", "service", "rm", TWIN]);
+    })
+    .await;
     hosts.down();
+}
+
+/// The service of a replica's twin.
+const TWIN: &str = "coffee-twin";
+
+/// `docker service create` of a second process of the stack's `service` (its image, command and environment) on
+/// host `host`, with no volume (a folder of its own) and no restart.
+fn twin_of(service: &str, host: u16) -> Vec<String> {
+    let format = "{{json .Spec.TaskTemplate.ContainerSpec}}";
+    let spec = swarm(&["docker", "1", "service", "inspect", "--format", format, &format!("coffee_{service}")]);
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("a container spec");
+    let placement = format!("node.labels.coffee.host == {host}");
+    let mut args: Vec<String> = ["docker", "1", "service", "create", "--detach", "--name", TWIN]
+        .into_iter()
+        .chain(["--constraint", &placement, "--network", "coffee_default", "--endpoint-mode", "dnsrr"])
+        .chain(["--restart-condition", "none"])
+        .map(str::to_owned)
+        .collect();
+    for env in spec["Env"].as_array().into_iter().flatten() {
+        args.extend(["--env".to_owned(), env.as_str().expect("KEY=VALUE").to_owned()]);
+    }
+    let image = spec["Image"].as_str().expect("an image");
+    args.push(image.split('@').next().expect("a name").to_owned());
+    for part in ["Command", "Args"] {
+        args.extend(spec[part].as_array().into_iter().flatten().map(|a| a.as_str().expect("an argument").to_owned()));
+    }
+    args
+}
+
+/// What the tasks of a service printed.
+fn service_logs(service: &str) -> String {
+    swarm_both(&["docker", "1", "service", "logs", "--raw", service])
+}
+
+/// Waits (up to 90 s) until `done`, naming `what` if it never is.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -11,9 +11,8 @@
 //!   drive one engine's containers, and a swarm's tasks belong to the swarm.
 //! - No virtual IPs and no routing mesh (this kernel has no IPVS): every service is `endpoint_mode: dnsrr`, and
 //!   the gateway's and the console's ports are published on their host (`mode: host`).
-//! - No `build`, `depends_on` or `restart` (a stack ignores or refuses them): nodes wait for the broker by
-//!   exiting until it answers, and a broker other than the first waits in its command until the first answers,
-//!   so that the three join one cluster rather than race into three.
+//! - No `build`, `depends_on` or `restart` (a stack ignores or refuses them): the first start is ordered by the
+//!   tasks' commands instead (see [`adapt`]), so that the brokers form one cluster and the first queues span it.
 
 use crate::compose::{self, ComposeFile, ComposeOptions, Ordered, Service, Volume};
 use coffee_engine::topology::{QueueType, Topology};
@@ -107,7 +106,7 @@ pub fn stack_file(topology: &Topology, hosts: u16) -> StackFile {
                     (next_stage_host - 1) % hosts + 1
                 }
             };
-            let service = adapt(&name, service, host);
+            let service = adapt(&name, service, host, hosts);
             (name, service)
         })
         .collect();
@@ -119,8 +118,17 @@ fn broker_number(service: &str) -> Option<u16> {
     service.strip_prefix("rabbitmq-")?.parse().ok()
 }
 
-/// A compose service as a task of the swarm, on `host`.
-fn adapt(name: &str, service: Service, host: u16) -> StackService {
+/// A compose service as a task of the swarm, on `host`, among `hosts` (one broker each).
+///
+/// The first start is ordered by the tasks' commands, since a stack has no `depends_on`. Started together, three
+/// brokers with empty data each wait for the others to run, give up after minutes and boot as three clusters of
+/// one (seen here: every session then hung, its messages in another cluster than its consumers). So broker 1
+/// names no peer and boots alone at once; brokers 2..N, on their first start (no node folder in their data
+/// yet), wait until broker 1 serves AMQP, and join it while they boot, before they open their own AMQP port. A
+/// node on its first start (no mark in its state volume yet) waits until every broker serves AMQP: the cluster is
+/// whole, so its first quorum queues get a member on every host. Later starts wait for nothing: they must come
+/// up with a broker or a host gone. A broker 1 whose data is lost for good would boot alone again: not handled.
+fn adapt(name: &str, service: Service, host: u16, hosts: u16) -> StackService {
     let Service {
         image, hostname, user, mut command, mut environment, labels, ports, volumes, mut healthcheck, ..
     } = service;
@@ -129,16 +137,27 @@ fn adapt(name: &str, service: Service, host: u16) -> StackService {
         // survivors of a lost host in a loop.
         healthcheck = Some(compose::broker_healthcheck());
         let args = environment.get_mut("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS").expect("a clustered broker");
-        args.push_str(" -rabbit cluster_partition_handling pause_minority");
-        if n > 1 {
-            // Meant to wait, on a first start, until the first broker serves (a stack has no depends_on). It never
-            // waits: the image ships mnesia/ (empty), and the three brokers start together and join one cluster by
-            // classic peer discovery. Made to wait (testing for a node folder in mnesia/), the first broker,
-            // alone, refused connections for minutes: not understood yet, see docs/deploy.md.
-            let wait = "[ -d /var/lib/rabbitmq/mnesia ] || until (exec 3<>/dev/tcp/rabbitmq-1/5672) 2>/dev/null; \
-                        do sleep 1; done; exec rabbitmq-server";
+        let pause_minority = "-rabbit cluster_partition_handling pause_minority";
+        if n == 1 {
+            *args = pause_minority.to_owned();
+        } else {
+            args.push(' ');
+            args.push_str(pause_minority);
+            // `$$`: a stack file interpolates `$`. The node folder is named after the node (rabbit@<host name>).
+            let wait = "[ -d /var/lib/rabbitmq/mnesia/rabbit@$$HOSTNAME ] || \
+                        until (exec 3<>/dev/tcp/rabbitmq-1/5672) 2>/dev/null; do sleep 1; done; exec rabbitmq-server";
             command = ["bash", "-c", wait].map(String::from).to_vec();
         }
+    } else if environment.contains_key("STATE_DIR") {
+        let brokers: Vec<String> = (1..=hosts).map(|n| format!("rabbitmq-{n}")).collect();
+        // A mark in the state volume (which starts as a copy of the image's folder, so it is never empty).
+        let formed = format!("{}/.brokers-formed", compose::STATE_DIR);
+        let wait = format!(
+            "[ -e {formed} ] || {{ for broker in {}; do until (exec 3<>/dev/tcp/$$broker/5672) 2>/dev/null; \
+             do sleep 1; done; done; touch {formed}; }}; exec \"$$0\" \"$$@\"",
+            brokers.join(" ")
+        );
+        command = ["bash".to_owned(), "-c".to_owned(), wait].into_iter().chain(command).collect();
     }
     // Every engine here shares this machine's files: the socket a container mounts is named by the deployer (its
     // host's own engine), else the usual one.
