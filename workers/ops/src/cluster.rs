@@ -142,8 +142,8 @@ impl Node {
         }
     }
 
-    /// Notes that the process exited, if it did (once per process).
-    /// Notes its process's exit, if it exited; `log` is its output, where a refused node said why.
+    /// Notes that the process exited, if it did (once per process); `log` is its output, where a refused node
+    /// said why.
     fn reap(&mut self, name: &str, log: &Path) {
         if self.exited.is_some() {
             return;

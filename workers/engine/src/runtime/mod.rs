@@ -272,11 +272,11 @@ async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), Runt
     let mut announcements = Box::pin(crate::lease::subscribe(&io.connection, &topology).await?);
     let mut lease_check = tokio::time::interval(crate::lease::announce_every(lease));
     loop {
+        // Biased, announcements first: after a long wait in a group (a full disk, a broker alarm) every branch is
+        // ready at once, and a lease check taken before the announcements queued meanwhile would purge sessions
+        // that their gateway still announces.
         let first = tokio::select! {
-            delivery = consumer.next() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
-            },
+            biased;
             announced = announcements.next() => {
                 let Some(announced) = announced else { break };
                 shell.announced(&announced, tokio::time::Instant::now());
@@ -287,6 +287,10 @@ async fn run<O: Operator>(node: StageNode<O>, amqp_url: &str) -> Result<(), Runt
                 io.perform(&mut shell, &[], &mut consuming).await?;
                 continue;
             }
+            delivery = consumer.next() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
         };
         // Take what is already here, up to the prefetch, as one group.
         let busy_since = std::time::Instant::now();
