@@ -61,6 +61,14 @@ ensure_docker() {
 
 # Prometheus from Debian's package, for the scrape test. RUNLEVEL=1 keeps the package's service from starting:
 # the test runs its own Prometheus, on a port of its own, and stops it.
+# libfaketime (Debian's faketime): tests/tests/clocks.rs preloads it into the nodes to make their wall clocks jump.
+ensure_faketime() {
+  if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]; then
+    log "installing faketime"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+  fi
+}
+
 ensure_prometheus() {
   if ! command -v prometheus >/dev/null 2>&1; then
     log "installing prometheus"

@@ -21,8 +21,8 @@ pub struct Counters {
     pub open_sessions: AtomicU64,
     /// When this process consumed its first message (ms since the epoch; 0 until then).
     pub first_input_ms: AtomicU64,
-    /// The waits on the broker under way (a publish, confirms, an ack), each with when it began (ms since the
-    /// epoch). Such a wait takes milliseconds, unless the broker blocks publishers (an alarm, which the
+    /// The waits on the broker under way (a publish, confirms, an ack), each with when it began (on the
+    /// monotonic clock). Such a wait takes milliseconds, unless the broker blocks publishers (an alarm, which the
     /// heartbeat does not count) or never answers (a confirm lapin never settles, say): then the process beats
     /// on while its work stands still, and its heartbeat says for how long. A replica waits once at a time; the
     /// gateway, once per session.
@@ -32,7 +32,9 @@ pub struct Counters {
 #[derive(Debug, Default)]
 struct BrokerWaits {
     next: u64,
-    since: std::collections::BTreeMap<u64, u64>,
+    /// When each wait began, on the monotonic clock: a wall clock that jumps (NTP, a hand) must not make a wait
+    /// look an hour long, or the monitors restart a node that merely publishes.
+    since: std::collections::BTreeMap<u64, std::time::Instant>,
 }
 
 /// A wait on the broker, timed until it is dropped (see [`Counters::waiting_on_broker`]).
@@ -70,7 +72,7 @@ impl Counters {
         let mut waits = self.waits.lock().expect("waits lock");
         let id = waits.next;
         waits.next += 1;
-        waits.since.insert(id, now_ms());
+        waits.since.insert(id, std::time::Instant::now());
         BrokerWait { counters: self, id }
     }
 
@@ -79,12 +81,12 @@ impl Counters {
     /// the node's.
     pub fn stuck_for(&self, blocked: bool) -> Option<std::time::Duration> {
         let mut waits = self.waits.lock().expect("waits lock");
-        let now = now_ms();
+        let now = std::time::Instant::now();
         if blocked {
             waits.since.values_mut().for_each(|since| *since = now);
         }
         let oldest = waits.since.values().min()?;
-        Some(std::time::Duration::from_millis(now.saturating_sub(*oldest)))
+        Some(now.duration_since(*oldest))
     }
 
     pub fn busy(&self, spent: std::time::Duration) {
