@@ -172,6 +172,15 @@ async fn rescale(State(state): State<AppState>, Json(request): Json<RescaleReque
     if running > 0 {
         return Err(conflict(format!("{running} session(s) running: rescale between runs")));
     }
+    // Sessions the console did not launch (a client on the gateway's port) or no longer counts (waiting for
+    // their client to resume) live in the nodes too: a rescale would wipe them.
+    let holding = state.nodes.holding_sessions(std::time::Instant::now()).await;
+    if let Some((node, held)) = holding.iter().max_by_key(|(_, held)| *held) {
+        return Err(conflict(format!(
+            "{node} holds {held} session(s) (a client of the gateway's own, or one waiting to resume): rescale once \
+             they end"
+        )));
+    }
     match state.nodes.rescale(topology).await {
         Ok(()) => ok(crate::nodes::topology_view(&state.nodes.spec().topology)),
         Err(e @ RescaleError::Start(_)) => Err(unavailable(e)),

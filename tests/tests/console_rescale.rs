@@ -1,9 +1,13 @@
 //! Rescaling from the page, between runs: the console's own cluster restarts with other replicas, the graph and
-//! the node list show the new shape, and sessions on it are exact. Refused while a session runs, while the chaos
-//! monkey runs, and for replica counts the console will not run.
+//! the node list show the new shape, and sessions on it are exact. Refused while a session runs (the console's,
+//! or a client's of the gateway's own: a rescale would wipe it), while the chaos monkey runs, and for replica
+//! counts the console will not run.
 
+use coffee_engine::client::{self, ClientOptions};
 use coffee_tests::console::{self, Console};
+use coffee_tests::harness::{assert_matches_reference, generate};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The stages' replicas as `/api/topology` gives them.
@@ -78,6 +82,18 @@ async fn the_page_rescales_the_cluster_between_runs() {
     let (status, answer) = console.post_answer("/api/topology", json!({ "replicas": "all=1" })).await;
     assert_eq!((status, answer["error"].as_str().is_some_and(|e| e.contains("running"))), (409, true), "{answer}");
     console.wait_session(&running, "done", |v| v["state"] == "done").await;
+
+    // Refused too while a session the console did not launch runs: a client on the gateway's port. Before, the
+    // rescale went ahead and wiped it.
+    console.post("/api/nodes/q4_top-0/pause", json!({ "ms": 3000 })).await;
+    let data = generate(coffee_tools::gen::Scale::Tiny, 21, &data_dir.path().join("own-client"));
+    let options = ClientOptions::new(&console.app.state.config.gateway, &data, data_dir.path().join("own-out"));
+    let own = tokio::spawn(async move { client::run_session(&options, Arc::new(|_| {})).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, answer) = console.post_answer("/api/topology", json!({ "replicas": "all=1" })).await;
+    assert_eq!((status, answer["error"].as_str().is_some_and(|e| e.contains("holds"))), (409, true), "{answer}");
+    let summary = own.await.expect("the client's task").expect("its session");
+    assert_matches_reference(&summary, &data);
 
     // Refused while the chaos monkey runs (at its longest interval, it has not struck yet).
     console.post("/api/chaos/start", json!({ "interval_ms": 600_000 })).await;

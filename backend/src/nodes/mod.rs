@@ -133,6 +133,27 @@ impl Nodes {
         self.heard.get(node)
     }
 
+    /// The pipeline's nodes that hold sessions, as their beats heard after `since` say (the gateway and each stage
+    /// replica count the sessions they hold): whoever started them, the console or a client of its own on the
+    /// gateway's port, and whether they run or wait to resume. Waits up to two beats for beats newer than
+    /// `since`; a node not heard since then counts as its last beat says.
+    pub async fn holding_sessions(&self, since: std::time::Instant) -> Vec<(String, u64)> {
+        let names: Vec<String> = self.spec().nodes().into_iter().map(|(name, _)| name).collect();
+        let deadline = since + 2 * heartbeat::INTERVAL + Duration::from_millis(500);
+        while std::time::Instant::now() < deadline
+            && names.iter().any(|n| self.heard.get(n).is_some_and(|h| h.at < since))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let held = self.heard.get(&name)?.work.open_sessions;
+                (held > 0).then_some((name, held))
+            })
+            .collect()
+    }
+
     /// The cluster as it runs now (its topology is the latest rescale's).
     pub fn spec(&self) -> ClusterSpec {
         self.spec.read().expect("lock").clone()
