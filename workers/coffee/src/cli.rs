@@ -202,7 +202,8 @@ enum Command {
         /// How long a new connection may take to send its first frame.
         #[arg(long, env = "GATEWAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
         handshake_timeout: Duration,
-        /// How long an uploading client may take between two frames (or to finish one).
+        /// How long an uploading client may go without moving a few KiB (however long a frame takes on a slow
+        /// link).
         #[arg(long, env = "GATEWAY_FRAME_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
         frame_timeout: Duration,
     },

@@ -1,6 +1,6 @@
 //! The gateway's bounds against floods, stalls and greedy peers: connections in all and per peer address,
-//! sessions at once in all and per peer address, how long a client may take to say hello, to finish a frame
-//! while it uploads, or to read the results sent to it, and how soon a session that never uploaded anything
+//! sessions at once in all and per peer address, how long a client may take to say hello, to move its frames
+//! along while it uploads, or to read the results sent to it, and how soon a session that never uploaded anything
 //! gives its slot back. Each refusal is logged with its reason; other clients go on.
 
 use std::collections::HashMap;
@@ -23,7 +23,8 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// From connecting to the first frame.
     pub handshake_timeout: Duration,
-    /// Between two frames while the client uploads (a stalled client, or half a frame sent and then nothing).
+    /// While the client uploads, the longest it may go without moving a few KiB (a stalled client, or half a
+    /// frame sent and then nothing). A frame may take longer than this on a slow link, as long as it moves.
     pub frame_timeout: Duration,
 }
 

@@ -16,11 +16,13 @@ use lapin::types::FieldTable;
 use lapin::{Acker, PublisherConfirm};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_util::io::InspectReader;
 use tracing::{debug, info, warn};
 
 /// Confirms a connection keeps in flight before it waits for the oldest (backpressure on a fast client).
@@ -87,11 +89,27 @@ fn error_frame(e: &SessionError) -> Option<GatewayFrame> {
     }
 }
 
+/// Counts the bytes a connection reads.
+type ByteCounter = Box<dyn FnMut(&[u8]) + Send + Sync>;
+
+/// A client connection's reading half, counting the bytes it has read (see [`Reading::next_uploaded`]).
+type ClientReader = FrameReader<InspectReader<OwnedReadHalf, ByteCounter>, ClientFrame>;
+
+/// Bytes an upload must move within each `frame_timeout` while a frame is on its way (or a frame end), or the
+/// client is taken for stalled: 34 bytes a second at the default 30 s, far under any real link, yet a trickle
+/// of a byte now and then, holding a session slot for nothing, is still closed.
+const MIN_UPLOAD_PROGRESS: u64 = 1024;
+
 /// Serves one connection from its first frame to the end of its session (or of the connection).
 pub(super) async fn serve_client(socket: TcpStream, peer: IpAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
     let (read, write) = socket.into_split();
-    let mut reader = FrameReader::<_, ClientFrame>::new(read);
+    let received_bytes = Arc::new(AtomicU64::new(0));
+    let counted = received_bytes.clone();
+    let count: ByteCounter = Box::new(move |bytes: &[u8]| {
+        counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    });
+    let mut reader = ClientReader::new(InspectReader::new(read, count));
     let mut writer = FrameWriter::<_, GatewayFrame>::new(write);
     let Opened { session, secret, received, upload_log, resume_from, number } =
         match handshake(&mut reader, &shared, peer).await {
@@ -168,7 +186,8 @@ pub(super) async fn serve_client(socket: TcpStream, peer: IpAddr, shared: Arc<Sh
     let uploaded = AtomicBool::new(resumed);
     let outcome = {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-        let input = receive_input(&mut reader, session, &shared, acks_tx, upload_log, resume_from, &uploaded);
+        let reading = Reading { reader: &mut reader, bytes: &received_bytes };
+        let input = receive_input(reading, session, &shared, acks_tx, upload_log, resume_from, &uploaded);
         let results = forward_results(&mut consumer, session, &shared, received, frames_tx.clone(), acks_rx);
         tokio::pin!(input, results);
         tokio::select! {
@@ -272,11 +291,7 @@ pub(super) struct Claim {
 /// The first frame: `Hello` opens a new session (within the session limit), `Resume` reopens one with its
 /// secret, unless it is being purged. Anything else, or nothing within the handshake timeout, ends the
 /// connection.
-async fn handshake(
-    reader: &mut FrameReader<OwnedReadHalf, ClientFrame>,
-    shared: &Shared,
-    peer: IpAddr,
-) -> Result<Opened, SessionError> {
+async fn handshake(reader: &mut ClientReader, shared: &Shared, peer: IpAddr) -> Result<Opened, SessionError> {
     let first = tokio::time::timeout(shared.limits.handshake_timeout, reader.next()).await.map_err(|_| {
         refuse(ErrorCode::Protocol, format!("no handshake within {:?}", shared.limits.handshake_timeout))
     })?;
@@ -324,10 +339,39 @@ fn frame_name(frame: &ClientFrame) -> &'static str {
     }
 }
 
+/// A client's frames, with the bytes read so far.
+struct Reading<'a> {
+    reader: &'a mut ClientReader,
+    bytes: &'a AtomicU64,
+}
+
+impl Reading<'_> {
+    /// The next frame while the client uploads: refused only when the connection moved fewer than
+    /// [`MIN_UPLOAD_PROGRESS`] bytes within a whole `timeout` (a stalled client, or half a frame sent and then
+    /// nothing), however long the frame takes: a client on a slow link keeps its session.
+    async fn next_uploaded(&mut self, timeout: std::time::Duration) -> Result<Result<ClientFrame, FrameError>, String> {
+        let next = self.reader.next();
+        tokio::pin!(next);
+        let mut seen = self.bytes.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                frame = &mut next => return Ok(frame),
+                _ = tokio::time::sleep(timeout) => {
+                    let now = self.bytes.load(Ordering::Relaxed);
+                    if now.saturating_sub(seen) < MIN_UPLOAD_PROGRESS {
+                        return Err(format!("under {MIN_UPLOAD_PROGRESS} bytes within {timeout:?} during the upload"));
+                    }
+                    seen = now;
+                }
+            }
+        }
+    }
+}
+
 /// Reads the client's batches, EOFs and acks until the client closes the connection. Batches are published
 /// with confirms pipelined; an EOF is published once everything of its kind is confirmed.
 async fn receive_input(
-    reader: &mut FrameReader<OwnedReadHalf, ClientFrame>,
+    mut reading: Reading<'_>,
     session: SessionId,
     shared: &Shared,
     acks: mpsc::UnboundedSender<u64>,
@@ -339,22 +383,12 @@ async fn receive_input(
     let mut upload = Upload::new(session, resume_from, PROGRESS_EVERY);
     let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::new();
     loop {
-        // While the client uploads, a frame must come within the timeout; once every kind has ended, the client
-        // only acks results, which may be a long time coming.
-        let next = reader.next();
+        // While the client uploads, its bytes must keep coming; once every kind has ended, the client only acks
+        // results, which may be a long time coming.
         let frame = if !upload.all_ended() {
-            match tokio::time::timeout(shared.limits.frame_timeout, next).await {
-                Ok(frame) => frame,
-                Err(_) => {
-                    let timeout = shared.limits.frame_timeout;
-                    return Err(refuse(
-                        ErrorCode::Protocol,
-                        format!("no complete frame within {timeout:?} during the upload"),
-                    ));
-                }
-            }
+            reading.next_uploaded(shared.limits.frame_timeout).await.map_err(|why| refuse(ErrorCode::Protocol, why))?
         } else {
-            next.await
+            reading.reader.next().await
         };
         let frame = match frame {
             Ok(frame) => frame,
