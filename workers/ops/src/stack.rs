@@ -123,8 +123,9 @@ fn broker_number(service: &str) -> Option<u16> {
 /// The first start is ordered by the tasks' commands, since a stack has no `depends_on`. Started together, three
 /// brokers with empty data each wait for the others to run, give up after minutes and boot as three clusters of
 /// one (seen here: every session then hung, its messages in another cluster than its consumers). So broker 1
-/// names no peer and boots alone at once; brokers 2..N, on their first start (no node folder in their data
-/// yet), wait until broker 1 serves AMQP, and join it while they boot, before they open their own AMQP port. A
+/// names no peer and boots alone at once; broker N, on its first start (no node folder in its data yet), waits
+/// until broker N-1 serves AMQP and joins the cluster while it boots, before it opens its own AMQP port: one
+/// join at a time (brokers 2 and 3 joining at once once left broker 3 stuck in Erlang's `global` for good). A
 /// node on its first start (no mark in its state volume yet) waits until every broker serves AMQP: the cluster is
 /// whole, so its first quorum queues get a member on every host. Later starts wait for nothing: they must come
 /// up with a broker or a host gone. A broker 1 whose data is lost for good would boot alone again: not handled.
@@ -144,9 +145,13 @@ fn adapt(name: &str, service: Service, host: u16, hosts: u16) -> StackService {
             args.push(' ');
             args.push_str(pause_minority);
             // `$$`: a stack file interpolates `$`. The node folder is named after the node (rabbit@<host name>).
-            let wait = "[ -d /var/lib/rabbitmq/mnesia/rabbit@$$HOSTNAME ] || \
-                        until (exec 3<>/dev/tcp/rabbitmq-1/5672) 2>/dev/null; do sleep 1; done; exec rabbitmq-server";
-            command = ["bash", "-c", wait].map(String::from).to_vec();
+            // One join at a time: broker N waits for broker N-1, which opens its port only once it has joined.
+            let wait = format!(
+                "[ -d /var/lib/rabbitmq/mnesia/rabbit@$$HOSTNAME ] || \
+                 until (exec 3<>/dev/tcp/rabbitmq-{}/5672) 2>/dev/null; do sleep 1; done; exec rabbitmq-server",
+                n - 1
+            );
+            command = vec!["bash".to_owned(), "-c".to_owned(), wait];
         }
     } else if environment.contains_key("STATE_DIR") {
         let brokers: Vec<String> = (1..=hosts).map(|n| format!("rabbitmq-{n}")).collect();
