@@ -123,6 +123,26 @@ impl ConsoleClient {
         }
     }
 
+    /// The row of `/api/nodes` of the node named `name` (null if the console does not list it).
+    pub async fn node(&self, name: &str) -> Value {
+        let nodes = self.get("/api/nodes").await;
+        nodes.as_array().into_iter().flatten().find(|n| n["name"] == name).cloned().unwrap_or(Value::Null)
+    }
+
+    /// Waits (`limit` at most) until the row of node `name` satisfies `done`, failing with `what` it never did;
+    /// the row.
+    pub async fn node_until(&self, name: &str, limit: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let row = self.node(name).await;
+            if done(&row) {
+                return row;
+            }
+            assert!(started.elapsed() < limit, "{name} never {what}: {row}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Waits (`limit` at most) until the console lists `count` nodes (or any number, at least one), each up and
     /// heard within `fresh`; their names.
     pub async fn nodes_beating(&self, count: Option<usize>, fresh: Duration, limit: Duration) -> Vec<String> {

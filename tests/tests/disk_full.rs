@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The replica whose disk fills: the one that logs the most (the users it joins, besides its counts).
 const REPLICA: &str = "q4_count-0";
@@ -78,24 +78,10 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The console's view of the replica: its row of `/api/nodes`.
-async fn replica_row(console: &coffee_tests::console::Console) -> Value {
-    let nodes = console.get("/api/nodes").await;
-    let nodes = nodes.as_array().cloned().unwrap_or_default();
-    nodes.into_iter().find(|n| n["name"] == REPLICA).unwrap_or(Value::Null)
-}
-
-/// Waits (up to `limit`) until the console says the replica's disk is full, or not.
+/// Waits (up to `limit`) until the console says the replica's disk is full, or not; its row.
 async fn shows_disk_full(console: &coffee_tests::console::Console, full: bool, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let row = replica_row(console).await;
-        if row["state"]["disk_full"] == full {
-            return row;
-        }
-        assert!(Instant::now() < deadline, "the console never showed disk_full = {full}: {row}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let what = format!("showed disk_full = {full}");
+    console.node_until(REPLICA, limit, &what, |row| row["state"]["disk_full"] == full).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +108,7 @@ async fn below_the_reserve_a_replica_holds_its_group_says_so_and_carries_on_once
     assert!(held["state"]["disk_free_bytes"].as_u64().is_some_and(|b| b < 64 << 20), "{held}");
     // Held, not dead: it beats on, nobody restarts it, and no session can end without it.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let row = replica_row(&console).await;
+    let row = console.node(REPLICA).await;
     assert_eq!(row["state"]["disk_full"], true, "{row}");
     assert_eq!(row["restarts"], 0, "{row}");
     assert!(row["heartbeat_age_ms"].as_u64().is_some_and(|ms| ms < 3_000), "{row}");
@@ -138,7 +124,7 @@ async fn below_the_reserve_a_replica_holds_its_group_says_so_and_carries_on_once
             .expect("a session");
         assert_matches_reference(&summary, data);
     }
-    assert_eq!(replica_row(&console).await["restarts"], 0, "the replica was restarted");
+    assert_eq!(console.node(REPLICA).await["restarts"], 0, "the replica was restarted");
     let log = std::fs::read_to_string(cluster::run_dir(&namespace).join("logs").join(format!("{REPLICA}.log")))
         .unwrap_or_default();
     assert!(log.contains("the state disk is full"), "the replica's log names the full disk");

@@ -11,35 +11,11 @@ use coffee_tests::harness::{amqp_url, assert_matches_reference, generate, node_b
 use coffee_tools::gen::Scale;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REPLICA: &str = "q2_agg-0";
-
-/// The console's row of the replica.
-async fn row(console: &coffee_tests::console::Console) -> Value {
-    let nodes = console.get("/api/nodes").await;
-    nodes.as_array().into_iter().flatten().find(|n| n["name"] == REPLICA).cloned().unwrap_or(Value::Null)
-}
-
-/// Waits (up to `limit`) until the replica's row satisfies `done`.
-async fn row_until(
-    console: &coffee_tests::console::Console,
-    limit: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let row = row(console).await;
-        if done(&row) {
-            return row;
-        }
-        assert!(Instant::now() < deadline, "{REPLICA} never {what}: {row}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_the_broker_refuses_leaves_its_replica_down_and_named_until_restarted_by_hand() {
@@ -49,16 +25,7 @@ async fn a_queue_the_broker_refuses_leaves_its_replica_down_and_named_until_rest
     let (gateway, namespace) = (config.gateway.clone(), config.namespace.clone());
     let console = coffee_tests::console::Console::start(config).await;
     // Every node declared the queues at its start and beats: the refusal meets only the replica's next start.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let nodes = console.get("/api/nodes").await;
-        let nodes = nodes.as_array().cloned().unwrap_or_default();
-        if !nodes.is_empty() && nodes.iter().all(|n| n["heartbeat_age_ms"].as_u64().is_some()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not every node beats: {nodes:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    console.nodes_beating(None, Duration::from_secs(3), Duration::from_secs(30)).await;
     let queue = console.app.state.nodes.spec().topology.queue(StageKind::Q2Agg, 0);
 
     // The replica's queue, deleted and declared again as a quorum queue: the topology's are classic.
@@ -70,7 +37,8 @@ async fn a_queue_the_broker_refuses_leaves_its_replica_down_and_named_until_rest
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     channel.queue_declare(queue.as_str().into(), durable, quorum).await.unwrap();
 
-    let refused = row_until(&console, Duration::from_secs(30), "was refused", |r| r["refused"].is_string()).await;
+    let refused =
+        console.node_until(REPLICA, Duration::from_secs(30), "was refused", |r| r["refused"].is_string()).await;
     let reason = refused["refused"].as_str().unwrap().to_owned();
     assert!(
         reason.contains(&queue) && reason.contains("PRECONDITION"),
@@ -80,7 +48,7 @@ async fn a_queue_the_broker_refuses_leaves_its_replica_down_and_named_until_rest
     assert_eq!(refused["up"], false, "{refused}");
     // Past the monitors' timeout and the supervisor's grace: nobody starts it again.
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let still = row(&console).await;
+    let still = console.node(REPLICA).await;
     assert_eq!(
         (still["up"].clone(), still["restarts"].clone()),
         (json!(false), refused["restarts"].clone()),
@@ -99,7 +67,9 @@ async fn a_queue_the_broker_refuses_leaves_its_replica_down_and_named_until_rest
     // The way out: the queue put right, then a restart by hand.
     channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
     console.post(&format!("/api/nodes/{REPLICA}/restart"), json!({})).await;
-    row_until(&console, Duration::from_secs(30), "came back", |r| r["up"] == true && r["refused"].is_null()).await;
+    console
+        .node_until(REPLICA, Duration::from_secs(30), "came back", |r| r["up"] == true && r["refused"].is_null())
+        .await;
     let data = generate(Scale::Tiny, 7, &dir.path().join("data"));
     let options = ClientOptions::new(&gateway, &data, dir.path().join("out"));
     let summary = tokio::time::timeout(Duration::from_secs(120), client::run_session(&options, Arc::new(|_| {})))
