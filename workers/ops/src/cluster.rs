@@ -142,9 +142,9 @@ impl Node {
         }
     }
 
-    /// Notes that the process exited, if it did (once per process); `log` is its output, where a refused node
-    /// said why.
-    fn reap(&mut self, name: &str, log: &Path) {
+    /// Notes that the process exited, if it did (once per process). A refused node said why in its log, which
+    /// `spec` places: read then only, since every supervision tick reaps every node.
+    fn reap(&mut self, name: &str, spec: &ClusterSpec) {
         if self.exited.is_some() {
             return;
         }
@@ -158,7 +158,7 @@ impl Node {
             let quick_exits = self.crash_loop.quick_exits();
             warn!(node = %name, %status, lost_broker = self.lost_broker, quick_exits, "node exited");
             if status.code() == Some(amqp::REFUSED_EXIT_CODE) {
-                let reason = refusal_reason(log);
+                let reason = refusal_reason(&spec.log_path(name));
                 error!(node = %name, %reason, "node refused for good: left down until it is restarted by hand");
                 self.refused = Some(reason);
             }
@@ -490,7 +490,7 @@ impl LocalCluster {
     /// Notes every node's exit, if it exited.
     fn reap_all(&mut self) {
         for (name, node) in &mut self.nodes {
-            node.reap(name, &self.spec.log_path(name));
+            node.reap(name, &self.spec);
         }
     }
 
@@ -526,10 +526,9 @@ impl LocalCluster {
     /// is reaped, and a listing taken meanwhile would say the node runs.
     pub async fn kill_and_wait(&mut self, name: &str) -> anyhow::Result<()> {
         self.kill(name)?;
-        let log = self.spec.log_path(name);
         let node = self.nodes.get_mut(name).expect("a node just killed");
         let _ = tokio::time::timeout(Duration::from_secs(1), node.child.wait()).await;
-        node.reap(name, &log);
+        node.reap(name, &self.spec);
         Ok(())
     }
 
