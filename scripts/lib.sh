@@ -69,6 +69,14 @@ ensure_faketime() {
   fi
 }
 
+# iptables: tests/tests/half_open.rs drops one established client-gateway flow on loopback.
+ensure_iptables() {
+  if ! command -v iptables >/dev/null 2>&1; then
+    log "installing iptables"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+  fi
+}
+
 ensure_prometheus() {
   if ! command -v prometheus >/dev/null 2>&1; then
     log "installing prometheus"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need on a fresh machine (RabbitMQ, Prometheus, libfaketime, the wasm32 target and
+# Sets up everything the tests need on a fresh machine (RabbitMQ, Prometheus, libfaketime, iptables, the wasm32 target and
 # wasm-bindgen CLI, Chromium, playwright-core; the container tests set up Docker themselves, through scripts/docker-up.sh),
 # then runs every test: formatting, lints, the unit and integration tests against the real RabbitMQ and Docker
 # engine, and the browser end-to-end test of the console.
@@ -9,6 +9,7 @@ ensure_disk 6
 ensure_rabbitmq
 ensure_prometheus
 ensure_faketime
+ensure_iptables
 # DuckDB, which `coffee bench` compares with, from PyPI: its test checks DuckDB's SQL against the reference. It is
 # a benchmark's peer, not part of the system, so a machine that cannot reach PyPI runs everything else.
 ./scripts/duckdb-setup.sh >/dev/null || log "DuckDB could not be set up (PyPI unreachable?): its comparison test will say so"

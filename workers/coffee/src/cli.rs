@@ -86,6 +86,10 @@ struct SessionArgs {
     /// How long a new session tries to reach the gateway at all before it says none runs.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_patience: Duration,
+    /// How long the gateway may leave the connection unanswered (its host gone without a word) before the client
+    /// takes it for lost and resumes.
+    #[arg(long, env = "COFFEE_DEAD_PEER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    dead_peer_after: Duration,
     /// The most rows per batch sent to the gateway (for measuring what batching buys; a batch is also cut to fit a
     /// frame).
     #[arg(long, env = "COFFEE_BATCH_ROWS", default_value_t = client::BATCH_ROWS,
@@ -206,6 +210,10 @@ enum Command {
         /// link).
         #[arg(long, env = "GATEWAY_FRAME_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
         frame_timeout: Duration,
+        /// How long a client may leave the connection unanswered (a host gone without a word) before the gateway
+        /// takes it for lost.
+        #[arg(long, env = "GATEWAY_DEAD_PEER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+        dead_peer_after: Duration,
     },
     /// Run one replica of a stage.
     Worker {
@@ -508,6 +516,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             read_timeout,
             handshake_timeout,
             frame_timeout,
+            dead_peer_after,
         } => {
             let limits = gateway::limits::Limits {
                 max_connections,
@@ -518,6 +527,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 read_timeout,
                 handshake_timeout,
                 frame_timeout,
+                dead_peer_after,
             };
             let listen = listen.unwrap_or_else(|| cluster.gateway.clone());
             gateway::Gateway {
@@ -687,7 +697,7 @@ async fn run_worker(cluster: &ClusterArgs, stage: &str, replica: u16, durability
 /// Runs one session with a progress bar on a terminal.
 async fn run_client(
     gateway: &str,
-    SessionArgs { data, out, reconnect_window, connect_patience, batch_rows }: SessionArgs,
+    SessionArgs { data, out, reconnect_window, connect_patience, batch_rows, dead_peer_after }: SessionArgs,
 ) -> anyhow::Result<ClientSummary> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
@@ -711,7 +721,13 @@ async fn run_client(
         }
     });
     let summary = client::run_session(
-        &ClientOptions { reconnect_window, connect_patience, batch_rows, ..ClientOptions::new(gateway, data, out) },
+        &ClientOptions {
+            reconnect_window,
+            connect_patience,
+            batch_rows,
+            dead_peer_after,
+            ..ClientOptions::new(gateway, data, out)
+        },
         observer,
     )
     .await;

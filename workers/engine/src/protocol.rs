@@ -32,6 +32,28 @@ pub const PROTOCOL_VERSION: u8 = 4;
 /// resume is a few hundred bytes per result stream, whatever the session's size).
 pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
+/// How long either end of a client-gateway connection waits on a peer that stopped answering before it takes
+/// the connection for lost: a peer that vanished without a FIN or a reset (its host lost power, a firewall
+/// dropping the flow) is otherwise waited on forever by a client whose results are not ready yet, and by a
+/// gateway whose client went quiet. Short enough that a client resumes well inside its reconnect window.
+pub const DEAD_PEER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Makes the kernel find out, within about `after`, that the peer of `socket` is gone: TCP keepalive probes
+/// while the connection is idle (the first after half of `after`, then three more), and a user timeout while
+/// sent bytes wait for their ack. A peer that is alive but busy answers both from its kernel, so neither cuts a
+/// session that is merely slow. The connection then fails on its next read or write, like one that was reset.
+pub fn detect_dead_peer(socket: &tokio::net::TcpStream, after: std::time::Duration) -> std::io::Result<()> {
+    use std::time::Duration;
+    const PROBES: u32 = 3;
+    // The kernel counts keepalive times in whole seconds, and refuses zero.
+    let idle = Duration::from_secs((after.as_secs() / 2).max(1));
+    let interval = Duration::from_secs((after.as_secs() / 2 / u64::from(PROBES)).max(1));
+    let keepalive = socket2::TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(PROBES);
+    let socket = socket2::SockRef::from(socket);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(after.max(Duration::from_secs(1))))
+}
+
 /// The identity of one result message: which query, who sent it, its seq, and for an end of stream the count
 /// it announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -51,6 +51,9 @@ pub struct ClientOptions {
     /// The most rows per batch: [`BATCH_ROWS`] unless a measurement of what batching buys asks otherwise (a
     /// batch is cut at [`BATCH_BYTES`] too).
     pub batch_rows: usize,
+    /// How long the gateway may leave the connection unanswered before the client takes it for lost and
+    /// resumes ([`crate::protocol::detect_dead_peer`]).
+    pub dead_peer_after: Duration,
 }
 
 impl ClientOptions {
@@ -64,6 +67,7 @@ impl ClientOptions {
             reconnect_window: RECONNECT_WINDOW,
             connect_patience: CONNECT_PATIENCE,
             batch_rows: BATCH_ROWS,
+            dead_peer_after: crate::protocol::DEAD_PEER_AFTER,
         }
     }
 }
@@ -261,6 +265,7 @@ async fn connect_once(
         lost(e)
     })?;
     socket.set_nodelay(true).map_err(|e| lost(e.into()))?;
+    crate::protocol::detect_dead_peer(&socket, options.dead_peer_after).map_err(|e| lost(e.into()))?;
     state.reached = true;
     let (read, write) = socket.into_split();
     let mut reader = FrameReader::<_, GatewayFrame>::new(read);

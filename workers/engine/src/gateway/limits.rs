@@ -1,6 +1,6 @@
 //! The gateway's bounds against floods, stalls and greedy peers: connections in all and per peer address,
 //! sessions at once in all and per peer address, how long a client may take to say hello, to move its frames
-//! along while it uploads, or to read the results sent to it, and how soon a session that never uploaded anything
+//! along while it uploads, to read the results sent to it, or to answer at all, and how soon a session that never uploaded anything
 //! gives its slot back. Each refusal is logged with its reason; other clients go on.
 
 use std::collections::HashMap;
@@ -26,6 +26,9 @@ pub struct Limits {
     /// While the client uploads, the longest it may go without moving a few KiB (a stalled client, or half a
     /// frame sent and then nothing). A frame may take longer than this on a slow link, as long as it moves.
     pub frame_timeout: Duration,
+    /// How long a client may leave the connection unanswered (no ack of what the gateway sent, no answer to a
+    /// keepalive probe) before the gateway takes it for lost ([`crate::protocol::detect_dead_peer`]).
+    pub dead_peer_after: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
+            dead_peer_after: crate::protocol::DEAD_PEER_AFTER,
         }
     }
 }

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The gateway's identity as a sender.
@@ -63,13 +65,24 @@ struct Shared {
 }
 
 /// Who a session belongs to at this gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Slot {
-    /// Served by the connection with this number.
-    Served(u64),
+    /// Served by the connection numbered `id`, which ends when `replaced` is cancelled; `ended` hears when it has.
+    /// `secret` is the session's: only its client may replace the connection.
+    Served { id: u64, secret: u128, replaced: CancellationToken, ended: watch::Receiver<()> },
     /// Being purged: a resume is refused.
     Purging,
 }
+
+impl Slot {
+    fn served_by(&self, number: u64) -> bool {
+        matches!(self, Slot::Served { id, .. } if *id == number)
+    }
+}
+
+/// How long a resume waits for the connection it replaces to end (hand back its unacked results, stop writing to
+/// the session's upload log) before it goes on anyway.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(5);
 
 impl Shared {
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, (Slot, std::net::IpAddr)>> {
@@ -82,13 +95,15 @@ impl Shared {
     fn claim(
         &self,
         session: SessionId,
+        secret: u128,
         resumed: bool,
         peer: std::net::IpAddr,
     ) -> Result<session::Claim, session::SessionError> {
         let id = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let claim;
         {
             let mut live = self.live();
-            if live.get(&session).is_some_and(|(slot, _)| *slot == Slot::Purging) {
+            if live.get(&session).is_some_and(|(slot, _)| matches!(slot, Slot::Purging)) {
                 let message = format!("session {session} was abandoned and is being purged");
                 return Err(session::refuse(crate::protocol::ErrorCode::SessionExpired, message));
             }
@@ -102,15 +117,42 @@ impl Shared {
                     return busy(format!("{peer} holds its maximum of {per_peer} sessions; try again later"));
                 }
             }
-            live.insert(session, (Slot::Served(id), peer));
+            let replaced = CancellationToken::new();
+            let (ended_tx, ended) = watch::channel(());
+            let slot = Slot::Served { id, secret, replaced: replaced.clone(), ended };
+            // A connection still serving the session (a client that resumed from a new connection while its old
+            // one looks alive here) ends now, so the results it holds unacked go back to the queue for this one.
+            if let Some((Slot::Served { replaced: older, .. }, _)) = live.insert(session, (slot, peer)) {
+                older.cancel();
+            }
+            claim = session::Claim { id, resumed, replaced, _ended: ended_tx };
         }
         self.update_gauge();
-        Ok(session::Claim { id, resumed })
+        Ok(claim)
+    }
+
+    /// Ends the connection serving `session` now, if any, and waits until it has ended (at most
+    /// [`TAKE_OVER_WAIT`]): a resume comes from a client that gave that connection up (its gateway's host
+    /// looked gone, say), and the gateway may not have noticed yet. Until it ends, that connection holds the
+    /// session's unacked results and may still write to its upload log.
+    /// Only the session's client, which knows its `secret`, may do this.
+    async fn take_over(&self, session: SessionId, secret: u128) {
+        let serving = match self.live().get(&session) {
+            Some((Slot::Served { secret: known, replaced, ended, .. }, _)) if *known == secret => {
+                Some((replaced.clone(), ended.clone()))
+            }
+            _ => None,
+        };
+        if let Some((replaced, mut ended)) = serving {
+            replaced.cancel();
+            // `changed` fails once the connection's claim, the sender, is dropped: when it has ended.
+            let _ = tokio::time::timeout(TAKE_OVER_WAIT, ended.changed()).await;
+        }
     }
 
     fn release(&self, session: SessionId, number: u64) {
         let mut live = self.live();
-        if live.get(&session).is_some_and(|(slot, _)| *slot == Slot::Served(number)) {
+        if live.get(&session).is_some_and(|(slot, _)| slot.served_by(number)) {
             live.remove(&session);
         }
         drop(live);
@@ -122,14 +164,14 @@ impl Shared {
     /// a resume either wins (and no purge starts) or is refused.
     fn begin_purge(&self, session: SessionId, lost: Option<u64>) -> bool {
         let mut live = self.live();
-        let current = live.get(&session).copied();
+        let current = live.get(&session);
         let free = match (lost, current) {
-            (Some(number), Some((slot, _))) => slot == Slot::Served(number),
+            (Some(number), Some((slot, _))) => slot.served_by(number),
             (Some(_), None) => false,
             (None, current) => current.is_none(),
         };
         if free {
-            let peer = current.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |(_, peer)| peer);
+            let peer = current.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |(_, peer)| *peer);
             live.insert(session, (Slot::Purging, peer));
         }
         free
@@ -142,7 +184,7 @@ impl Shared {
 
     /// Sessions served by a connection now.
     fn sessions(&self) -> usize {
-        self.live().values().filter(|(slot, _)| matches!(slot, Slot::Served(_))).count()
+        self.live().values().filter(|(slot, _)| matches!(slot, Slot::Served { .. })).count()
     }
 
     fn update_gauge(&self) {

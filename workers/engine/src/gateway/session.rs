@@ -103,6 +103,7 @@ const MIN_UPLOAD_PROGRESS: u64 = 1024;
 /// Serves one connection from its first frame to the end of its session (or of the connection).
 pub(super) async fn serve_client(socket: TcpStream, peer: IpAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
+    crate::protocol::detect_dead_peer(&socket, shared.limits.dead_peer_after)?;
     let (read, write) = socket.into_split();
     let received_bytes = Arc::new(AtomicU64::new(0));
     let counted = received_bytes.clone();
@@ -192,6 +193,11 @@ pub(super) async fn serve_client(socket: TcpStream, peer: IpAddr, shared: Arc<Sh
         tokio::pin!(input, results);
         tokio::select! {
             biased;
+            // A resume of this session on a newer connection: this one is stale (its client gave it up) and ends
+            // at once, its unacked results going back to the queue for the newer one.
+            () = number.replaced.cancelled() => {
+                Err(SessionError::Gone("a resume on a newer connection replaced this one".to_owned()))
+            }
             // The results side failing is never the client's fault: it is not told why, only loses the
             // connection, and resumes.
             done = &mut results => done,
@@ -281,11 +287,15 @@ struct Opened {
     number: Claim,
 }
 
-/// A connection's claim on its session, from [`Shared::claim`].
-#[derive(Debug, Clone, Copy)]
+/// A connection's claim on its session, from [`Shared::claim`], held for as long as the connection serves it.
+#[derive(Debug)]
 pub(super) struct Claim {
     pub id: u64,
     pub resumed: bool,
+    /// Cancelled when a newer connection (a resume) takes the session over: this one must end.
+    pub replaced: tokio_util::sync::CancellationToken,
+    /// Dropped when the connection ends, which tells a resume waiting to take over ([`Shared::take_over`]).
+    pub _ended: tokio::sync::watch::Sender<()>,
 }
 
 /// The first frame: `Hello` opens a new session (within the session limit), `Resume` reopens one with its
@@ -299,13 +309,15 @@ async fn handshake(reader: &mut ClientReader, shared: &Shared, peer: IpAddr) -> 
         ClientFrame::Hello => {
             let (session, secret) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4().as_u128());
             // Within the gateway's and the address's session limits (`Busy` otherwise), then made durable.
-            let number = shared.claim(session, false, peer)?;
+            let number = shared.claim(session, secret, false, peer)?;
             let log = UploadLog::create(&shared.state_dir, session, secret).inspect_err(|_| {
                 shared.release(session, number.id);
             })?;
             Ok(Opened { session, secret, received: Vec::new(), upload_log: log, resume_from: BTreeMap::new(), number })
         }
         ClientFrame::Resume { session, secret, received } => {
+            // Before the upload log is read: the connection replaced may be writing to it still.
+            shared.take_over(session, secret).await;
             let refused = |code, why: &str| {
                 warn!(%session, why, "resume refused");
                 Err(refuse(code, format!("{why} {session}")))
@@ -320,7 +332,7 @@ async fn handshake(reader: &mut ClientReader, shared: &Shared, peer: IpAddr) -> 
                 }
                 Some((log, recovered)) => {
                     // Claimed after the log was read: a purge that began in between refuses the claim.
-                    let number = shared.claim(session, true, peer)?;
+                    let number = shared.claim(session, secret, true, peer)?;
                     Ok(Opened { session, secret, received, upload_log: log, resume_from: recovered.done, number })
                 }
             }
