@@ -93,7 +93,7 @@ struct SessionArgs {
     /// The most rows per batch sent to the gateway (for measuring what batching buys; a batch is also cut to fit a
     /// frame).
     #[arg(long, env = "COFFEE_BATCH_ROWS", default_value_t = client::BATCH_ROWS,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=coffee_engine::protocol::MAX_ROWS_PER_FRAME as u64))]
     batch_rows: usize,
 }
 

@@ -54,6 +54,84 @@ pub fn detect_dead_peer(socket: &tokio::net::TcpStream, after: std::time::Durati
     socket.set_tcp_user_timeout(Some(after.max(Duration::from_secs(1))))
 }
 
+/// The most rows a client's batch may carry (the client cuts at [`crate::client::BATCH_ROWS`], half of this).
+/// A frame's bytes are bounded by [`MAX_FRAME_BYTES`], but rows can be tiny on the wire and large in memory (a
+/// store with an empty name: 3 bytes encoded, 32 decoded): without this, one 2 MiB frame decoded to about a
+/// million rows, and a broadcast kind was then cloned per destination.
+pub const MAX_ROWS_PER_FRAME: usize = 65_536;
+
+/// A client's batch decoded as its derived `Deserialize` would, but refused as soon as its length prefix says
+/// more than [`MAX_ROWS_PER_FRAME`] rows, before a row is allocated; and only of the five kinds a client sends.
+mod client_batch {
+    use super::MAX_ROWS_PER_FRAME;
+    use coffee_model::message::Batch;
+    use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, SeqAccess, Unexpected, VariantAccess, Visitor};
+    use std::marker::PhantomData;
+
+    /// The client's kinds, in `Batch`'s order (its variant indices on the wire; a test holds them to it).
+    const KINDS: &[&str] = &["Transactions", "TransactionItems", "Users", "Stores", "MenuItems"];
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Batch, D::Error> {
+        deserializer.deserialize_enum("Batch", KINDS, ClientBatch)
+    }
+
+    struct ClientBatch;
+
+    impl<'de> Visitor<'de> for ClientBatch {
+        type Value = Batch;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a batch of one of the client's kinds")
+        }
+
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Batch, A::Error> {
+            let (index, rows): (u32, _) = data.variant()?;
+            Ok(match index {
+                0 => Batch::Transactions(rows.newtype_variant_seed(Rows(PhantomData))?),
+                1 => Batch::TransactionItems(rows.newtype_variant_seed(Rows(PhantomData))?),
+                2 => Batch::Users(rows.newtype_variant_seed(Rows(PhantomData))?),
+                3 => Batch::Stores(rows.newtype_variant_seed(Rows(PhantomData))?),
+                4 => Batch::MenuItems(rows.newtype_variant_seed(Rows(PhantomData))?),
+                other => return Err(de::Error::invalid_value(Unexpected::Unsigned(other.into()), &self)),
+            })
+        }
+    }
+
+    /// Up to [`MAX_ROWS_PER_FRAME`] rows of `T`.
+    struct Rows<T>(PhantomData<T>);
+
+    impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Rows<T> {
+        type Value = Vec<T>;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+            deserializer.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, T: de::Deserialize<'de>> Visitor<'de> for Rows<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_ROWS_PER_FRAME} rows")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > MAX_ROWS_PER_FRAME {
+                return Err(de::Error::invalid_length(announced, &self));
+            }
+            let mut rows = Vec::with_capacity(announced);
+            while let Some(row) = seq.next_element()? {
+                if rows.len() == MAX_ROWS_PER_FRAME {
+                    return Err(de::Error::invalid_length(rows.len() + 1, &self));
+                }
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+    }
+}
+
 /// The identity of one result message: which query, who sent it, its seq, and for an end of stream the count
 /// it announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,6 +174,8 @@ pub enum ClientFrame {
     Rows {
         kind: FileKind,
         seq: u64,
+        /// At most [`MAX_ROWS_PER_FRAME`] rows of one of the client's five kinds, refused as it decodes.
+        #[serde(deserialize_with = "client_batch::deserialize")]
         batch: Batch,
     },
     /// The client sent `batches` batches of `kind` (seqs `0..batches`).
@@ -165,10 +245,20 @@ pub enum FrameError {
     Empty,
     #[error("unknown protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
     Version(u8),
-    #[error("malformed frame: {0}")]
+    #[error("malformed frame: {}", malformed(.0))]
     Malformed(#[from] postcard::Error),
     #[error("the peer closed the connection")]
     Closed,
+}
+
+/// Postcard keeps no message of a value a type refused (its `SerdeDeCustom`): say which bound that can be.
+fn malformed(e: &postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeDeCustom => {
+            format!("a value out of bounds (a batch of more than {MAX_ROWS_PER_FRAME} rows, or not of a client's kind)")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn codec() -> LengthDelimitedCodec {
@@ -247,6 +337,31 @@ mod tests {
         assert_eq!(reader.next().await.unwrap(), rows);
         assert!(matches!(reader.next().await.unwrap(), ClientFrame::EndOfFile { batches: 4, .. }));
         assert!(matches!(reader.next().await, Err(FrameError::Closed)));
+    }
+
+    /// The bounded decoding of a client's batch reads exactly what the derived encoding wrote, kind by kind,
+    /// up to the bound, and refuses a longer batch or another kind before decoding its rows.
+    #[test]
+    fn a_client_batch_decodes_as_derived_up_to_its_bound() {
+        let rows = |batch| ClientFrame::Rows { kind: FileKind::Stores, seq: 1, batch };
+        for batch in [
+            Batch::Transactions(vec![]),
+            Batch::TransactionItems(vec![]),
+            Batch::Users(vec![]),
+            Batch::Stores(vec![]),
+            Batch::MenuItems(vec![]),
+        ] {
+            let frame = rows(batch);
+            assert_eq!(decode::<ClientFrame>(&encode(&frame)).unwrap(), frame);
+        }
+        let store = Store { store_id: 1, store_name: String::new() };
+        let full = rows(Batch::Stores(vec![store.clone(); MAX_ROWS_PER_FRAME]));
+        assert_eq!(decode::<ClientFrame>(&encode(&full)).unwrap(), full);
+        let over = encode(&rows(Batch::Stores(vec![store; MAX_ROWS_PER_FRAME + 1])));
+        let refused = decode::<ClientFrame>(&over).unwrap_err();
+        assert!(refused.to_string().contains("more than 65536 rows"), "{refused}");
+        let not_a_client_kind = encode(&rows(Batch::Results(vec![])));
+        assert!(matches!(decode::<ClientFrame>(&not_a_client_kind), Err(FrameError::Malformed(_))));
     }
 
     #[tokio::test]

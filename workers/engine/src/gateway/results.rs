@@ -48,14 +48,22 @@ pub enum Handling<D> {
     Poison(D, String),
 }
 
+/// Result bytes (as the broker delivered them) forwarded to a client and not acked by it, past which the gateway
+/// takes no more deliveries for it: a window of a few large result messages, so a client that reads slowly or
+/// not at all costs the gateway this much besides its prefetch, not every result its consumer holds.
+pub const UNACKED_BYTES: usize = 8 << 20;
+
 /// Where the forwarding of one session's results stands, on one connection.
 #[derive(Debug)]
 pub struct Forward<D> {
     tracker: InputTracker,
     /// Queries whose end the client was sent.
     done: BTreeSet<Query>,
-    /// Frames sent and not yet acked by the client: each result's delivery, and `None` for a query's end.
-    pending: VecDeque<(u64, Option<D>)>,
+    /// Frames sent and not yet acked by the client: each result's delivery and its message's bytes, and `None`
+    /// for a query's end.
+    pending: VecDeque<(u64, Option<D>, usize)>,
+    /// The bytes of the messages in `pending`.
+    unacked_bytes: usize,
     /// The last frame's number.
     n: u64,
 }
@@ -63,7 +71,8 @@ pub struct Forward<D> {
 impl<D> Forward<D> {
     /// The forwarding of a session to a client that says it has `received` already (nothing for a new one).
     pub fn new(topology: &Topology, received: Vec<ReceivedStream>) -> Forward<D> {
-        Forward { tracker: tracker_with(topology, &received), done: BTreeSet::new(), pending: VecDeque::new(), n: 0 }
+        let tracker = tracker_with(topology, &received);
+        Forward { tracker, done: BTreeSet::new(), pending: VecDeque::new(), unacked_bytes: 0, n: 0 }
     }
 
     /// The frames that end the queries now complete, each sent once; the client acks them as it acks results.
@@ -74,7 +83,7 @@ impl<D> Forward<D> {
                 self.done.insert(query);
                 self.n += 1;
                 frames.push(GatewayFrame::QueryDone { n: self.n, query });
-                self.pending.push_back((self.n, None));
+                self.pending.push_back((self.n, None, 0));
             }
         }
         frames
@@ -83,6 +92,13 @@ impl<D> Forward<D> {
     /// Whether frames sent to the client wait for its ack.
     pub fn unacked(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Whether another message may be forwarded: under [`UNACKED_BYTES`] sent and not acked by the client. The
+    /// gateway takes no delivery beyond that, so what a slow or silent client makes it hold is bounded in bytes
+    /// (its frames, queued or in the socket) besides the results consumer's prefetch.
+    pub fn has_room(&self) -> bool {
+        self.unacked_bytes < UNACKED_BYTES
     }
 
     /// Whether the client acked every result and every query's end: the session is over (the caller cleans up,
@@ -113,7 +129,8 @@ impl<D> Forward<D> {
         match admission {
             Admission::Apply => {
                 self.n += 1;
-                self.pending.push_back((self.n, Some(delivery)));
+                self.pending.push_back((self.n, Some(delivery), bytes.len()));
+                self.unacked_bytes += bytes.len();
                 Handling::Send(GatewayFrame::Result { n: self.n, id, rows })
             }
             admission => Handling::Drop(delivery, id, admission),
@@ -125,8 +142,10 @@ impl<D> Forward<D> {
         // The planted bug acks every frame sent so far, as a `multiple` ack of the newest delivery would.
         let upto = if planted::active(Bug::ResultsAckedPastTheClient) { u64::MAX } else { upto };
         let mut acked = Vec::new();
-        while self.pending.front().is_some_and(|(n, _)| *n <= upto) {
-            if let (_, Some(delivery)) = self.pending.pop_front().expect("checked") {
+        while self.pending.front().is_some_and(|(n, _, _)| *n <= upto) {
+            let (_, delivery, bytes) = self.pending.pop_front().expect("checked");
+            self.unacked_bytes -= bytes;
+            if let Some(delivery) = delivery {
                 acked.push(delivery);
             }
         }
@@ -168,5 +187,28 @@ mod tests {
         let had = resumed.message(&result(&topology, Query::Q1, 0, 0), "a");
         assert!(matches!(had, Handling::Drop("a", _, Admission::Duplicate)), "{had:?}");
         assert!(!resumed.finished());
+    }
+
+    #[test]
+    fn a_client_is_sent_at_most_a_window_of_unacked_bytes() {
+        let topology = Topology::default();
+        let sender = topology.senders(Endpoint::Stage(result_source(Query::Q1)))[0];
+        let row = ResultRow::Q1 { transaction_id: "t".repeat(1 << 20), final_amount: 7500 };
+        let big = |seq| {
+            let body = Body::Data(Batch::Results(vec![row.clone()]));
+            Envelope { session: uuid::Uuid::nil(), sender, stream: Stream::Results(Query::Q1), seq, body }.encode()
+        };
+        let mut forward: Forward<u64> = Forward::new(&topology, Vec::new());
+        let mut sent = 0;
+        let mut seq = 0;
+        while forward.has_room() {
+            let message = big(seq);
+            sent += message.len();
+            assert!(matches!(forward.message(&message, seq), Handling::Send(_)));
+            seq += 1;
+        }
+        assert!((UNACKED_BYTES..UNACKED_BYTES + (1 << 20) + 64).contains(&sent), "{sent} bytes sent");
+        assert_eq!(forward.client_acked(1), vec![0], "an ack of frame 1 frees the bytes of its message");
+        assert!(forward.has_room());
     }
 }

@@ -28,8 +28,10 @@ use tracing::{debug, info, warn};
 /// Confirms a connection keeps in flight before it waits for the oldest (backpressure on a fast client).
 const CONFIRMS_IN_FLIGHT: usize = 512;
 
-/// Result messages forwarded to a client and not yet acked by it, at most.
-const RESULTS_IN_FLIGHT: u16 = 256;
+/// Result messages the broker hands the gateway for one session before it acks any (its prefetch): they wait in
+/// the consumer, as bytes, until forwarded. With [`super::results::UNACKED_BYTES`] forwarded and unacked, this
+/// bounds what one session's results cost the gateway (`docs/benchmarks.md`, "The gateway's memory").
+const RESULTS_IN_FLIGHT: u16 = 64;
 
 /// Why a client's connection (and maybe its session) ended, as the gateway must act on it: what the client is
 /// told, and whether the session waits for a resume.
@@ -502,7 +504,8 @@ async fn forward_results(
                 let message = format!("the client acked nothing of what it was sent for {read_timeout:?}");
                 return Err(SessionError::Gone(message));
             }
-            delivery = consumer.next() => {
+            // Past its window of unacked bytes, a client is sent nothing more until it acks.
+            delivery = consumer.next(), if forward.has_room() => {
                 let Some(delivery) = delivery else {
                     return Err(BrokerError::Lost("the results consumer was cancelled".to_owned()).into());
                 };
