@@ -45,7 +45,7 @@ pub struct Config {
     /// restarted as soon as its process exits; with some, when the leading monitor notices it is silent.
     #[arg(long, default_value_t = coffee_ops::monitor::DEFAULT_MONITORS)]
     pub monitors: u16,
-    #[arg(long, env = "AMQP_URL", default_value = coffee_engine::amqp::DEFAULT_AMQP_URL)]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = coffee_engine::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
     /// `quorum` on a RabbitMQ cluster (replicated queues); the console's nodes are told the same.
     #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = coffee_engine::topology::QueueType::Classic)]

@@ -62,6 +62,12 @@ async fn no_log_of_a_run_shows_the_brokers_password() {
     let mut printed = String::from_utf8_lossy(&status.stdout).into_owned();
     printed.push_str(&String::from_utf8_lossy(&status.stderr));
 
+    // `--help` shows the environment's values of the flags it lists, unless told not to.
+    let help = cluster.command(&["gateway", "--help"]).env("AMQP_URL", &url).output().await.unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(help.contains("AMQP_URL"), "the help lists the broker's flag:\n{help}");
+    printed.push_str(&help);
+
     let run_dir = coffee_ops::cluster::run_dir(&cluster.namespace);
     let logs = files_under(&run_dir.join("logs"));
     printed.push_str(&cluster.down().await);

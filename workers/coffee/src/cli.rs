@@ -41,7 +41,7 @@ struct ClusterArgs {
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:7070")]
     gateway: String,
     /// The RabbitMQ broker.
-    #[arg(long, env = "AMQP_URL", default_value = amqp::DEFAULT_AMQP_URL)]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = amqp::DEFAULT_AMQP_URL)]
     amqp_url: String,
     /// `quorum` on a RabbitMQ cluster (replicated queues); every node of a cluster must be given the same.
     #[arg(long, env = "COFFEE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
