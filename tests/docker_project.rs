@@ -103,8 +103,9 @@ impl Drop for DockerProject {
 }
 
 impl DockerProject {
-    /// Prints the last lines of every container's log: what a failed test leaves to read (the containers go
-    /// with the project). Never panics: it runs while a test's panic unwinds.
+    /// Prints the last lines of every container's log, and a broker's error reports from the start (a crash's
+    /// reason comes first and is long): what a failed test leaves to read (the containers go with the project).
+    /// Never panics: it runs while a test's panic unwinds.
     fn print_logs(&self) {
         let label = format!("label=com.docker.compose.project={}", self.name);
         let Ok(listed) =
@@ -113,6 +114,15 @@ impl DockerProject {
             return;
         };
         for container in String::from_utf8_lossy(&listed.stdout).lines() {
+            if container.contains("rabbitmq") {
+                if let Ok(logs) = Command::new("docker").args(["logs", container]).output() {
+                    let text =
+                        String::from_utf8_lossy(&logs.stdout).into_owned() + &String::from_utf8_lossy(&logs.stderr);
+                    let errors: Vec<&str> = text.lines().filter(|l| l.contains("[error]")).take(200).collect();
+                    eprintln!("---- the first error lines of {container}'s log ({} shown):", errors.len());
+                    eprintln!("{}", errors.join("\n"));
+                }
+            }
             if let Ok(logs) = Command::new("docker").args(["logs", "--tail", "40", container]).output() {
                 eprintln!("---- the last lines of {container}'s log:");
                 eprintln!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));

@@ -260,6 +260,12 @@ fn observe(sessions: &Sessions, events: &Events, event: ClientEvent) {
             sessions.update(session, |s| s.view.queries_done.push(query.clone()));
             events.send(Event::SessionQueryDone { session, query });
         }
+        // The session goes on as a new one (its `Started` follows and is listed anew): this one ends here, and
+        // the event log says why it was run again.
+        ClientEvent::Rerun { session, reason } => {
+            warn!(%session, reason, "session lost by its gateway: run again as a new session");
+            mark_failed(sessions, events, session, format!("run again as a new session: {reason}"));
+        }
     }
 }
 

@@ -37,7 +37,8 @@ struct ClusterArgs {
     /// Prefix of the cluster's queue names, so several clusters can share a broker.
     #[arg(long, env = "COFFEE_NAMESPACE", default_value = "coffee")]
     namespace: String,
-    /// The gateway's address.
+    /// The gateway's address. A client may name several, separated by commas (the hosts a gateway may run on):
+    /// it moves to the next one it cannot reach.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:7070")]
     gateway: String,
     /// The RabbitMQ broker.
@@ -714,6 +715,9 @@ async fn run_client(
             results.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         ClientEvent::QueryDone { query, .. } => progress.println(format!("{query} complete")),
+        ClientEvent::Rerun { session, reason } => {
+            progress.println(format!("session {session} runs again from the start: {reason}"))
+        }
         ClientEvent::FileDone { report, .. } => {
             if let Some(why) = &report.refused {
                 progress.println(format!("refused {}: {why}", report.path.display()));

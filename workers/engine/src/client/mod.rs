@@ -40,6 +40,8 @@ const BAD_ROW_SAMPLES: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// The gateway's address, or several separated by commas (the hosts a gateway may run on): a connection
+    /// that cannot be made moves on to the next.
     pub gateway: String,
     pub data_dir: PathBuf,
     pub out_dir: PathBuf,
@@ -130,6 +132,13 @@ pub enum ClientEvent {
         session: SessionId,
         query: Query,
     },
+    /// The session cannot be resumed (the gateway no longer knows it: its state was lost with its host, or
+    /// another gateway took its place), so it runs again from the start as a new session, whose `Started`
+    /// follows. What `session` wrote is discarded.
+    Rerun {
+        session: SessionId,
+        reason: String,
+    },
 }
 
 pub type Observer = Arc<dyn Fn(ClientEvent) + Send + Sync>;
@@ -144,10 +153,19 @@ const BUSY_RETRY: Duration = Duration::from_millis(800);
 /// How long a new session tries to reach its gateway before it gives up.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long one attempt to connect to a gateway may take: a host that is gone answers nothing, and the kernel
+/// would try for minutes before the next address is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many times a session runs again from the start (its gateway lost it) before the client gives up.
+const MAX_RERUNS: u32 = 3;
+
 /// Why one connection of a session ended.
 enum Interruption {
     /// The connection or the gateway died: reconnect and resume.
     Lost(anyhow::Error),
+    /// The gateway no longer knows the session, and the client lacks results: run it again from the start.
+    Rerun(String),
     /// The session cannot go on (the gateway refused it, the data cannot be read).
     Fatal(anyhow::Error),
 }
@@ -199,6 +217,28 @@ struct SessionState {
     files: Vec<FileReport>,
     /// Where each batch began, so a resumed upload seeks past what the gateway has.
     marks: reading::Marks,
+    /// Which of the gateway addresses the next connection tries: the one that last answered, until a
+    /// connection to it cannot be made.
+    gateway: usize,
+}
+
+impl SessionState {
+    fn new() -> SessionState {
+        SessionState {
+            reached: false,
+            welcomed: false,
+            session: None,
+            secret: 0,
+            output: None,
+            output_path: None,
+            received: ReceivedResults::default(),
+            counts: BTreeMap::new(),
+            queries_done: BTreeSet::new(),
+            files: Vec::new(),
+            marks: reading::Marks::default(),
+            gateway: 0,
+        }
+    }
 }
 
 /// Runs one session to its end. If the connection or the gateway dies, it reconnects (for up to the reconnect
@@ -206,24 +246,28 @@ struct SessionState {
 pub async fn run_session(options: &ClientOptions, observer: Observer) -> anyhow::Result<ClientSummary> {
     let started = Instant::now();
     anyhow::ensure!(options.data_dir.is_dir(), "{} is not a dataset folder", options.data_dir.display());
-    let mut state = SessionState {
-        reached: false,
-        welcomed: false,
-        session: None,
-        secret: 0,
-        output: None,
-        output_path: None,
-        received: ReceivedResults::default(),
-        counts: BTreeMap::new(),
-        queries_done: BTreeSet::new(),
-        files: Vec::new(),
-        marks: reading::Marks::default(),
-    };
+    let mut state = SessionState::new();
     let mut lost_since: Option<Instant> = None;
+    let mut reruns = 0;
     loop {
         match connect_once(options, &mut state, &observer).await {
             Ok(()) => break,
             Err(Interruption::Fatal(e)) => return Err(e),
+            Err(Interruption::Rerun(reason)) => {
+                let session = state.session.expect("a session that was resumed has an id");
+                reruns += 1;
+                if reruns > MAX_RERUNS {
+                    anyhow::bail!("session {session}: its gateway lost it {reruns} times, the last: {reason}");
+                }
+                tracing::warn!(%session, reason, "the session cannot be resumed: running it again from the start");
+                if let Some(path) = &state.output_path {
+                    let _ = std::fs::remove_file(path);
+                }
+                observer(ClientEvent::Rerun { session, reason });
+                // The address that answered stays first; everything else starts anew.
+                state = SessionState { reached: true, gateway: state.gateway, ..SessionState::new() };
+                lost_since = None;
+            }
             Err(Interruption::Lost(e)) => {
                 if std::mem::take(&mut state.welcomed) {
                     lost_since = None; // the session was back: this is a new loss
@@ -257,13 +301,23 @@ async fn connect_once(
     observer: &Observer,
 ) -> Result<(), Interruption> {
     let lost = |e: anyhow::Error| Interruption::Lost(e);
-    let socket = TcpStream::connect(&options.gateway).await.map_err(|e| {
-        let e = anyhow::anyhow!(
-            "cannot reach the gateway at {}: {e}. Is a cluster up (`coffee cluster up`)?",
-            options.gateway
-        );
-        lost(e)
-    })?;
+    let addresses: Vec<&str> = options.gateway.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let address = addresses.get(state.gateway % addresses.len().max(1)).copied().unwrap_or_default();
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await;
+    let socket = match connected {
+        Ok(Ok(socket)) => socket,
+        failed => {
+            // This address is down (or gone): the next attempt tries the next one.
+            state.gateway += 1;
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
+            };
+            let e =
+                anyhow::anyhow!("cannot reach the gateway at {address}: {why}. Is a cluster up (`coffee cluster up`)?");
+            return Err(lost(e));
+        }
+    };
     socket.set_nodelay(true).map_err(|e| lost(e.into()))?;
     crate::protocol::detect_dead_peer(&socket, options.dead_peer_after).map_err(|e| lost(e.into()))?;
     state.reached = true;
@@ -287,6 +341,11 @@ async fn connect_once(
         // reached us, and every result is already written.
         GatewayFrame::Error { code: ErrorCode::UnknownSession, .. } if state.queries_done.len() == Query::ALL.len() => {
             return Ok(());
+        }
+        // Without every result: the gateway lost the session (its state went with its host, or this is another
+        // gateway), and nothing can resume it. It runs again, from the client's files.
+        GatewayFrame::Error { code: ErrorCode::UnknownSession, message } => {
+            return Err(Interruption::Rerun(format!("the gateway at {address} no longer knows it ({message})")));
         }
         // Full for now (its sessions, or this address's): a slot frees as sessions end or are purged, so the
         // client waits and tries again within its window rather than giving up.
