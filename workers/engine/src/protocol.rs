@@ -40,8 +40,10 @@ pub const DEAD_PEER_AFTER: std::time::Duration = std::time::Duration::from_secs(
 
 /// Makes the kernel find out, within about `after`, that the peer of `socket` is gone: TCP keepalive probes
 /// while the connection is idle (the first after half of `after`, then three more), and a user timeout while
-/// sent bytes wait for their ack. A peer that is alive but busy answers both from its kernel, so neither cuts a
-/// session that is merely slow. The connection then fails on its next read or write, like one that was reset.
+/// sent bytes wait for their ack. A peer that is alive but slow answers both from its kernel; but Linux also ends
+/// a connection whose peer keeps its receive window closed for longer than the user timeout (a gateway pausing
+/// its client for flow control, a client that reads nothing), probes answered or not: that connection fails too,
+/// and the client resumes on a new one. The connection then fails on its next read or write, like one reset.
 pub fn detect_dead_peer(socket: &tokio::net::TcpStream, after: std::time::Duration) -> std::io::Result<()> {
     use std::time::Duration;
     const PROBES: u32 = 3;
